@@ -33,21 +33,19 @@ from schemas.messages import (
 
 PROTOCOL_VERSION = 1
 
-PAYLOAD_TYPES: dict[str, type[Payload]] = {
-    cls.TYPE: cls
-    for cls in (
-        Heartbeat,
-        StartTask,
-        StopTask,
-        TaskStatus,
-        JobEvent,
-        NodeEvent,
-        LogsRequest,
-        LogChunk,
-        Reply,
-        *API_REQUESTS,
-    )
-}
+_ALL_PAYLOADS: tuple[type[Payload], ...] = (
+    Heartbeat,
+    StartTask,
+    StopTask,
+    TaskStatus,
+    JobEvent,
+    NodeEvent,
+    LogsRequest,
+    LogChunk,
+    Reply,
+    *API_REQUESTS,
+)
+PAYLOAD_TYPES: dict[str, type[Payload]] = {cls.TYPE: cls for cls in _ALL_PAYLOADS}
 
 P = TypeVar("P", bound=Payload)
 
@@ -127,8 +125,7 @@ def decode(body: bytes) -> Message:
         raise InvalidMessage(describe_errors(exc)) from None
     if envelope.version != PROTOCOL_VERSION:
         raise InvalidMessage(
-            f"version: this node speaks protocol version {PROTOCOL_VERSION}, "
-            f"got {envelope.version}"
+            f"version: this node speaks protocol version {PROTOCOL_VERSION}, got {envelope.version}"
         )
     cls = PAYLOAD_TYPES.get(envelope.type)
     if cls is None:

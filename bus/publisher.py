@@ -1,0 +1,106 @@
+"""Windowed publisher confirms over one channel, with an outbox that survives reconnects.
+
+pika's BlockingChannel waits for each confirm before the next publish (about
+1.5k msg/s here). This publisher keeps up to `window` messages in flight on the
+channel's asynchronous core and settles them as the broker's (possibly
+multiple) acks arrive. A message leaves the outbox only when the broker has
+confirmed it: on a nack or a lost connection it is sent again on the next
+channel, so a publish made while the broker is down is delivered once it is
+back (at least once). `transient` messages (heartbeats, replies) are
+best-effort: dropped while disconnected and never re-sent.
+
+Not thread-safe: it belongs to the bus thread.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pika
+from pika.spec import Basic
+
+log = logging.getLogger("corral.bus")
+
+
+@dataclass
+class Outgoing:
+    exchange: str
+    routing_key: str
+    body: bytes
+    properties: pika.BasicProperties
+    mandatory: bool = False
+    transient: bool = False
+    on_returned: Callable[[], None] | None = None
+
+
+class ConfirmingPublisher:
+    def __init__(self, window: int = 256) -> None:
+        self.window = window
+        self._backlog: deque[Outgoing] = deque()
+        self._in_flight: dict[int, Outgoing] = {}
+        self._channel: Any = None  # pika's asynchronous Channel under a BlockingChannel
+        self._seq = 0
+
+    @property
+    def pending(self) -> int:
+        """Messages not yet confirmed by the broker."""
+        return len(self._backlog) + len(self._in_flight)
+
+    def attach(self, channel: Any) -> None:
+        """Start publishing on `channel` (a pika Channel already in confirm mode)."""
+        self._channel = channel
+        self._seq = 0
+        channel.add_on_return_callback(self._on_return)
+        self._pump()
+
+    def detach(self) -> None:
+        """The channel is gone: everything in flight goes back to the front of the outbox."""
+        self._channel = None
+        unconfirmed = [out for _, out in sorted(self._in_flight.items()) if not out.transient]
+        self._in_flight.clear()
+        self._backlog = deque([*unconfirmed, *(out for out in self._backlog if not out.transient)])
+
+    def publish(self, out: Outgoing) -> None:
+        if self._channel is None and out.transient:
+            return
+        self._backlog.append(out)
+        self._pump()
+
+    def on_confirm(self, frame: Any) -> None:
+        """pika's ack/nack callback. Acks may cover many messages (`multiple`)."""
+        method = frame.method
+        if method.multiple:
+            tags = [tag for tag in self._in_flight if tag <= method.delivery_tag]
+        else:
+            tags = [method.delivery_tag]
+        settled = [self._in_flight.pop(tag) for tag in tags if tag in self._in_flight]
+        if isinstance(method, Basic.Nack):
+            log.warning("broker nacked %d message(s); sending them again", len(settled))
+            self._backlog.extendleft(reversed([out for out in settled if not out.transient]))
+        self._pump()
+
+    def _on_return(self, _channel: Any, method: Any, properties: Any, _body: bytes) -> None:
+        for out in self._in_flight.values():
+            if out.properties.message_id == properties.message_id:
+                log.debug("unroutable: %s %s", method.exchange, method.routing_key)
+                if out.on_returned is not None:
+                    out.on_returned()
+                return
+
+    def _pump(self) -> None:
+        while self._channel is not None and self._backlog and len(self._in_flight) < self.window:
+            out = self._backlog[0]
+            self._channel.basic_publish(
+                out.exchange,
+                out.routing_key,
+                out.body,
+                properties=out.properties,
+                mandatory=out.mandatory,
+            )
+            self._backlog.popleft()  # only now: a publish that raised stays in the outbox
+            self._seq += 1
+            self._in_flight[self._seq] = out

@@ -1,0 +1,171 @@
+"""Every exchange, queue and routing key Corral uses, in one place.
+
+::
+
+    worker ──heartbeat──▶ [corral.heartbeat fanout] ──▶ (server-named, TTL) ──▶ master
+    client ──api.*──────▶ (corral.api quorum) ───────────────────────────────▶ master
+    master ──reply──────▶ reply_to (direct reply-to or the client's queue) ──▶ client
+    master ──assign.*───▶ [corral.assign direct] ─key=node─▶ (corral.node.<id> quorum) ─▶ worker
+    worker ──task.*─────▶ [corral.status topic] ─task.#──▶ (corral.master.status quorum) ─▶ master
+    master ──job.*/node.*▶ [corral.status topic] ──▶ dashboards, `corral watch` (own queues)
+    client ──logs.request▶ [corral.rpc direct] ─key=node─▶ (corral.node.<id>.rpc) ─▶ worker
+    master ──announce───▶ [corral.control fanout] ──▶ workers
+    broker / consumers ─▶ [corral.dlx fanout] ──▶ (corral.dead) ──▶ operators
+
+Status routing keys: ``task.<job>.<task>.<state>``, ``job.<job>.<state>``,
+``node.<node>.<state>``. Job names and node ids never contain dots.
+
+This module only names things and describes their arguments; `bus.connection`
+declares them. Nothing else in Corral spells a queue or exchange name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+HEARTBEAT_EXCHANGE = "corral.heartbeat"
+ASSIGN_EXCHANGE = "corral.assign"
+STATUS_EXCHANGE = "corral.status"
+CONTROL_EXCHANGE = "corral.control"
+RPC_EXCHANGE = "corral.rpc"
+DEAD_LETTER_EXCHANGE = "corral.dlx"
+DEFAULT_EXCHANGE = ""
+
+API_QUEUE = "corral.api"
+MASTER_STATUS_QUEUE = "corral.master.status"
+DEAD_QUEUE = "corral.dead"
+DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
+
+# Headers Corral adds to a message it dead-letters itself.
+REASON_HEADER = "x-corral-reason"
+SOURCE_QUEUE_HEADER = "x-corral-queue"
+SOURCE_EXCHANGE_HEADER = "x-corral-exchange"
+SOURCE_KEY_HEADER = "x-corral-routing-key"
+
+HEARTBEAT_TTL_MS = 5_000
+ASSIGN_DELIVERY_LIMIT = 20
+
+
+@dataclass(frozen=True)
+class Exchange:
+    name: str
+    kind: Literal["fanout", "direct", "topic"]
+    durable: bool = True
+
+
+@dataclass(frozen=True)
+class Queue:
+    """A queue and its bindings. An empty name asks the broker to name it (exclusive)."""
+
+    name: str
+    durable: bool = True
+    exclusive: bool = False
+    auto_delete: bool = False
+    arguments: dict[str, Any] = field(default_factory=dict)
+    bindings: tuple[tuple[str, str], ...] = ()  # (exchange, routing key)
+
+
+EXCHANGES = (
+    Exchange(HEARTBEAT_EXCHANGE, "fanout"),
+    Exchange(ASSIGN_EXCHANGE, "direct"),
+    Exchange(STATUS_EXCHANGE, "topic"),
+    Exchange(CONTROL_EXCHANGE, "fanout"),
+    Exchange(RPC_EXCHANGE, "direct"),
+    Exchange(DEAD_LETTER_EXCHANGE, "fanout"),
+)
+
+_QUORUM: dict[str, Any] = {
+    "x-queue-type": "quorum",
+    "x-dead-letter-exchange": DEAD_LETTER_EXCHANGE,
+}
+
+DEAD_QUEUE_DECL = Queue(
+    DEAD_QUEUE,
+    arguments={"x-queue-type": "quorum"},
+    bindings=((DEAD_LETTER_EXCHANGE, ""),),
+)
+API_QUEUE_DECL = Queue(API_QUEUE, arguments=dict(_QUORUM))
+MASTER_STATUS_QUEUE_DECL = Queue(
+    MASTER_STATUS_QUEUE,
+    arguments=dict(_QUORUM),
+    bindings=((STATUS_EXCHANGE, "task.#"),),
+)
+
+# Declared by every participant, so that no message is published into nothing.
+CORE_QUEUES = (DEAD_QUEUE_DECL, API_QUEUE_DECL, MASTER_STATUS_QUEUE_DECL)
+
+
+def heartbeat_queue() -> Queue:
+    """A master's private view of the heartbeat fanout; stale beats expire unread."""
+    return Queue(
+        "",
+        durable=False,
+        exclusive=True,
+        auto_delete=True,
+        arguments={"x-message-ttl": HEARTBEAT_TTL_MS},  # expired beats are dropped
+        bindings=((HEARTBEAT_EXCHANGE, ""),),
+    )
+
+
+def node_queue_name(node_id: str) -> str:
+    return f"corral.node.{node_id}"
+
+
+def node_queue(node_id: str) -> Queue:
+    """A worker's assignment queue: survives the worker and the broker restarting."""
+    return Queue(
+        node_queue_name(node_id),
+        arguments={**_QUORUM, "x-delivery-limit": ASSIGN_DELIVERY_LIMIT},
+        bindings=((ASSIGN_EXCHANGE, node_id),),
+    )
+
+
+def node_rpc_queue(node_id: str) -> Queue:
+    """A worker's queue for interactive requests (logs); gone with the worker."""
+    return Queue(
+        f"corral.node.{node_id}.rpc",
+        durable=False,
+        exclusive=True,
+        auto_delete=True,
+        bindings=((RPC_EXCHANGE, node_id),),
+    )
+
+
+def control_queue() -> Queue:
+    return Queue(
+        "", durable=False, exclusive=True, auto_delete=True, bindings=((CONTROL_EXCHANGE, ""),)
+    )
+
+
+def status_queue(patterns: tuple[str, ...] = ("#",)) -> Queue:
+    """A private subscription to status events (dashboards, `corral watch`, Job.wait)."""
+    return Queue(
+        "",
+        durable=False,
+        exclusive=True,
+        auto_delete=True,
+        bindings=tuple((STATUS_EXCHANGE, pattern) for pattern in patterns),
+    )
+
+
+def reply_queue() -> Queue:
+    """A private queue for streamed replies (logs)."""
+    return Queue("", durable=False, exclusive=True, auto_delete=True)
+
+
+def task_key(job_id: str, task_id: str, state: str) -> str:
+    return f"task.{job_id}.{task_id}.{state}"
+
+
+def job_key(job_id: str, state: str) -> str:
+    return f"job.{job_id}.{state}"
+
+
+def node_key(node_id: str, state: str) -> str:
+    return f"node.{node_id}.{state}"
+
+
+def job_events_pattern(job_id: str) -> str:
+    """Every status event of one job: its own and its tasks'."""
+    return f"*.{job_id}.#"

@@ -1,0 +1,151 @@
+#!/usr/bin/env bash
+# Make this machine ready for Corral's tests. Idempotent: every step checks first
+# and does nothing if already done, so a rerun on a ready machine takes seconds.
+#
+#   1. apt-get install rabbitmq-server docker.io busybox-static   (if any is missing)
+#   2. RabbitMQ running (`rabbitmq-server -detached`), management plugin enabled,
+#      http://127.0.0.1:15672/api/overview answering guest:guest
+#   3. Docker engine running (`dockerd` in the background, log /var/log/corral-dockerd.log)
+#   4. test image local/busybox:latest present (scripts/build-test-image.sh)
+#
+# Needs root for installing and starting things (CI runs it as root).
+# Never pulls images: there is no container registry.
+set -euo pipefail
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+APT_LOG=/tmp/corral-apt.log
+RMQ_START_LOG=/tmp/corral-rabbitmq-start.log
+DOCKERD_LOG=/var/log/corral-dockerd.log
+MGMT_URL=http://127.0.0.1:15672/api/overview
+TEST_IMAGE=local/busybox:latest
+
+take_lock bootstrap
+
+# --- 1. packages -------------------------------------------------------------
+install_packages() {
+    local missing=()
+    have rabbitmq-server && have rabbitmq-diagnostics && have rabbitmq-plugins ||
+        missing+=(rabbitmq-server)
+    have dockerd && have docker || missing+=(docker.io)
+    [[ -x /bin/busybox ]] && is_static /bin/busybox || missing+=(busybox-static)
+    ((${#missing[@]})) || return 0
+
+    need_root "installing ${missing[*]}"
+    local pkgs=(rabbitmq-server docker.io busybox-static)
+    say "installing ${pkgs[*]} (apt; missing: ${missing[*]}; log: $APT_LOG)"
+    local t0=$SECONDS
+    : >"$APT_LOG"
+    local apt_opts=(-q -o DPkg::Lock::Timeout=300)
+    if ! apt-get "${apt_opts[@]}" update >>"$APT_LOG" 2>&1; then
+        err "apt-get update failed"
+        show_tail "$APT_LOG"
+        exit 1
+    fi
+    # policy-rc.d may deny starting services during install: fine, we start them below.
+    if ! DEBIAN_FRONTEND=noninteractive apt-get "${apt_opts[@]}" install -y "${pkgs[@]}" \
+        >>"$APT_LOG" 2>&1; then
+        err "apt-get install ${pkgs[*]} failed"
+        show_tail "$APT_LOG"
+        exit 1
+    fi
+    hash -r
+    note "installed in $((SECONDS - t0)) s"
+    [[ -x /bin/busybox ]] && is_static /bin/busybox ||
+        die "/bin/busybox is still not the static busybox after installing busybox-static"
+}
+
+# --- 2. RabbitMQ ---------------------------------------------------------------
+rmq_ping() { timeout 30 rabbitmq-diagnostics -q ping >/dev/null 2>&1; }
+mgmt_ok() { http_ok "$MGMT_URL" guest:guest; }
+
+rmq_fail() {
+    err "$1"
+    # shellcheck disable=SC2046 # the glob must expand to the node's log files
+    show_tail "$RMQ_START_LOG" /var/log/rabbitmq/startup_err /var/log/rabbitmq/startup_log \
+        $(ls -1 /var/log/rabbitmq/rabbit@*.log 2>/dev/null | grep -v _upgrade)
+    exit 1
+}
+
+start_rabbitmq() {
+    if rmq_ping; then
+        return 0
+    fi
+    need_root "starting rabbitmq-server"
+    say "starting rabbitmq-server (rabbitmq-server -detached)"
+    local t0=$SECONDS
+    # It may already be booting (started by someone else): its exit code is not
+    # decisive, the ping below is.
+    rabbitmq-server -detached >>"$RMQ_START_LOG" 2>&1 || true
+    wait_until 90 rmq_ping || rmq_fail "rabbitmq did not answer 'rabbitmq-diagnostics ping' within 90 s"
+    note "rabbitmq up after $((SECONDS - t0)) s"
+}
+
+enable_management() {
+    # Fast path: the API answering means the plugin is on.
+    if mgmt_ok; then
+        return 0
+    fi
+    if ! rabbitmq-plugins list -q -e -m 2>/dev/null | grep -qx rabbitmq_management; then
+        need_root "enabling rabbitmq_management"
+        say "enabling rabbitmq_management plugin"
+        rabbitmq-plugins enable rabbitmq_management >>"$RMQ_START_LOG" 2>&1 ||
+            rmq_fail "rabbitmq-plugins enable rabbitmq_management failed"
+    fi
+    say "waiting for $MGMT_URL"
+    local t0=$SECONDS
+    wait_until 60 mgmt_ok || rmq_fail "management API $MGMT_URL did not answer guest:guest within 60 s"
+    note "management API up after $((SECONDS - t0)) s"
+}
+
+# --- 3. Docker -----------------------------------------------------------------
+docker_ok() { timeout 20 docker info >/dev/null 2>&1; }
+
+start_docker() {
+    if docker_ok; then
+        return 0
+    fi
+    need_root "starting dockerd"
+    local pid=""
+    if [[ -s /var/run/docker.pid ]] && kill -0 "$(cat /var/run/docker.pid)" 2>/dev/null; then
+        pid=$(cat /var/run/docker.pid)
+        say "dockerd already running (pid $pid) but not answering yet; waiting"
+    else
+        mkdir -p "$(dirname "$DOCKERD_LOG")"
+        say "starting dockerd (log: $DOCKERD_LOG)"
+        # setsid: own session, so it outlives this script and its process group.
+        setsid nohup dockerd >>"$DOCKERD_LOG" 2>&1 </dev/null &
+        pid=$!
+    fi
+    local t0=$SECONDS deadline=$((SECONDS + 60))
+    until docker_ok; do
+        if ! kill -0 "$pid" 2>/dev/null; then
+            err "dockerd (pid $pid) exited"
+            show_tail "$DOCKERD_LOG"
+            exit 1
+        fi
+        if ((SECONDS >= deadline)); then
+            err "docker did not answer 'docker info' within 60 s"
+            show_tail "$DOCKERD_LOG"
+            exit 1
+        fi
+        sleep 1
+    done
+    note "docker up after $((SECONDS - t0)) s (dockerd pid $pid)"
+}
+
+# --- 4. test image -------------------------------------------------------------
+ensure_test_image() {
+    if docker image inspect "$TEST_IMAGE" >/dev/null 2>&1; then
+        return 0
+    fi
+    say "building test image $TEST_IMAGE"
+    bash "$CORRAL_ROOT/scripts/build-test-image.sh" || die "building $TEST_IMAGE failed"
+}
+
+install_packages
+start_rabbitmq
+enable_management
+start_docker
+ensure_test_image
+say "bootstrap ok: rabbitmq (amqp :5672, management :15672), docker, $TEST_IMAGE"

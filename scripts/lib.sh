@@ -1,0 +1,87 @@
+# shellcheck shell=bash
+# Shared helpers for scripts/*.sh. Source it, do not run it:
+#   source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+# Repository root (the parent of scripts/).
+CORRAL_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+export CORRAL_ROOT
+
+# rabbitmq-*, dockerd live in sbin; a CI shell may not have it on PATH.
+case ":$PATH:" in
+*:/usr/sbin:*) ;;
+*) PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin" ;;
+esac
+export PATH
+
+say() { printf '==> %s\n' "$*"; }
+note() { printf '    %s\n' "$*"; }
+warn() { printf 'WARNING: %s\n' "$*" >&2; }
+err() { printf 'ERROR: %s\n' "$*" >&2; }
+die() {
+    err "$*"
+    exit 1
+}
+have() { command -v "$1" >/dev/null 2>&1; }
+
+need_root() {
+    [[ $(id -u) -eq 0 ]] || die "$1 needs root (run this script as root)"
+}
+
+# show_tail FILE... : print the last lines of each readable file to stderr.
+show_tail() {
+    local f
+    for f in "$@"; do
+        [[ -r $f ]] || continue
+        printf -- '---- last 40 lines of %s ----\n' "$f" >&2
+        tail -n 40 "$f" >&2
+        printf -- '---- end of %s ----\n' "$f" >&2
+    done
+}
+
+# wait_until SECONDS CMD... : run CMD every second until it succeeds; 1 on timeout.
+wait_until() {
+    local deadline=$((SECONDS + $1))
+    shift
+    until "$@" >/dev/null 2>&1; do
+        ((SECONDS < deadline)) || return 1
+        sleep 1
+    done
+}
+
+# take_lock NAME : serialise concurrent runs (other engineers, parallel CI steps).
+# The lock is held until the calling script exits.
+take_lock() {
+    local file="/tmp/corral-$1.lock" fd
+    exec {fd}>>"$file"
+    if ! flock -n "$fd"; then
+        note "waiting for another run to release $file"
+        flock -w 900 "$fd" || die "timed out waiting for lock $file"
+    fi
+}
+
+# is_static FILE : true if FILE is a statically linked executable.
+is_static() {
+    if have file; then
+        file -L "$1" | grep -Eq 'statically linked|static-pie linked'
+    else
+        # ldd exits non-zero with "not a dynamic executable" for static binaries.
+        LC_ALL=C ldd "$1" 2>&1 | grep -Eq 'not a dynamic executable|statically linked'
+    fi
+}
+
+# http_ok URL [USER:PASS] : true if URL answers 200 (curl may be missing: use python).
+http_ok() {
+    python3 - "$1" "${2:-}" <<'PY'
+import base64, sys, urllib.request
+
+url, cred = sys.argv[1], sys.argv[2]
+req = urllib.request.Request(url)
+if cred:
+    req.add_header("Authorization", "Basic " + base64.b64encode(cred.encode()).decode())
+try:
+    with urllib.request.urlopen(req, timeout=5) as resp:
+        sys.exit(0 if resp.status == 200 else 1)
+except Exception:
+    sys.exit(1)
+PY
+}

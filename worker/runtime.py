@@ -1,0 +1,389 @@
+"""The worker's Docker runtime: the only module in Corral that imports `docker`.
+
+Every method blocks on the Docker engine, so callers run them in a thread pool,
+never on a bus connection's thread. One `DockerClient` is shared; it is safe to
+use from several threads at once. Docker's own errors are translated here
+(`StartError`, `RuntimeUnavailable`, `KeyError`) so callers never mention docker.
+
+Each container Corral runs is named `corral-<task_id>` and labelled
+`corral.managed`, `corral.node`, `corral.task`, `corral.job`, `corral.slot`,
+`corral.epoch`, `corral.cpu` and `corral.memory`; labels are the only state the
+runtime keeps, so a restarted agent finds its containers again with `list_tasks`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import docker
+import requests
+import urllib3
+from docker.errors import APIError, DockerException, ImageNotFound, NotFound
+from docker.models.containers import Container
+from docker.types import CancellableStream
+
+from schemas.messages import StartTask
+
+LABEL_PREFIX = "corral."
+_MANAGED = f"{LABEL_PREFIX}managed"
+_NODE = f"{LABEL_PREFIX}node"
+_TASK = f"{LABEL_PREFIX}task"
+_JOB = f"{LABEL_PREFIX}job"
+_SLOT = f"{LABEL_PREFIX}slot"
+_EPOCH = f"{LABEL_PREFIX}epoch"
+_CPU = f"{LABEL_PREFIX}cpu"
+_MEMORY = f"{LABEL_PREFIX}memory"
+
+_STATES: dict[str, Literal["created", "running", "exited"]] = {
+    "created": "created",
+    "running": "running",
+    "restarting": "running",
+    "paused": "running",
+    "exited": "exited",
+    "dead": "exited",
+    "removing": "exited",
+}
+# Failures at container start that no retry on this node can fix.
+_PERMANENT_START_ERRORS = ("executable file not found", "no such file or directory")
+# Transport failures: the engine went away or the socket broke mid-request.
+_TRANSPORT_ERRORS = (DockerException, requests.RequestException, urllib3.exceptions.HTTPError)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ContainerInfo:
+    """One Corral container as the engine reports it. `exit_code` is set only when exited."""
+
+    task_id: str
+    job_id: str
+    container_id: str
+    state: Literal["created", "running", "exited"]
+    exit_code: int | None
+    cpu: float
+    memory: int
+    epoch: int
+
+
+@dataclass(frozen=True)
+class RuntimeEvent:
+    """A container of this node started ("running") or ended ("exited", with its exit code)."""
+
+    task_id: str
+    job_id: str
+    container_id: str
+    kind: Literal["running", "exited"]
+    exit_code: int | None
+
+
+class RuntimeUnavailable(Exception):
+    """The Docker engine does not answer."""
+
+
+class StartError(Exception):
+    """Starting failed. `reason` is one human-readable line; `retryable` is False when
+    retrying cannot help (missing image, invalid spec)."""
+
+    def __init__(self, reason: str, *, retryable: bool) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.retryable = retryable
+
+
+class LogStream(Iterator[bytes]):
+    """Raw stdout+stderr chunks of one container. `close()` may be called from any
+    thread: it unblocks a reader waiting on a followed stream, which then ends."""
+
+    def __init__(self, stream: CancellableStream[bytes]) -> None:
+        self._stream = stream
+
+    def __next__(self) -> bytes:
+        return next(self._stream)
+
+    def close(self) -> None:
+        try:
+            self._stream.close()
+        except (*_TRANSPORT_ERRORS, OSError):
+            pass  # Already closed or the engine went away: either way the stream is over.
+
+
+def _explain(error: Exception) -> str:
+    """Docker's explanation of an error, on one line."""
+    text = error.explanation if isinstance(error, APIError) and error.explanation else str(error)
+    return " ".join(str(text).split())
+
+
+def _status(error: APIError) -> int:
+    return error.status_code or 500
+
+
+def _int(value: str | None, default: int = 0) -> int:
+    try:
+        return int(value) if value is not None else default
+    except ValueError:
+        return default
+
+
+class DockerRuntime:
+    """Runs the tasks of node `node_id` as Docker containers.
+
+    `extra_labels` are put on every container this runtime creates (tests use
+    them to tag a run). Raises `RuntimeUnavailable` if the engine cannot be reached.
+    """
+
+    def __init__(self, node_id: str, *, extra_labels: Mapping[str, str] | None = None) -> None:
+        self.node_id = node_id
+        self._extra_labels = dict(extra_labels or {})
+        self._filters = [f"{_MANAGED}=true", f"{_NODE}={node_id}"]
+        try:
+            # docker-py asks the engine for its API version here, so this can fail.
+            self._client = docker.from_env(max_pool_size=16)
+        except DockerException as error:
+            raise RuntimeUnavailable(f"Docker engine not reachable: {_explain(error)}") from error
+
+    def ping(self) -> None:
+        """Raise `RuntimeUnavailable` unless the engine answers (blocks up to the client timeout)."""
+        try:
+            self._client.ping()
+        except _TRANSPORT_ERRORS as error:
+            raise RuntimeUnavailable(f"Docker engine not answering: {_explain(error)}") from error
+
+    def close(self) -> None:
+        """Release the client's connections. Open streams end with an error or early."""
+        self._client.close()
+
+    def list_tasks(self) -> list[ContainerInfo]:
+        """Every container of this node, running or not. Containers removed meanwhile are skipped."""
+        containers = self._client.containers.list(
+            all=True, filters={"label": self._filters}, ignore_removed=True
+        )
+        return [self._info(c) for c in containers]
+
+    def start(self, task: StartTask, epoch: int) -> ContainerInfo:
+        """Create and start the task's container and return its state. Idempotent: if the
+        task already has a container on this node it is returned (and started if it was
+        only created), never duplicated. Raises `StartError`; blocks for the create and
+        start calls (and for the pull, if the spec asks for one)."""
+        existing = self._find(task.task_id)
+        if existing is not None:
+            return self._resume(existing)
+        try:
+            container = self._create(task, epoch)
+        except APIError as error:
+            if _status(error) != 409:
+                raise StartError(_explain(error), retryable=_status(error) >= 500) from error
+            # Another thread (or an earlier delivery) holds the name: join it.
+            existing = self._find(task.task_id)
+            if existing is None:
+                raise StartError(
+                    f"container name corral-{task.task_id} is taken by a container "
+                    f"not labelled for node {self.node_id}",
+                    retryable=True,
+                ) from error
+            return self._resume(existing)
+        return self._start(container)
+
+    def stop(self, task_id: str, *, timeout: float = 10.0) -> bool:
+        """Stop the task's container (SIGTERM, SIGKILL after `timeout` s) and remove it.
+        Blocks up to `timeout` plus the engine's latency. Returns False if there was no
+        such container; a container that vanishes meanwhile counts as removed."""
+        container = self._find(task_id)
+        if container is None:
+            return False
+        try:
+            # The engine parses `t` as an integer and rejects "1.5".
+            container.stop(timeout=math.ceil(timeout))
+        except NotFound:
+            return True
+        except APIError as error:
+            log.warning("stopping %s failed, removing by force: %s", task_id, _explain(error))
+        self._remove(container)
+        return True
+
+    def logs(self, task_id: str, *, follow: bool, tail: int | None) -> LogStream:
+        """The task container's stdout+stderr as raw chunks, from the last `tail` lines
+        (all if None). With `follow` the stream blocks for new output until the container
+        stops or the stream is closed. Raises `KeyError(task_id)` if there is no container."""
+        container = self._find(task_id)
+        if container is None:
+            raise KeyError(task_id)
+        return LogStream(
+            container.logs(stream=True, follow=follow, tail="all" if tail is None else tail)
+        )
+
+    def events(self, stop: threading.Event) -> Iterator[RuntimeEvent]:
+        """Yield start/exit events of this node's containers until `stop` is set.
+
+        Blocks between events; returns within about a second of `stop` being set. The
+        engine is read in windows of at most a second, each overlapping the last by a
+        second and de-duplicated, so nothing is lost or repeated between windows. The
+        first window also replays up to a second before the call. If the engine is
+        unreachable it retries with backoff and never raises; events that happened
+        while it was down cannot be replayed, so callers reconcile with `list_tasks`.
+        """
+        since = int(time.time())
+        seen: set[tuple[int, str, str]] = set()
+        backoff = 0.2
+        while not stop.is_set():
+            until = max(since + 1, int(time.time()) + 1)
+            try:
+                stream = self._client.events(
+                    since=since,
+                    until=until,
+                    decode=True,
+                    filters={"type": "container", "label": self._filters, "event": ["start", "die"]},
+                )
+            except _TRANSPORT_ERRORS as error:
+                log.warning("Docker event stream unavailable, retrying: %s", _explain(error))
+                stop.wait(backoff)
+                backoff = min(backoff * 2, 2.0)
+                continue
+            backoff = 0.2
+            try:
+                for raw in stream:
+                    event = self._event(raw, seen)
+                    if event is not None:
+                        yield event
+                    if stop.is_set():
+                        return
+            finally:
+                stream.close()
+            # A stream cut short by a dropped connection only covers events until now.
+            since = max(since, min(until, int(time.time())) - 1)
+            seen = {key for key in seen if key[0] >= since * 1_000_000_000}
+
+    # -- internals --------------------------------------------------------------------
+
+    def _find(self, task_id: str) -> Container | None:
+        found = self._client.containers.list(
+            all=True, filters={"label": [*self._filters, f"{_TASK}={task_id}"]}
+        )
+        return found[0] if found else None
+
+    def _create(self, task: StartTask, epoch: int) -> Container:
+        spec = task.spec
+        labels = {
+            **spec.labels,
+            **self._extra_labels,
+            _MANAGED: "true",
+            _NODE: self.node_id,
+            _TASK: task.task_id,
+            _JOB: task.job_id,
+            _SLOT: str(task.slot),
+            _EPOCH: str(epoch),
+            _CPU: str(spec.cpu),
+            _MEMORY: str(spec.memory),
+        }
+        # docker-py accepts a list of (ip, port) per container port; its stubs omit that.
+        ports: dict[str, Any] = {}
+        for port in spec.ports:
+            ports.setdefault(f"{port.container}/{port.protocol}", []).append(
+                (port.host_ip, port.host)
+            )
+        kwargs: dict[str, Any] = {
+            "name": f"corral-{task.task_id}",
+            "labels": labels,
+            "environment": dict(spec.env),
+            "nano_cpus": int(spec.cpu * 1e9),
+            "mem_limit": spec.memory,
+            "ports": ports,
+            "detach": True,
+            "init": False,
+        }
+        try:
+            return self._client.containers.create(spec.image, spec.command, **kwargs)
+        except ImageNotFound as error:
+            if not spec.pull:
+                raise StartError(
+                    f"image {spec.image!r} is not present on node {self.node_id} and pull is "
+                    "off; build or load it on the node, or set pull: true",
+                    retryable=False,
+                ) from error
+        self._pull(spec.image)
+        return self._client.containers.create(spec.image, spec.command, **kwargs)
+
+    def _pull(self, image: str) -> None:
+        try:
+            self._client.images.pull(image)
+        except APIError as error:
+            raise StartError(
+                f"pulling image {image!r} failed: {_explain(error)}",
+                retryable=_status(error) not in (400, 401, 403, 404),
+            ) from error
+
+    def _resume(self, container: Container) -> ContainerInfo:
+        info = self._info(container)
+        return self._start(container) if info.state == "created" else info
+
+    def _start(self, container: Container) -> ContainerInfo:
+        try:
+            container.start()
+            container.reload()
+        except APIError as error:
+            reason = _explain(error)
+            permanent = any(text in reason for text in _PERMANENT_START_ERRORS)
+            retryable = not permanent and (_status(error) >= 500 or "already allocated" in reason)
+            self._remove(container)
+            raise StartError(reason, retryable=retryable) from error
+        return self._info(container)
+
+    def _remove(self, container: Container) -> None:
+        try:
+            container.remove(force=True)
+        except NotFound:
+            pass
+        except APIError as error:
+            # 409: removal already in progress, which is what we want.
+            if _status(error) != 409:
+                raise
+
+    def _info(self, container: Container) -> ContainerInfo:
+        labels = container.labels
+        state = container.attrs.get("State")
+        # Containers from a list carry only a status string; ask for the exit code.
+        if not isinstance(state, dict) and container.status in ("exited", "dead"):
+            try:
+                container.reload()
+            except NotFound:
+                pass
+            state = container.attrs.get("State")
+        status = _STATES.get(state.get("Status", "") if isinstance(state, dict) else "", "exited")
+        exit_code = state.get("ExitCode") if isinstance(state, dict) else None
+        try:
+            cpu = float(labels.get(_CPU, "0"))
+        except ValueError:
+            cpu = 0.0
+        return ContainerInfo(
+            task_id=labels.get(_TASK, ""),
+            job_id=labels.get(_JOB, ""),
+            container_id=container.id or "",
+            state=status,
+            exit_code=exit_code if status == "exited" else None,
+            cpu=cpu,
+            memory=_int(labels.get(_MEMORY)),
+            epoch=_int(labels.get(_EPOCH)),
+        )
+
+    def _event(
+        self, raw: dict[str, Any], seen: set[tuple[int, str, str]]
+    ) -> RuntimeEvent | None:
+        action = raw.get("Action", raw.get("status", ""))
+        actor = raw.get("Actor") or {}
+        attributes: dict[str, str] = actor.get("Attributes") or {}
+        key = (int(raw.get("timeNano", 0)), str(actor.get("ID", "")), str(action))
+        if key in seen or action not in ("start", "die") or _TASK not in attributes:
+            return None
+        seen.add(key)
+        return RuntimeEvent(
+            task_id=attributes[_TASK],
+            job_id=attributes.get(_JOB, ""),
+            container_id=key[1],
+            kind="running" if action == "start" else "exited",
+            exit_code=_int(attributes.get("exitCode"), -1) if action == "die" else None,
+        )

@@ -1,0 +1,25 @@
+"""The worker's settings, built once at the edge (the CLI) and passed down."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field
+
+DEFAULT_STATE_DIR = Path("/var/lib/corral/worker")
+
+
+class WorkerSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    amqp_url: str
+    node_id: str | None = None  # None: the id kept in state_dir, or a new one saved there
+    cpus: Annotated[float, Field(gt=0)] | None = None  # None: the machine's CPU count
+    memory: Annotated[int, Field(gt=0)] | None = None  # bytes; None: the machine's memory
+    labels: dict[str, str] = Field(default_factory=dict)
+    state_dir: Path = DEFAULT_STATE_DIR
+    heartbeat_interval: Annotated[float, Field(gt=0)] = 1.0
+    start_threads: Annotated[int, Field(ge=1, le=64)] = 8
+    # Added to every container this worker creates (tests use it to tag a run).
+    container_labels: dict[str, str] = Field(default_factory=dict)
