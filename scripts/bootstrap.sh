@@ -23,12 +23,15 @@ TEST_IMAGE=local/busybox:latest
 take_lock bootstrap
 
 # --- 1. packages -------------------------------------------------------------
+have_rabbitmq() { have rabbitmq-server && have rabbitmq-diagnostics && have rabbitmq-plugins; }
+have_docker() { have dockerd && have docker; }
+have_static_busybox() { [[ -x /bin/busybox ]] && is_static /bin/busybox; }
+
 install_packages() {
     local missing=()
-    have rabbitmq-server && have rabbitmq-diagnostics && have rabbitmq-plugins ||
-        missing+=(rabbitmq-server)
-    have dockerd && have docker || missing+=(docker.io)
-    [[ -x /bin/busybox ]] && is_static /bin/busybox || missing+=(busybox-static)
+    have_rabbitmq || missing+=(rabbitmq-server)
+    have_docker || missing+=(docker.io)
+    have_static_busybox || missing+=(busybox-static)
     ((${#missing[@]})) || return 0
 
     need_root "installing ${missing[*]}"
@@ -43,7 +46,7 @@ install_packages() {
         exit 1
     fi
     # policy-rc.d may deny starting services during install: fine, we start them below.
-    if ! DEBIAN_FRONTEND=noninteractive apt-get "${apt_opts[@]}" install -y "${pkgs[@]}" \
+    if ! DEBIAN_FRONTEND=noninteractive apt-get "${apt_opts[@]}" install -y "${pkgs[@]}" </dev/null \
         >>"$APT_LOG" 2>&1; then
         err "apt-get install ${pkgs[*]} failed"
         show_tail "$APT_LOG"
@@ -51,7 +54,7 @@ install_packages() {
     fi
     hash -r
     note "installed in $((SECONDS - t0)) s"
-    [[ -x /bin/busybox ]] && is_static /bin/busybox ||
+    have_static_busybox ||
         die "/bin/busybox is still not the static busybox after installing busybox-static"
 }
 
@@ -61,9 +64,11 @@ mgmt_ok() { http_ok "$MGMT_URL" guest:guest; }
 
 rmq_fail() {
     err "$1"
-    # shellcheck disable=SC2046 # the glob must expand to the node's log files
-    show_tail "$RMQ_START_LOG" /var/log/rabbitmq/startup_err /var/log/rabbitmq/startup_log \
-        $(ls -1 /var/log/rabbitmq/rabbit@*.log 2>/dev/null | grep -v _upgrade)
+    local logs=("$RMQ_START_LOG" /var/log/rabbitmq/startup_err /var/log/rabbitmq/startup_log) f
+    for f in /var/log/rabbitmq/rabbit@*.log; do
+        [[ $f == *_upgrade.log ]] || logs+=("$f")
+    done
+    show_tail "${logs[@]}"
     exit 1
 }
 
@@ -86,7 +91,9 @@ enable_management() {
     if mgmt_ok; then
         return 0
     fi
-    if ! rabbitmq-plugins list -q -e -m 2>/dev/null | grep -qx rabbitmq_management; then
+    local enabled
+    enabled=$(rabbitmq-plugins list -q -e -m 2>/dev/null) || true
+    if ! grep -qx rabbitmq_management <<<"$enabled"; then
         need_root "enabling rabbitmq_management"
         say "enabling rabbitmq_management plugin"
         rabbitmq-plugins enable rabbitmq_management >>"$RMQ_START_LOG" 2>&1 ||

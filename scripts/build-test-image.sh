@@ -33,8 +33,12 @@ chmod 1777 "$root/tmp"
 
 mapfile -t applets < <("$root/bin/busybox" --list)
 ((${#applets[@]} > 0)) || die "'$BUSYBOX --list' printed nothing"
+declare -A have_applet=()
+for a in "${applets[@]}"; do
+    have_applet[$a]=1
+done
 for a in "${REQUIRED[@]}"; do
-    printf '%s\n' "${applets[@]}" | grep -qxF -- "$a" || die "busybox has no '$a' applet"
+    [[ -n ${have_applet[$a]:-} ]] || die "busybox has no '$a' applet"
 done
 for a in "${applets[@]}"; do
     [[ $a == busybox || $a == */* || -z $a ]] && continue
@@ -59,12 +63,20 @@ tar --numeric-owner --owner=0 --group=0 -C "$root" -cf - . |
     docker import \
         -c 'CMD ["/bin/sh"]' \
         -c 'ENV PATH=/bin' \
-        -m "corral test image: static busybox ($("$BUSYBOX" | head -n 1))" \
+        -m "corral test image: static $("$BUSYBOX" | head -n 1 | sed "s/ multi-call binary.*//")" \
         - "$IMAGE" >/dev/null ||
     die "docker import failed"
 
 out=$(docker run --rm "$IMAGE" sh -c 'echo ok' 2>&1) || true
-[[ $out == ok ]] || die "$IMAGE does not run: docker run --rm $IMAGE sh -c 'echo ok' gave: $out"
+if [[ $out != ok ]]; then
+    # Do not leave a broken image behind (bootstrap only checks that the tag exists).
+    if [[ -n $old_id ]]; then
+        docker tag "$old_id" "$IMAGE" >/dev/null 2>&1 || docker image rm "$IMAGE" >/dev/null 2>&1 || true
+    else
+        docker image rm "$IMAGE" >/dev/null 2>&1 || true
+    fi
+    die "$IMAGE does not run: docker run --rm $IMAGE sh -c 'echo ok' gave: $out"
+fi
 
 new_id=$(docker image inspect -f '{{.Id}}' "$IMAGE")
 if [[ -n $old_id && $old_id != "$new_id" ]]; then

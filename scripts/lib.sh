@@ -61,12 +61,15 @@ take_lock() {
 
 # is_static FILE : true if FILE is a statically linked executable.
 is_static() {
+    local out
     if have file; then
-        file -L "$1" | grep -Eq 'statically linked|static-pie linked'
+        out=$(file -L "$1" 2>&1) || true
     else
-        # ldd exits non-zero with "not a dynamic executable" for static binaries.
-        LC_ALL=C ldd "$1" 2>&1 | grep -Eq 'not a dynamic executable|statically linked'
+        # ldd exits 1 with "not a dynamic executable" for static binaries.
+        out=$(LC_ALL=C ldd "$1" 2>&1) || true
     fi
+    [[ $out == *"statically linked"* || $out == *"static-pie linked"* ||
+        $out == *"not a dynamic executable"* ]]
 }
 
 # http_ok URL [USER:PASS] : true if URL answers 200 (curl may be missing: use python).

@@ -17,7 +17,8 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Generator, Iterator, Mapping
+from contextlib import closing, contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -40,17 +41,14 @@ _EPOCH = f"{LABEL_PREFIX}epoch"
 _CPU = f"{LABEL_PREFIX}cpu"
 _MEMORY = f"{LABEL_PREFIX}memory"
 
+# Docker's container states, folded into the three Corral reports.
 _STATES: dict[str, Literal["created", "running", "exited"]] = {
+    **dict.fromkeys(("running", "restarting", "paused"), "running"),
+    **dict.fromkeys(("exited", "dead", "removing"), "exited"),
     "created": "created",
-    "running": "running",
-    "restarting": "running",
-    "paused": "running",
-    "exited": "exited",
-    "dead": "exited",
-    "removing": "exited",
 }
-# Failures at container start that no retry on this node can fix.
-_PERMANENT_START_ERRORS = ("executable file not found", "no such file or directory")
+# Failures that no retry on this node can fix, whatever status the engine gave them.
+_PERMANENT_ERRORS = ("executable file not found", "no such file or directory")
 # Transport failures: the engine went away or the socket broke mid-request.
 _TRANSPORT_ERRORS = (DockerException, requests.RequestException, urllib3.exceptions.HTTPError)
 
@@ -119,8 +117,22 @@ def _explain(error: Exception) -> str:
     return " ".join(str(text).split())
 
 
-def _status(error: APIError) -> int:
-    return error.status_code or 500
+def _retryable(error: APIError) -> bool:
+    """Engine-side failures are worth retrying; a rejected spec is not. 404 and 409 at this
+    point mean a concurrent start or stop of the same container, so a retry sorts it out."""
+    if any(text in _explain(error).lower() for text in _PERMANENT_ERRORS):
+        return False
+    status = error.status_code or 500
+    return status >= 500 or status in (404, 409)
+
+
+@contextmanager
+def _engine_errors(what: str) -> Iterator[None]:
+    """Translate any failure of the engine or its socket into `RuntimeUnavailable`."""
+    try:
+        yield
+    except _TRANSPORT_ERRORS as error:
+        raise RuntimeUnavailable(f"{what}: {_explain(error)}") from error
 
 
 def _int(value: str | None, default: int = 0) -> int:
@@ -148,38 +160,54 @@ class DockerRuntime:
             raise RuntimeUnavailable(f"Docker engine not reachable: {_explain(error)}") from error
 
     def ping(self) -> None:
-        """Raise `RuntimeUnavailable` unless the engine answers (blocks up to the client timeout)."""
+        """Raise `RuntimeUnavailable` unless the engine answers; blocks up to 60 s."""
         try:
             self._client.ping()
         except _TRANSPORT_ERRORS as error:
             raise RuntimeUnavailable(f"Docker engine not answering: {_explain(error)}") from error
 
     def close(self) -> None:
-        """Release the client's connections. Open streams end with an error or early."""
+        """Release the client's connections; call once event and log readers are done."""
         self._client.close()
 
     def list_tasks(self) -> list[ContainerInfo]:
-        """Every container of this node, running or not. Containers removed meanwhile are skipped."""
-        containers = self._client.containers.list(
-            all=True, filters={"label": self._filters}, ignore_removed=True
-        )
-        return [self._info(c) for c in containers]
+        """Every container of this node, running or not; one engine call plus one per
+        exited container. Raises `RuntimeUnavailable` if the engine fails."""
+        infos = []
+        with _engine_errors("listing containers failed"):
+            for container in self._client.containers.list(
+                all=True, filters={"label": self._filters}, sparse=True
+            ):
+                try:
+                    infos.append(self._info(container))
+                except NotFound:
+                    continue  # Removed since the list was taken.
+        return infos
 
     def start(self, task: StartTask, epoch: int) -> ContainerInfo:
         """Create and start the task's container and return its state. Idempotent: if the
         task already has a container on this node it is returned (and started if it was
-        only created), never duplicated. Raises `StartError`; blocks for the create and
-        start calls (and for the pull, if the spec asks for one)."""
+        only created), never duplicated. Blocks for the create and start calls (and for
+        the pull, if the spec asks for one). Raises only `StartError`, retryable when
+        the engine was unreachable or failed on its side."""
+        try:
+            return self._start_task(task, epoch)
+        except APIError as error:
+            raise StartError(_explain(error), retryable=_retryable(error)) from error
+        except _TRANSPORT_ERRORS as error:
+            raise StartError(f"Docker engine failed: {_explain(error)}", retryable=True) from error
+
+    def _start_task(self, task: StartTask, epoch: int) -> ContainerInfo:
         existing = self._find(task.task_id)
         if existing is not None:
             return self._resume(existing)
         try:
             container = self._create(task, epoch)
         except APIError as error:
-            if _status(error) != 409:
-                raise StartError(_explain(error), retryable=_status(error) >= 500) from error
+            if error.status_code != 409:
+                raise
             # Another thread (or an earlier delivery) holds the name: join it.
-            existing = self._find(task.task_id)
+            existing = self._find_soon(task.task_id)
             if existing is None:
                 raise StartError(
                     f"container name corral-{task.task_id} is taken by a container "
@@ -192,30 +220,36 @@ class DockerRuntime:
     def stop(self, task_id: str, *, timeout: float = 10.0) -> bool:
         """Stop the task's container (SIGTERM, SIGKILL after `timeout` s) and remove it.
         Blocks up to `timeout` plus the engine's latency. Returns False if there was no
-        such container; a container that vanishes meanwhile counts as removed."""
-        container = self._find(task_id)
-        if container is None:
-            return False
-        try:
-            # The engine parses `t` as an integer and rejects "1.5".
-            container.stop(timeout=math.ceil(timeout))
-        except NotFound:
-            return True
-        except APIError as error:
-            log.warning("stopping %s failed, removing by force: %s", task_id, _explain(error))
-        self._remove(container)
+        such container; a container that vanishes meanwhile counts as removed. Raises
+        `RuntimeUnavailable` if the engine fails."""
+        with _engine_errors(f"stopping task {task_id} failed"):
+            container = self._find(task_id)
+            if container is None:
+                return False
+            try:
+                # The engine parses `t` as an integer and rejects "1.5".
+                container.stop(timeout=math.ceil(timeout))
+            except NotFound:
+                return True
+            except APIError as error:
+                log.warning("stopping %s failed, removing by force: %s", task_id, _explain(error))
+            self._remove(container)
         return True
 
     def logs(self, task_id: str, *, follow: bool, tail: int | None) -> LogStream:
         """The task container's stdout+stderr as raw chunks, from the last `tail` lines
         (all if None). With `follow` the stream blocks for new output until the container
-        stops or the stream is closed. Raises `KeyError(task_id)` if there is no container."""
-        container = self._find(task_id)
-        if container is None:
-            raise KeyError(task_id)
-        return LogStream(
-            container.logs(stream=True, follow=follow, tail="all" if tail is None else tail)
-        )
+        stops or the stream is closed. Raises `KeyError(task_id)` if there is no container,
+        `RuntimeUnavailable` if the engine fails."""
+        with _engine_errors(f"reading logs of task {task_id} failed"):
+            container = self._find(task_id)
+            if container is None:
+                raise KeyError(task_id)
+            try:
+                tail_arg: int | Literal["all"] = "all" if tail is None else tail
+                return LogStream(container.logs(stream=True, follow=follow, tail=tail_arg))
+            except NotFound:
+                raise KeyError(task_id) from None
 
     def events(self, stop: threading.Event) -> Iterator[RuntimeEvent]:
         """Yield start/exit events of this node's containers until `stop` is set.
@@ -233,38 +267,57 @@ class DockerRuntime:
         while not stop.is_set():
             until = max(since + 1, int(time.time()) + 1)
             try:
-                stream = self._client.events(
-                    since=since,
-                    until=until,
-                    decode=True,
-                    filters={"type": "container", "label": self._filters, "event": ["start", "die"]},
-                )
-            except _TRANSPORT_ERRORS as error:
-                log.warning("Docker event stream unavailable, retrying: %s", _explain(error))
+                with closing(self._window(since, until, seen)) as window:
+                    for event in window:
+                        yield event
+                        if stop.is_set():
+                            return
+            except (*_TRANSPORT_ERRORS, ValueError) as error:
+                if backoff == 0.2:  # Once per outage, not once per retry.
+                    log.warning("Docker event stream failed, retrying: %s", _explain(error))
                 stop.wait(backoff)
                 backoff = min(backoff * 2, 2.0)
-                continue
+                continue  # Keep `since`: what the engine still buffers will be replayed.
             backoff = 0.2
-            try:
-                for raw in stream:
-                    event = self._event(raw, seen)
-                    if event is not None:
-                        yield event
-                    if stop.is_set():
-                        return
-            finally:
-                stream.close()
-            # A stream cut short by a dropped connection only covers events until now.
+            # A stream the engine cut short only covers events up to now.
             since = max(since, min(until, int(time.time())) - 1)
             seen = {key for key in seen if key[0] >= since * 1_000_000_000}
 
     # -- internals --------------------------------------------------------------------
 
+    def _window(
+        self, since: int, until: int, seen: set[tuple[int, str, str]]
+    ) -> Generator[RuntimeEvent, None, None]:
+        """Events from `since` (inclusive, replayed from the engine's buffer) until the engine
+        closes the stream at `until`; events already in `seen` are skipped."""
+        stream = self._client.events(
+            since=since,
+            until=until,
+            decode=True,
+            filters={"type": "container", "label": self._filters, "event": ["start", "die"]},
+        )
+        try:
+            for raw in stream:
+                event = self._event(raw, seen)
+                if event is not None:
+                    yield event
+        finally:
+            with suppress(*_TRANSPORT_ERRORS, OSError):
+                stream.close()
+
     def _find(self, task_id: str) -> Container | None:
         found = self._client.containers.list(
-            all=True, filters={"label": [*self._filters, f"{_TASK}={task_id}"]}
+            all=True, filters={"label": [*self._filters, f"{_TASK}={task_id}"]}, sparse=True
         )
         return found[0] if found else None
+
+    def _find_soon(self, task_id: str) -> Container | None:
+        # The engine reserves a name before the container shows in lists, so the loser
+        # of a create race may have to wait a moment for the winner's container.
+        deadline = time.monotonic() + 2.0
+        while (found := self._find(task_id)) is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return found
 
     def _create(self, task: StartTask, epoch: int) -> Container:
         spec = task.spec
@@ -314,7 +367,7 @@ class DockerRuntime:
         except APIError as error:
             raise StartError(
                 f"pulling image {image!r} failed: {_explain(error)}",
-                retryable=_status(error) not in (400, 401, 403, 404),
+                retryable=error.status_code not in (400, 401, 403, 404),
             ) from error
 
     def _resume(self, container: Container) -> ContainerInfo:
@@ -325,12 +378,10 @@ class DockerRuntime:
         try:
             container.start()
             container.reload()
-        except APIError as error:
-            reason = _explain(error)
-            permanent = any(text in reason for text in _PERMANENT_START_ERRORS)
-            retryable = not permanent and (_status(error) >= 500 or "already allocated" in reason)
+        except APIError:
+            # A container that cannot start must not be found, and returned, by a retry.
             self._remove(container)
-            raise StartError(reason, retryable=retryable) from error
+            raise
         return self._info(container)
 
     def _remove(self, container: Container) -> None:
@@ -340,21 +391,20 @@ class DockerRuntime:
             pass
         except APIError as error:
             # 409: removal already in progress, which is what we want.
-            if _status(error) != 409:
+            if error.status_code != 409:
                 raise
 
     def _info(self, container: Container) -> ContainerInfo:
-        labels = container.labels
-        state = container.attrs.get("State")
-        # Containers from a list carry only a status string; ask for the exit code.
-        if not isinstance(state, dict) and container.status in ("exited", "dead"):
-            try:
-                container.reload()
-            except NotFound:
-                pass
-            state = container.attrs.get("State")
-        status = _STATES.get(state.get("Status", "") if isinstance(state, dict) else "", "exited")
-        exit_code = state.get("ExitCode") if isinstance(state, dict) else None
+        """Raises NotFound if the container is gone before its exit code could be read."""
+        if container.attrs.get("State") in ("exited", "dead"):
+            container.reload()  # A sparse list entry carries no exit code.
+        attrs = container.attrs
+        labels: dict[str, str] = (
+            (attrs.get("Config") or {}).get("Labels") or attrs.get("Labels") or {}
+        )
+        state = attrs.get("State")
+        details: dict[str, Any] = state if isinstance(state, dict) else {"Status": state}
+        status = _STATES.get(str(details.get("Status")), "exited")
         try:
             cpu = float(labels.get(_CPU, "0"))
         except ValueError:
@@ -364,15 +414,13 @@ class DockerRuntime:
             job_id=labels.get(_JOB, ""),
             container_id=container.id or "",
             state=status,
-            exit_code=exit_code if status == "exited" else None,
+            exit_code=details.get("ExitCode") if status == "exited" else None,
             cpu=cpu,
             memory=_int(labels.get(_MEMORY)),
             epoch=_int(labels.get(_EPOCH)),
         )
 
-    def _event(
-        self, raw: dict[str, Any], seen: set[tuple[int, str, str]]
-    ) -> RuntimeEvent | None:
+    def _event(self, raw: dict[str, Any], seen: set[tuple[int, str, str]]) -> RuntimeEvent | None:
         action = raw.get("Action", raw.get("status", ""))
         actor = raw.get("Actor") or {}
         attributes: dict[str, str] = actor.get("Attributes") or {}

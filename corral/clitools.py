@@ -1,0 +1,77 @@
+"""Small helpers the CLI commands share: error exits, option parsing, logging setup."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+from collections.abc import Callable, Iterable
+from typing import NoReturn, ParamSpec, TypeVar
+
+import click
+import typer
+
+from corral.errors import CorralError
+from schemas.files import JobFileError
+from schemas.job import parse_size
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    """Print `error: message` on stderr and exit with `code`."""
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def usage_error(message: str) -> NoReturn:
+    """A problem with the command line itself: exit 2, like click's own usage errors."""
+    fail(message, code=2)
+
+
+def friendly_errors(command: Callable[P, R]) -> Callable[P, R]:
+    """Turn the errors a user can fix into `error: ...` and exit 1, without a traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return command(*args, **kwargs)
+        except (CorralError, JobFileError) as exc:
+            fail(str(exc))
+
+    return wrapper
+
+
+def parse_pairs(values: Iterable[str] | None, option: str) -> dict[str, str]:
+    """`["a=1", "b=x=y"]` -> {"a": "1", "b": "x=y"}; BadParameter naming `option` otherwise."""
+    pairs: dict[str, str] = {}
+    for item in values or ():
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise typer.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint=option)
+        pairs[key.strip()] = value
+    return pairs
+
+
+def parse_size_option(value: str | None, option: str) -> int | None:
+    """A byte size such as 512m or 2g; BadParameter naming `option` otherwise."""
+    if value is None:
+        return None
+    try:
+        size = parse_size(value)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint=option) from None
+    if size <= 0:
+        raise typer.BadParameter(f"must be more than 0, got {value!r}", param_hint=option)
+    return size
+
+
+def setup_logging(level: str) -> None:
+    """Daemon logging: timestamped lines on stderr."""
+    logging.basicConfig(level=level.upper(), format=LOG_FORMAT, stream=sys.stderr, force=True)
+
+
+LOG_LEVEL_CHOICE = click.Choice(["debug", "info", "warning", "error"], case_sensitive=False)

@@ -1,0 +1,190 @@
+"""`corral master`: the I/O around the controller.
+
+One thread owns the bus. Every input — an API request, a heartbeat, a task
+status, a timer tick — is handed to the `Controller` on that thread (the
+single writer), then the commands and notifications it produced are
+published: assignments to `corral.assign` (mandatory, confirmed, with this
+master's epoch), status events to `corral.status`.
+
+This issue runs one master. Its epoch is its start time in milliseconds, so a
+restarted master always outranks the previous one.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from bus import Bus, Delivery, topology
+from master.controller import ApiProblem, Command, Controller, StartCommand, StopCommand
+from master.settings import MasterSettings
+from schemas.api import (
+    ApiError,
+    CancelJob,
+    GetJob,
+    ListJobs,
+    ListNodes,
+    ListTasks,
+    Reply,
+    ScaleJob,
+    SubmitJob,
+)
+from schemas.envelope import Message
+from schemas.messages import (
+    Heartbeat,
+    JobEvent,
+    NodeEvent,
+    Payload,
+    StartTask,
+    StopTask,
+    TaskStatus,
+)
+
+log = logging.getLogger("corral.master")
+
+
+class MasterDaemon:
+    def __init__(self, settings: MasterSettings, *, clock: Callable[[], float] = time.time):
+        self.settings = settings
+        self.clock = clock
+        self.epoch = int(clock() * 1000)
+        self.controller = Controller(settings, self.epoch)
+        self.bus = Bus(settings.amqp_url, name=f"master:{settings.name}")
+        self.bus.consume_messages(topology.API_QUEUE_DECL, self._on_api, prefetch=64)
+        self.bus.consume_messages(topology.heartbeat_queue(), self._on_heartbeat, prefetch=1000)
+        self.bus.consume_messages(topology.MASTER_STATUS_QUEUE_DECL, self._on_status, prefetch=500)
+        self.bus.on_connected(self._on_connected)
+        self.bus.every(settings.tick, self._on_tick)
+
+    def run(self, stop: threading.Event) -> None:
+        log.info("master %s starting with epoch %d", self.settings.name, self.epoch)
+        self.bus.run(stop)
+        log.info("master %s stopped", self.settings.name)
+
+    # -- inputs --
+
+    def _on_connected(self, reconnected: bool) -> None:
+        self.controller.reconnected(self.clock())
+
+    def _on_tick(self) -> None:
+        self.controller.tick(self.clock())
+        self._publish_outputs()
+
+    def _on_heartbeat(self, message: Message, delivery: Delivery) -> None:
+        self.controller.heartbeat(message.expect(Heartbeat), self.clock())
+        self._publish_outputs()
+        delivery.ack()
+
+    def _on_status(self, message: Message, delivery: Delivery) -> None:
+        self.controller.task_status(message.expect(TaskStatus), self.clock())
+        self._publish_outputs()
+        delivery.ack()
+
+    def _on_api(self, message: Message, delivery: Delivery) -> None:
+        try:
+            result = self._answer(message.payload)
+            reply = Reply(ok=True, result=result)
+        except ApiProblem as problem:
+            reply = Reply(
+                ok=False,
+                error=ApiError(code=problem.code, message=str(problem), field=problem.field),
+            )
+        except Exception as exc:
+            log.exception("request %s failed", message.envelope.type)
+            reply = Reply(ok=False, error=ApiError(code="internal", message=f"master error: {exc}"))
+        self._publish_outputs()
+        self.bus.reply(delivery, reply)
+        delivery.ack()
+
+    def _answer(self, request: Payload) -> Any:
+        now = self.clock()
+        controller, state = self.controller, self.controller.state
+        match request:
+            case SubmitJob(spec=spec):
+                return controller.submit(spec, now).model_dump(mode="json")
+            case CancelJob(job_id=job_id):
+                return controller.cancel(job_id, now).model_dump(mode="json")
+            case ScaleJob(job_id=job_id, replicas=replicas):
+                return controller.scale(job_id, replicas, now).model_dump(mode="json")
+            case GetJob(job_id=job_id):
+                return controller.job_info(job_id).model_dump(mode="json")
+            case ListJobs(include_done=include_done):
+                infos = [state.job_info(job) for job in state.jobs.values()]
+                done = ("complete", "failed", "cancelled")
+                return [
+                    info.model_dump(mode="json")
+                    for info in infos
+                    if include_done or info.state not in done
+                ]
+            case ListTasks(job_id=job_id):
+                tasks = [t for t in state.tasks.values() if job_id in (None, t.job_id)]
+                if job_id is not None and job_id not in state.jobs:
+                    raise ApiProblem("not_found", f"no job named {job_id!r}", "job_id")
+                return [t.info().model_dump(mode="json") for t in tasks]
+            case ListNodes():
+                return [node.info().model_dump(mode="json") for node in state.nodes.values()]
+        raise ApiProblem("invalid", f"{request.TYPE!r} is not an API request", "type")
+
+    # -- outputs --
+
+    def _publish_outputs(self) -> None:
+        commands, notifications = self.controller.drain()
+        for command in commands:
+            self._send(command)
+        for note in notifications:
+            if isinstance(note, JobEvent):
+                key = topology.job_key(note.job_id, note.state)
+            elif isinstance(note, NodeEvent):
+                key = topology.node_key(note.node_id, note.state)
+            else:
+                continue
+            self.bus.publish(topology.STATUS_EXCHANGE, key, note, epoch=self.epoch)
+
+    def _send(self, command: Command) -> None:
+        state = self.controller.state
+        if isinstance(command, StartCommand):
+            task = state.tasks[command.task_id]
+            payload: Payload = StartTask(
+                task_id=task.task_id,
+                job_id=task.job_id,
+                slot=task.slot,
+                node_id=command.node_id,
+                spec=state.jobs[task.job_id].spec,
+            )
+            on_returned = self._unroutable(task.task_id)
+        elif isinstance(command, StopCommand):
+            payload = StopTask(
+                task_id=command.task_id,
+                job_id=command.job_id,
+                node_id=command.node_id,
+                reason=command.reason,
+            )
+            on_returned = None
+        self.bus.publish(
+            topology.ASSIGN_EXCHANGE,
+            command.node_id,
+            payload,
+            epoch=self.epoch,
+            mandatory=True,
+            on_returned=on_returned,
+        )
+
+    def _unroutable(self, task_id: str) -> Callable[[], None]:
+        def lost() -> None:
+            self.controller.assignment_unroutable(task_id, self.clock())
+            self._publish_outputs()
+
+        return lost
+
+
+def serve(settings: MasterSettings, stop: threading.Event | None = None) -> None:
+    """Run a master until SIGTERM/SIGINT (or `stop` is set)."""
+    stop = stop or threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda *_: stop.set())
+    MasterDaemon(settings).run(stop)

@@ -1,0 +1,120 @@
+"""Every change to the cluster state, as an event.
+
+`ClusterState.apply(event)` is the only mutation of the master's state, so
+replaying the same events rebuilds the same state (the HA journal appends
+exactly these). Events carry their own time (`at`, seconds since the epoch)
+so that applying them never reads a clock.
+
+`NodeObserved` is soft state rebuilt from heartbeats; it is marked
+`JOURNALED = False` and a journal skips it.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, ClassVar, Literal
+
+from pydantic import Field
+
+from schemas.job import JobSpec, Strict
+from schemas.messages import NodeState, Resources, RunningTask
+
+
+class Event(Strict):
+    JOURNALED: ClassVar[bool] = True
+    at: float
+
+
+class JobSubmitted(Event):
+    kind: Literal["job.submitted"] = "job.submitted"
+    job_id: str
+    spec: JobSpec
+
+
+class JobScaled(Event):
+    kind: Literal["job.scaled"] = "job.scaled"
+    job_id: str
+    replicas: int
+
+
+class JobCancelled(Event):
+    kind: Literal["job.cancelled"] = "job.cancelled"
+    job_id: str
+
+
+class JobFailed(Event):
+    kind: Literal["job.failed"] = "job.failed"
+    job_id: str
+    reason: str
+
+
+class TaskCreated(Event):
+    """A new attempt for a slot; it waits in `pending` until `not_before`."""
+
+    kind: Literal["task.created"] = "task.created"
+    task_id: str
+    job_id: str
+    slot: int
+    attempt: int
+    not_before: float = 0.0
+    reason: str = ""
+
+
+class TaskUnplaced(Event):
+    """The scheduler could not place a pending task; `reason` says why, for humans."""
+
+    kind: Literal["task.unplaced"] = "task.unplaced"
+    task_id: str
+    reason: str
+
+
+class TaskAssigned(Event):
+    kind: Literal["task.assigned"] = "task.assigned"
+    task_id: str
+    node_id: str
+    epoch: int
+
+
+class TaskUpdated(Event):
+    """A task reached a new state (reported by its worker, or decided by the master)."""
+
+    kind: Literal["task.updated"] = "task.updated"
+    task_id: str
+    state: Literal["running", "exited", "failed", "lost", "stopped"]
+    exit_code: int | None = None
+    reason: str = ""
+    container_id: str = ""
+    retryable: bool = True
+
+
+class NodeObserved(Event):
+    """A heartbeat arrived. Soft state: not journaled."""
+
+    JOURNALED: ClassVar[bool] = False
+    kind: Literal["node.observed"] = "node.observed"
+    node_id: str
+    boot_id: str
+    capacity: Resources
+    labels: dict[str, str] = Field(default_factory=dict)
+    tasks: list[RunningTask] = Field(default_factory=list)
+
+
+class NodeStateChanged(Event):
+    kind: Literal["node.state"] = "node.state"
+    node_id: str
+    state: NodeState
+    reason: str = ""
+
+
+AnyEvent = Annotated[
+    JobSubmitted
+    | JobScaled
+    | JobCancelled
+    | JobFailed
+    | TaskCreated
+    | TaskUnplaced
+    | TaskAssigned
+    | TaskUpdated
+    | NodeObserved
+    | NodeStateChanged,
+    Field(discriminator="kind"),
+]

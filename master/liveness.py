@@ -1,0 +1,75 @@
+"""Node liveness: ready -> suspect -> down, from the time since each node's last heartbeat.
+
+Measured on the master's clock from the last heartbeat it received. Two
+guards keep a hiccup of the broker or of the master's own link from looking
+like a dead fleet:
+
+- after the master (re)connects to the broker it grants every node a grace
+  period of `dead_after` before judging it;
+- partition guard: if more than `partition_threshold` of the live nodes (and at
+  least two) would go down in the same tick, hold them at `suspect` for up to
+  `hold_max` seconds instead of rescheduling the world.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from master import events as ev
+from master.settings import MasterSettings
+from master.state import ClusterState, Node
+from schemas.messages import NodeState
+
+log = logging.getLogger("corral.master")
+
+
+class Liveness:
+    def __init__(self, settings: MasterSettings, *, hold_max: float = 30.0) -> None:
+        self.settings = settings
+        self.hold_max = hold_max
+        self._grace_until = 0.0
+        self._holding_since: float | None = None
+
+    def grant_grace(self, now: float) -> None:
+        """Forgive silence up to now: we could not have heard anyone."""
+        self._grace_until = now + self.settings.dead_after
+
+    def _target(self, node: Node, now: float) -> NodeState:
+        silent = now - max(node.last_seen, self._grace_until - self.settings.dead_after)
+        if silent >= self.settings.dead_after:
+            return "down"
+        if silent >= self.settings.suspect_after:
+            return "suspect"
+        return "ready"
+
+    def check(self, state: ClusterState, now: float) -> list[ev.Event]:
+        """State changes for nodes that went quiet. Heartbeats bring nodes back elsewhere."""
+        changes: dict[str, NodeState] = {}
+        for node in state.nodes.values():
+            target = self._target(node, now)
+            if target != node.state and target != "ready":
+                changes[node.node_id] = target
+        going_down = [n for n, target in changes.items() if target == "down"]
+        live = [n for n in state.nodes.values() if n.state != "down"]
+        if len(going_down) >= 2 and len(going_down) > self.settings.partition_threshold * len(live):
+            self._holding_since = self._holding_since or now
+            if now - self._holding_since < self.hold_max:
+                log.warning(
+                    "%d of %d nodes went silent at once: holding them as suspect (partition guard)",
+                    len(going_down),
+                    len(live),
+                )
+                for node_id in going_down:
+                    changes[node_id] = "suspect"
+        else:
+            self._holding_since = None
+        return [
+            ev.NodeStateChanged(
+                at=now,
+                node_id=node_id,
+                state=target,
+                reason=f"no heartbeat for {now - state.nodes[node_id].last_seen:.1f} s",
+            )
+            for node_id, target in changes.items()
+            if target != state.nodes[node_id].state
+        ]

@@ -1,0 +1,115 @@
+"""Restart policies: what happens to a slot after its task ended.
+
+- A service restarts with capped exponential backoff (`always`, or
+  `on-failure` after a non-zero exit).
+- A batch slot retries a failed task up to `max_retries` times, then the job
+  fails. Exit code 0 completes the slot.
+- A task lost with its node is replaced at once and does not count as a failure.
+- A start failure that retrying cannot fix (a missing image) fails the job.
+
+Pure: reads the state, returns events.
+"""
+
+from __future__ import annotations
+
+from master import events as ev
+from master.state import ClusterState, Job, Task, task_id_for
+from schemas.job import RestartPolicy
+
+# A task that ran at least this long resets its slot's backoff (as a crash loop has ended).
+HEALTHY_RUN_SECONDS = 30.0
+
+
+def restart_delay(policy: RestartPolicy, failures: int) -> float:
+    """Backoff before the next attempt after `failures` consecutive failures (>= 1)."""
+    if failures <= 0:
+        return 0.0
+    return float(min(policy.backoff_max, policy.backoff_initial * 2 ** (failures - 1)))
+
+
+def consecutive_failures(state: ClusterState, job: Job, slot: int) -> int:
+    """Failed attempts of a slot since its last healthy run; lost and stopped tasks do not count."""
+    count = 0
+    for task_id in reversed(job.slots.get(slot, [])):
+        task = state.tasks[task_id]
+        if task.state in ("lost", "stopped"):
+            continue
+        ran = (task.updated_at - task.started_at) if task.started_at is not None else 0.0
+        if ran >= HEALTHY_RUN_SECONDS and job.spec.kind == "service":
+            break
+        if task.state == "failed" or (task.state == "exited" and task.exit_code != 0):
+            count += 1
+        elif task.state == "exited" and job.spec.kind == "service":
+            count += 1  # a service that exits cleanly and restarts still backs off
+    return count
+
+
+def _wants_restart(job: Job, task: Task) -> bool:
+    """Whether the policy replaces an ended (not lost, not stopped) task."""
+    condition = job.spec.restart_condition
+    if condition == "never":
+        return False
+    if job.spec.kind == "batch" or condition == "on-failure":
+        return not _succeeded(task)
+    return True
+
+
+def _succeeded(task: Task) -> bool:
+    return task.state == "exited" and task.exit_code == 0
+
+
+def _failure_text(task: Task) -> str:
+    if task.state == "failed":
+        return task.reason or "failed to start"
+    return f"exited with code {task.exit_code}"
+
+
+def after_task_ended(state: ClusterState, task: Task, now: float) -> list[ev.Event]:
+    """Events that follow `task` reaching a terminal state: a new attempt, or a failed job."""
+    job = state.jobs.get(task.job_id)
+    if job is None or job.cancelled or job.failed_reason or task.slot >= job.replicas:
+        return []
+    if job.slots[task.slot][-1] != task.task_id or task.state == "stopped":
+        return []  # an older attempt, or one the master stopped on purpose
+    if task.state == "lost":
+        return [new_attempt(job, task.slot, task.attempt + 1, now=now)]
+    if task.state == "failed" and not task.retryable:
+        return [ev.JobFailed(at=now, job_id=job.job_id, reason=_describe(task))]
+    if not _wants_restart(job, task):
+        if _succeeded(task) or job.spec.kind == "service":
+            return []  # the slot is done
+        return [ev.JobFailed(at=now, job_id=job.job_id, reason=_describe(task))]
+    failures = consecutive_failures(state, job, task.slot)
+    if job.spec.kind == "batch" and failures > job.spec.restart.max_retries:
+        reason = f"{_describe(task)}; gave up after {failures - 1} retries"
+        return [ev.JobFailed(at=now, job_id=job.job_id, reason=reason)]
+    delay = restart_delay(job.spec.restart, failures)
+    reason = f"restarting after {task.task_id} {_failure_text(task)}"
+    return [new_attempt(job, task.slot, task.attempt + 1, now=now, delay=delay, reason=reason)]
+
+
+def _describe(task: Task) -> str:
+    return f"task {task.task_id} {_failure_text(task)}"
+
+
+def new_attempt(
+    job: Job, slot: int, attempt: int, *, now: float, delay: float = 0.0, reason: str = ""
+) -> ev.TaskCreated:
+    if delay:
+        reason = f"{reason} (in {delay:g} s)" if reason else f"waiting {delay:g} s"
+    return ev.TaskCreated(
+        at=now,
+        task_id=task_id_for(job.job_id, slot, attempt),
+        job_id=job.job_id,
+        slot=slot,
+        attempt=attempt,
+        not_before=now + delay,
+        reason=reason,
+    )
+
+
+def fill_slots(state: ClusterState, job: Job, now: float) -> list[ev.Event]:
+    """First attempts for slots that have none (a new job, or one scaled up)."""
+    return [
+        new_attempt(job, slot, 0, now=now) for slot in range(job.replicas) if slot not in job.slots
+    ]
