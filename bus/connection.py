@@ -345,7 +345,7 @@ class Bus:
 
         retrying = Retrying(
             retry=retry_if_exception_type(ConnectionLost),
-            wait=wait_exponential_jitter(initial=0.2, max=self.max_backoff, jitter=0.5),
+            wait=wait_exponential_jitter(multiplier=0.2, max=self.max_backoff, jitter=0.5),
             stop=give_up,
             sleep=stop.wait,  # type: ignore[arg-type]  # interruptible; its bool is ignored
             before_sleep=report,
@@ -464,9 +464,8 @@ class Bus:
         for q in (*topology.CORE_QUEUES, *self._declared):
             self._declare_queue(channel, q)
         channel.close()
-        for consumer in self._consumers:
-            self._start_consumer(consumer)
         self._rpc_channel = None
+        # Publishing first: a consumer's handler may reply as soon as it is registered.
         publish_channel = self._connection.channel()
         selected = threading.Event()
         publish_channel._impl.confirm_delivery(
@@ -476,6 +475,8 @@ class Bus:
         while not selected.is_set():
             self._connection.process_data_events(0.05)
         self._publisher.attach(publish_channel._impl)
+        for consumer in self._consumers:
+            self._start_consumer(consumer)
 
     @staticmethod
     def _declare_queue(channel: Any, q: topology.Queue) -> str:

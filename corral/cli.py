@@ -6,6 +6,7 @@ stderr and exit 1; bad options exit 2 with click's usage message.
 
 from __future__ import annotations
 
+import logging
 import re
 import secrets
 import socket
@@ -16,8 +17,8 @@ import typer
 from pydantic import ValidationError
 
 from corral import output
-from corral.client import DEFAULT_URL, URL_ENV, Client
-from corral.clitools import fail, friendly_errors, parse_pairs, usage_error
+from corral.client import DEFAULT_URL, Client
+from corral.clitools import Amqp, fail, friendly_errors, parse_pairs, usage_error
 from corral.daemons import register_daemons
 from corral.job import Job
 from schemas.envelope import describe_errors
@@ -32,7 +33,6 @@ app = typer.Typer(
     rich_markup_mode=None,
     pretty_exceptions_enable=False,
 )
-register_daemons(app)
 
 
 class OutputFormat(StrEnum):
@@ -56,12 +56,6 @@ class Restart(StrEnum):
     never = "never"
 
 
-Amqp = Annotated[
-    str,
-    typer.Option(
-        "--amqp", envvar=URL_ENV, metavar="URL", help="RabbitMQ URL.", show_default=False
-    ),
-]
 Output = Annotated[OutputFormat, typer.Option("--output", "-o", help="table or json.")]
 WaitTimeoutOpt = Annotated[
     float | None,
@@ -86,6 +80,10 @@ _FIELD_OPTIONS = {
 
 
 def _client(amqp: str) -> Client:
+    # The bus logs its retries as warnings; a one-shot command reports the outcome itself.
+    # pika logs each failed attempt with a traceback; the error we raise says it all.
+    logging.basicConfig(level=logging.ERROR, format="%(name)s: %(message)s")
+    logging.getLogger("pika").setLevel(logging.CRITICAL)
     return Client(amqp, name=f"cli@{socket.gethostname()}")
 
 
@@ -143,7 +141,7 @@ def run(
     image: Annotated[str, typer.Argument(metavar="IMAGE", help="Container image.")],
     command: Annotated[
         list[str] | None,
-        typer.Argument(metavar="[CMD]...", help="Command and arguments (everything after IMAGE)."),
+        typer.Argument(metavar="CMD", help="Command and arguments (everything after IMAGE)."),
     ] = None,
     name: Annotated[
         str | None, typer.Option(help="Job name (default: from the image + 4 hex chars).")
@@ -232,7 +230,7 @@ def jobs(fmt: Output = OutputFormat.table, amqp: Amqp = DEFAULT_URL) -> None:
 @app.command()
 @friendly_errors
 def ps(
-    job: Annotated[str | None, typer.Argument(metavar="[JOB]", help="Only this job.")] = None,
+    job: Annotated[str | None, typer.Argument(metavar="JOB", help="Only this job.")] = None,
     fmt: Output = OutputFormat.table,
     amqp: Amqp = DEFAULT_URL,
 ) -> None:
@@ -253,9 +251,7 @@ def nodes(fmt: Output = OutputFormat.table, amqp: Amqp = DEFAULT_URL) -> None:
 
 @app.command(no_args_is_help=True)
 @friendly_errors
-def cancel(
-    job: Annotated[str, typer.Argument(metavar="JOB")], amqp: Amqp = DEFAULT_URL
-) -> None:
+def cancel(job: Annotated[str, typer.Argument(metavar="JOB")], amqp: Amqp = DEFAULT_URL) -> None:
     """Stop every task of JOB."""
     with _client(amqp) as client:
         info = client.cancel(job)
@@ -272,7 +268,7 @@ def scale(
     """Change how many copies of JOB run."""
     with _client(amqp) as client:
         info = client.scale(job, replicas)
-    typer.echo(f"job {info.job_id}: {info.spec.replicas} replicas, {info.state}")
+    typer.echo(f"job {info.job_id}: scaled to {replicas} replicas ({info.state})")
 
 
 @app.command(no_args_is_help=True)
@@ -298,7 +294,7 @@ def logs(
 @friendly_errors
 def watch(
     pattern: Annotated[
-        str, typer.Argument(metavar="[PATTERN]", help="Routing-key pattern, e.g. 'job.#'.")
+        str, typer.Argument(metavar="PATTERN", help="Routing-key pattern, e.g. 'job.#'.")
     ] = "#",
     fmt: Annotated[
         EventFormat, typer.Option("--output", "-o", help="text or json (one per line).")
@@ -313,6 +309,9 @@ def watch(
                 typer.echo(render(event))
         except KeyboardInterrupt:
             return
+
+
+register_daemons(app)
 
 
 def main() -> None:

@@ -183,7 +183,7 @@ class Client:
         if unroutable or not confirmed:
             subscription.close()
             raise CorralError(
-                f"worker {node} (running task {task.task_id}) is not connected: nothing"
+                f"worker {node} (where task {task.task_id} runs) is not connected: nothing"
                 " takes its log requests; is `corral worker` running there?"
             )
         return self._log_stream(subscription, node, follow)
@@ -196,8 +196,11 @@ class Client:
         if not self._bus.connected:
             try:
                 self._bus.connect(attempts=3)
-            except (ConnectionLost, TopologyError) as exc:
-                raise BrokerUnreachable(self.url, str(exc)) from None
+            except ConnectionLost as exc:
+                refused = "AccessDenied" in str(exc)  # e.g. the vhost does not exist
+                raise BrokerUnreachable(self.url, str(exc), refused=refused) from None
+            except TopologyError as exc:
+                raise BrokerUnreachable(self.url, str(exc), refused=True) from None
         return self._bus
 
     def _request(self, payload: Payload) -> Any:
@@ -303,4 +306,3 @@ def _parse(model: type[M], data: Any, request_type: str) -> M:
             f"the master's answer to {request_type} is not a valid {model.__name__}:"
             f" {describe_errors(exc)}"
         ) from None
-

@@ -6,17 +6,29 @@ import functools
 import logging
 import sys
 from collections.abc import Callable, Iterable
-from typing import NoReturn, ParamSpec, TypeVar
+from enum import StrEnum
+from typing import Annotated, NoReturn, ParamSpec, TypeVar
 
-import click
 import typer
 
+from corral.client import URL_ENV
 from corral.errors import CorralError
 from schemas.files import JobFileError
 from schemas.job import parse_size
 
 P = ParamSpec("P")
 R = TypeVar("R")
+
+
+class LogLevel(StrEnum):
+    debug = "debug"
+    info = "info"
+    warning = "warning"
+    error = "error"
+
+
+# Every command that talks to the broker takes this option.
+Amqp = Annotated[str, typer.Option("--amqp", envvar=URL_ENV, metavar="URL", help="RabbitMQ URL.")]
 
 LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 
@@ -72,6 +84,6 @@ def parse_size_option(value: str | None, option: str) -> int | None:
 def setup_logging(level: str) -> None:
     """Daemon logging: timestamped lines on stderr."""
     logging.basicConfig(level=level.upper(), format=LOG_FORMAT, stream=sys.stderr, force=True)
-
-
-LOG_LEVEL_CHOICE = click.Choice(["debug", "info", "warning", "error"], case_sensitive=False)
+    if level != LogLevel.debug:
+        # pika narrates every channel at INFO; its problems surface as WARNING or worse.
+        logging.getLogger("pika").setLevel(logging.WARNING)

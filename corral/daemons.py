@@ -6,15 +6,17 @@ the CLI starts fast and works without them.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from pydantic import ValidationError
 
-from corral.client import DEFAULT_URL, URL_ENV
+from corral.client import DEFAULT_URL
 from corral.clitools import (
-    LOG_LEVEL_CHOICE,
+    Amqp,
+    LogLevel,
     parse_pairs,
     parse_size_option,
     setup_logging,
@@ -24,13 +26,7 @@ from master.settings import MasterSettings
 from schemas.envelope import describe_errors
 from worker.settings import DEFAULT_STATE_DIR, WorkerSettings
 
-Amqp = Annotated[
-    str,
-    typer.Option("--amqp", envvar=URL_ENV, metavar="URL", help="RabbitMQ URL.", show_default=False),
-]
-LogLevel = Annotated[
-    str, typer.Option(click_type=LOG_LEVEL_CHOICE, help="debug, info, warning or error.")
-]
+LogLevelOpt = Annotated[LogLevel, typer.Option(help="How much to log.")]
 
 
 def master(
@@ -47,7 +43,7 @@ def master(
         float, typer.Option(metavar="S", help="A silent node is down after this long.")
     ] = 3.0,
     amqp: Amqp = DEFAULT_URL,
-    log_level: LogLevel = "info",
+    log_level: LogLevelOpt = LogLevel.info,
 ) -> None:
     """Run a master (the control plane) until SIGTERM or Ctrl-C."""
     try:
@@ -60,13 +56,11 @@ def master(
         )
     except ValidationError as exc:
         usage_error(f"invalid master settings: {describe_errors(exc)}")
-    setup_logging(log_level)
+    setup_logging(log_level.value)
     from master.daemon import serve
 
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         serve(settings)
-    except KeyboardInterrupt:
-        pass
 
 
 def worker(
@@ -93,7 +87,7 @@ def worker(
         typer.Option(metavar="K=V", help="Extra label on every container (tests use it)."),
     ] = None,
     amqp: Amqp = DEFAULT_URL,
-    log_level: LogLevel = "info",
+    log_level: LogLevelOpt = LogLevel.info,
 ) -> None:
     """Run a worker (the node agent that runs containers) until SIGTERM or Ctrl-C."""
     try:
@@ -109,13 +103,11 @@ def worker(
         )
     except ValidationError as exc:
         usage_error(f"invalid worker settings: {describe_errors(exc)}")
-    setup_logging(log_level)
+    setup_logging(log_level.value)
     from worker.agent import serve
 
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         serve(settings)
-    except KeyboardInterrupt:
-        pass
 
 
 def register_daemons(app: typer.Typer) -> None:

@@ -63,7 +63,7 @@ class ApiFailure(CorralError):
 
     def _sentence(self) -> str:
         text = self.message or f"the master refused the request ({self.code})"
-        if self.field and self.field not in text:
+        if self.code.startswith("invalid") and self.field and self.field not in text:
             text = f"{self.field}: {text}"
         if self.code == "internal":
             text = f"the master failed to handle the request: {text}"
@@ -87,13 +87,20 @@ class NoMaster(CorralError):
 
 
 class BrokerUnreachable(CorralError):
-    """RabbitMQ cannot be reached (or refused us), or the connection dropped."""
+    """RabbitMQ cannot be reached or refused us (`refused`), or the connection dropped (`lost`)."""
 
-    def __init__(self, url: str, detail: str, *, lost: bool = False) -> None:
+    def __init__(self, url: str, detail: str, *, lost: bool = False, refused: bool = False) -> None:
         self.url = redact_url(url)
-        detail = scrub(detail, url) or "no details"
+        detail = scrub(detail, url).strip().rstrip(":").strip()
+        if ":" not in detail:  # pika's AMQPConnectionError often says nothing more
+            detail = f"{detail or 'no answer'} (nothing listens there, or it is not RabbitMQ)"
         if lost:
             text = f"lost the connection to RabbitMQ at {self.url}: {detail}"
+        elif refused:
+            text = (
+                f"RabbitMQ at {self.url} refused us: {detail}; check the user, password"
+                " and vhost in --amqp / CORRAL_AMQP_URL"
+            )
         else:
             text = (
                 f"cannot reach RabbitMQ at {self.url} : {detail}; start it, "

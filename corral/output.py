@@ -121,7 +121,8 @@ def job_summary(info: JobInfo) -> str:
 
 def event_summary(event: Event) -> str:
     payload = event.payload
-    reason = f" ({payload.reason})" if getattr(payload, "reason", "") else ""
+    reason_text = str(getattr(payload, "reason", "") or "")
+    reason = f" ({reason_text})" if reason_text else ""
     if isinstance(payload, TaskStatus):
         code = "" if payload.exit_code is None else f" exit {payload.exit_code}"
         return f"task {payload.task_id} on {payload.node_id}: {payload.state}{code}{reason}"

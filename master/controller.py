@@ -48,6 +48,7 @@ class StopCommand:
     job_id: str
     node_id: str
     reason: str
+    grace: float = 10.0
 
 
 Command = StartCommand | StopCommand
@@ -237,7 +238,7 @@ class Controller:
                 ev.TaskUpdated(at=now, task_id=task.task_id, state="stopped", reason=reason), now
             )
             if node_id is not None:
-                self.commands.append(StopCommand(task.task_id, task.job_id, node_id, reason))
+                self._send_stop(task.task_id, task.job_id, node_id, reason)
 
     def _lose_tasks_of(self, node_id: str, why: str, now: float) -> None:
         lost = [
@@ -259,9 +260,7 @@ class Controller:
             return
         previous = self.state.tasks[attempts[-2]]
         if previous.node_id and previous.state in ("exited", "failed"):
-            self.commands.append(
-                StopCommand(previous.task_id, previous.job_id, previous.node_id, "replaced")
-            )
+            self._send_stop(previous.task_id, previous.job_id, previous.node_id, "replaced")
 
     def _reconcile_reported(self, node_id: str, reported: RunningTask, now: float) -> None:
         """Compare a container a node reports with what the master wants there."""
@@ -280,7 +279,12 @@ class Controller:
             return
         self._fenced[task_id] = now
         log.info("fencing %s on %s: it is not meant to run there", task_id, node_id)
-        self.commands.append(StopCommand(task_id, job_id, node_id, "fenced"))
+        self._send_stop(task_id, job_id, node_id, "fenced")
+
+    def _send_stop(self, task_id: str, job_id: str, node_id: str, reason: str) -> None:
+        job = self.state.jobs.get(job_id)
+        grace = job.spec.stop_grace if job is not None else 10.0
+        self.commands.append(StopCommand(task_id, job_id, node_id, reason, grace))
 
     def _schedule(self, now: float) -> None:
         for task in scheduler.ready_to_place(self.state, now):

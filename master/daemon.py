@@ -162,6 +162,7 @@ class MasterDaemon:
                 job_id=command.job_id,
                 node_id=command.node_id,
                 reason=command.reason,
+                grace=command.grace,
             )
             on_returned = None
         self.bus.publish(

@@ -65,6 +65,11 @@ def _score(state: ClusterState, job: Job, node: Node) -> tuple[float, ...]:
     return (siblings, load, node.node_id)  # type: ignore[return-value]
 
 
+def _plural(phrase: str) -> str:
+    verb, _, rest = phrase.partition(" ")
+    return f"{ {'has': 'have', 'is': 'are', 'does': 'do'}.get(verb, verb) } {rest}"
+
+
 def unplaced_reason(state: ClusterState, spec: JobSpec, nodes: Iterable[Node]) -> str:
     reasons = Counter(rejection(state, spec, node) for node in nodes)
     reasons.pop(None, None)
@@ -73,8 +78,7 @@ def unplaced_reason(state: ClusterState, spec: JobSpec, nodes: Iterable[Node]) -
         return "no worker nodes have joined yet; start one with `corral worker`"
     parts = []
     for why, count in reasons.most_common():
-        noun = "node" if count == 1 else "nodes"
-        parts.append(f"{count} {noun} {why}")
+        parts.append(f"1 node {why}" if count == 1 else f"{count} nodes {_plural(str(why))}")
     ready = [n for n in nodes if n.state == "ready"]
     detail = ""
     if ready and any("CPU" in str(why) for why in reasons):

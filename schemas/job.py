@@ -131,6 +131,7 @@ class JobSpec(Strict):
     ports: list[PortMapping] = Field(default_factory=list)
     placement: Literal["spread", "binpack"] = "spread"
     pull: bool = False
+    stop_grace: Annotated[float, Field(ge=0, le=3600)] = 10.0
 
     @field_validator("name")
     @classmethod

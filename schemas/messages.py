@@ -82,6 +82,7 @@ class StopTask(Payload):
     job_id: str
     node_id: NodeId
     reason: str = ""
+    grace: Annotated[float, Field(ge=0, le=3600)] = 10.0  # seconds between SIGTERM and SIGKILL
 
 
 class TaskStatus(Payload):

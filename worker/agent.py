@@ -26,6 +26,7 @@ import os
 import signal
 import threading
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -53,9 +54,16 @@ _ORDER = {"running": 1, "exited": 2, "failed": 2, "stopped": 3}
 
 @dataclass
 class _Pending:
-    """Deliveries waiting for the Docker call their task is already in."""
+    """A task's Docker call under way: deliveries it settles, and commands queued behind it."""
 
     deliveries: list[Delivery] = field(default_factory=list)
+    then: list[Callable[[], None]] = field(default_factory=list)
+
+    def settle(self) -> None:
+        for delivery in self.deliveries:
+            delivery.ack()
+        for follow_up in self.then:
+            follow_up()
 
 
 class WorkerAgent:
@@ -152,7 +160,7 @@ class WorkerAgent:
                     memory=c.memory,
                 )
                 for c in self.containers.values()
-                if c.state != "created"
+                if c.state != "created" and c.task_id not in self._stopping
             ],
             max_epoch=self.max_epoch,
         )
@@ -175,11 +183,14 @@ class WorkerAgent:
         if command.node_id != self.node_id:
             delivery.dead_letter(f"addressed to node {command.node_id}, not {self.node_id}")
             return
-        if command.task_id in self._busy:  # a redelivery while the first is in hand
-            self._busy[command.task_id].deliveries.append(delivery)
-            return
+        busy = self._busy.get(command.task_id)
         if isinstance(command, StartTask):
-            self._start(command, epoch, delivery)
+            if busy is not None:
+                busy.deliveries.append(delivery)  # a redelivery while the first is in hand
+            else:
+                self._start(command, epoch, delivery)
+        elif busy is not None:
+            busy.then.append(functools.partial(self._stop, command, delivery))  # after the start
         else:
             self._stop(command, delivery)
 
@@ -218,8 +229,7 @@ class WorkerAgent:
                 result = dataclasses.replace(result, state="exited")
             self.containers[command.task_id] = result
             self._report_container(result)
-        for delivery in pending.deliveries:
-            delivery.ack()
+        pending.settle()
 
     def _stop(self, command: StopTask, delivery: Delivery) -> None:
         self._busy[command.task_id] = _Pending([delivery])
@@ -228,7 +238,7 @@ class WorkerAgent:
 
     def _stop_in_pool(self, command: StopTask) -> None:
         try:
-            self.runtime.stop(command.task_id)
+            self.runtime.stop(command.task_id, timeout=command.grace)
         except Exception:
             log.exception("stopping %s failed", command.task_id)
         self.bus.call_threadsafe(functools.partial(self._stopped, command))
@@ -240,8 +250,7 @@ class WorkerAgent:
         if info is not None and self._reported.get(command.task_id) == "running":
             self._report(command.task_id, command.job_id, "stopped", reason=command.reason)
         self._reported.pop(command.task_id, None)
-        for delivery in pending.deliveries:
-            delivery.ack()
+        pending.settle()
 
     # -- status --
 

@@ -1,0 +1,166 @@
+"""A real local cluster for integration and chaos tests: a master and workers as processes.
+
+Each cluster lives on its own vhost, names its nodes after a run id, and tags
+every container it makes with `corral.test-run`; `close()` stops its
+processes (by PID) and removes its containers (by label).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from corral import Client
+
+T = TypeVar("T")
+RUN_LABEL = "corral-test-run"
+
+
+def wait_until(
+    probe: Callable[[], T | None], *, timeout: float = 20.0, interval: float = 0.1, what: str = ""
+) -> T:
+    """Poll `probe` until it returns something truthy; fail with `what` after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    last: T | None = None
+    while time.monotonic() < deadline:
+        last = probe()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(
+        f"timed out after {timeout:g} s waiting for {what or probe}: last {last!r}"
+    )
+
+
+class Cluster:
+    def __init__(self, amqp_url: str, workdir: Path) -> None:
+        self.amqp_url = amqp_url
+        self.workdir = workdir
+        self.run_id = uuid.uuid4().hex[:8]
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self._client: Client | None = None
+
+    # -- processes --
+
+    def node_id(self, name: str) -> str:
+        return f"t{self.run_id}-{name}"
+
+    def _spawn(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
+        log = open(self.workdir / f"{name}.log", "ab")  # noqa: SIM115 - lives as long as the process
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        process = subprocess.Popen(
+            [sys.executable, "-m", "corral", *args, "--amqp", self.amqp_url],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+        self.processes[name] = process
+        return process
+
+    def start_master(self, name: str = "master") -> None:
+        self._spawn(name, ["master", "--name", name])
+
+    def start_worker(
+        self, name: str, *, cpus: float = 2, memory: str = "1g", labels: tuple[str, ...] = ()
+    ) -> None:
+        args = [
+            "worker",
+            "--node-id",
+            self.node_id(name),
+            "--cpus",
+            str(cpus),
+            "--memory",
+            memory,
+            "--state-dir",
+            str(self.workdir / name),
+            "--container-label",
+            f"{RUN_LABEL}={self.run_id}",
+        ]
+        for label in labels:
+            args += ["--label", label]
+        self._spawn(name, args)
+
+    def stop(self, name: str, *, hard: bool = False) -> None:
+        """SIGTERM (or SIGKILL if `hard`) one of our processes and wait for it."""
+        process = self.processes.pop(name)
+        process.send_signal(signal.SIGKILL if hard else signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+    def start(self, workers: int = 2, **worker_options: Any) -> Cluster:
+        self.start_master()
+        for index in range(1, workers + 1):
+            self.start_worker(f"w{index}", **worker_options)
+        self.wait_nodes_ready(workers)
+        return self
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+        for name in list(self.processes):
+            self.stop(name)
+        for container in self.containers():
+            container.remove(force=True)
+        self.docker.close()
+
+    # -- views --
+
+    @property
+    def client(self) -> Client:
+        if self._client is None:
+            self._client = Client(self.amqp_url, timeout=10)
+        return self._client
+
+    @property
+    def docker(self) -> Any:
+        import docker
+
+        if not hasattr(self, "_docker"):
+            self._docker = docker.from_env()
+        return self._docker
+
+    def containers(self, job: str | None = None, *, all: bool = True) -> list[Any]:
+        labels = [f"{RUN_LABEL}={self.run_id}"]
+        if job is not None:
+            labels.append(f"corral.job={job}")
+        import docker.errors
+
+        for _ in range(5):  # a container may vanish between docker's list and its inspect
+            try:
+                return list(self.docker.containers.list(all=all, filters={"label": labels}))
+            except docker.errors.NotFound:
+                continue
+        return list(self.docker.containers.list(all=all, filters={"label": labels}))
+
+    def wait_nodes_ready(self, count: int, timeout: float = 30.0) -> None:
+        def ready() -> bool:
+            return sum(1 for n in self.client.nodes() if n.state == "ready") >= count
+
+        wait_until(ready, timeout=timeout, what=f"{count} ready nodes")
+
+    def cli(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "corral", *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env={**os.environ, "CORRAL_AMQP_URL": self.amqp_url},
+        )
+
+    def logs(self) -> str:
+        """Every process log, for a failing test's report."""
+        parts = []
+        for path in sorted(self.workdir.glob("*.log")):
+            text = path.read_text(errors="replace")
+            parts.append(f"----- {path.name} -----\n{text[-6000:]}")
+        return "\n".join(parts)

@@ -1,0 +1,236 @@
+"""The `corral` CLI's parsing and error handling, with the SDK client replaced by a recorder."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from corral import cli
+from corral.errors import CorralError, NoMaster
+from schemas.api import JobInfo, NodeInfo, TaskInfo
+from schemas.job import JobSpec
+from schemas.messages import JobState, Resources
+
+NOW = datetime(2030, 1, 1, tzinfo=UTC)
+COMMANDS = ["run", "submit", "jobs", "ps", "nodes", "cancel", "scale", "logs", "watch"]
+COMMANDS += ["master", "worker"]
+
+
+def job_info(spec: JobSpec, state: JobState = "pending", reason: str = "") -> JobInfo:
+    task = TaskInfo(
+        task_id=f"{spec.name}-0",
+        job_id=spec.name,
+        slot=0,
+        attempt=0,
+        state="exited" if state in ("complete", "failed") else "pending",
+        exit_code=3 if state == "failed" else None,
+        updated_at=NOW,
+    )
+    return JobInfo(
+        job_id=spec.name, state=state, reason=reason, spec=spec, submitted_at=NOW, tasks=[task]
+    )
+
+
+@dataclass
+class FakeJob:
+    id: str
+    last: JobInfo
+    final_state: JobState
+
+    def wait(self, timeout: float | None = None) -> JobInfo:
+        return job_info(self.last.spec, self.final_state, reason="slot 0 failed")
+
+
+@dataclass
+class Recorder:
+    """What the fake client saw; one per test (no class-level state)."""
+
+    specs: list[JobSpec] = field(default_factory=list)
+    urls: list[str] = field(default_factory=list)
+    final_state: JobState = "complete"
+    error: CorralError | None = None
+
+
+@pytest.fixture
+def recorder(monkeypatch: pytest.MonkeyPatch) -> Iterator[Recorder]:
+    seen = Recorder()
+
+    class FakeClient:
+        def __init__(self, url: str | None = None, **_: Any) -> None:
+            seen.urls.append(url or "")
+
+        def __enter__(self) -> FakeClient:
+            return self
+
+        def __exit__(self, *_: object) -> None:
+            return None
+
+        def submit(self, spec: JobSpec) -> FakeJob:
+            seen.specs.append(spec)
+            return FakeJob(spec.name, job_info(spec), seen.final_state)
+
+        def nodes(self) -> list[NodeInfo]:
+            if seen.error is not None:
+                raise seen.error
+            resources = Resources(cpus=2, memory=2 * 1024**3)
+            return [NodeInfo(node_id="n1", state="ready", capacity=resources,
+                             allocated=resources, last_seen=NOW)]  # fmt: skip
+
+    monkeypatch.setattr(cli, "Client", FakeClient)
+    yield seen
+
+
+runner = CliRunner()
+
+
+def invoke(*args: str) -> Any:
+    return runner.invoke(cli.app, list(args), prog_name="corral")
+
+
+@pytest.mark.parametrize("command", ["", *COMMANDS])
+def test_every_command_has_help(command: str) -> None:
+    result = invoke(*([command] if command else []), "--help")
+    assert result.exit_code == 0, result.output
+    assert "Usage: corral" in result.output
+
+
+def test_run_takes_everything_after_the_image_as_the_command(recorder: Recorder) -> None:
+    result = invoke("run", "--name", "x", "local/busybox", "sh", "-c", "exit 3")
+    assert result.exit_code == 0, result.output
+    (spec,) = recorder.specs
+    assert spec.name == "x"
+    assert spec.image == "local/busybox"
+    assert spec.command == ["sh", "-c", "exit 3"]
+
+
+def test_run_passes_option_lookalikes_after_the_image_to_the_command(recorder: Recorder) -> None:
+    result = invoke("run", "img", "ls", "-la", "--help", "--name", "y")
+    assert result.exit_code == 0, result.output
+    (spec,) = recorder.specs
+    assert spec.command == ["ls", "-la", "--help", "--name", "y"]
+    assert re.fullmatch(r"img-[0-9a-f]{4}", spec.name)
+
+
+def test_run_parses_env_ports_memory_and_the_rest(recorder: Recorder) -> None:
+    result = invoke(
+        "run", "--env", "A=1", "-e", "B=x=y", "--port", "8080:80", "--memory", "128m",
+        "--cpu", "0.5", "--replicas", "3", "--kind", "service", "--label", "team=web",
+        "--constraint", "disk=ssd", "--restart", "never", "--max-retries", "5",
+        "--amqp", "amqp://u:p@broker:5672/", "registry:5000/team/Web_App:1.2",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    (spec,) = recorder.specs
+    assert spec.env == {"A": "1", "B": "x=y"}
+    assert (spec.ports[0].host, spec.ports[0].container) == (8080, 80)
+    assert spec.memory == 128 * 1024**2
+    assert (spec.cpu, spec.replicas, spec.kind) == (0.5, 3, "service")
+    assert spec.labels == {"team": "web"}
+    assert spec.constraints == ["disk=ssd"]
+    assert (spec.restart.condition, spec.restart.max_retries) == ("never", 5)
+    assert spec.command is None
+    assert re.fullmatch(r"web-app-[0-9a-f]{4}", spec.name)
+    assert recorder.urls == ["amqp://u:p@broker:5672/"]
+
+
+def test_run_prints_the_job_and_its_tasks(recorder: Recorder) -> None:
+    result = invoke("run", "--name", "hello", "img")
+    assert result.exit_code == 0, result.output
+    assert "job hello: pending" in result.stdout
+    assert "hello-0" in result.stdout
+
+
+def test_an_invalid_cpu_names_the_field_and_submits_nothing(recorder: Recorder) -> None:
+    result = invoke("run", "--cpu", "-1", "img")
+    assert result.exit_code != 0
+    assert "cpu" in result.stderr
+    assert result.stderr.startswith("error: ")
+    assert recorder.specs == []
+
+
+def test_a_bad_key_value_is_a_usage_error_naming_the_option(recorder: Recorder) -> None:
+    result = invoke("run", "--env", "NOVALUE", "img")
+    assert result.exit_code == 2
+    assert "--env" in result.stderr
+    assert recorder.specs == []
+
+
+def test_an_unknown_option_before_the_image_is_a_usage_error(recorder: Recorder) -> None:
+    result = invoke("run", "--bogus", "img")
+    assert result.exit_code == 2
+    assert recorder.specs == []
+
+
+def test_run_wait_exits_1_when_a_batch_job_fails(recorder: Recorder) -> None:
+    recorder.final_state = "failed"
+    result = invoke("run", "--wait", "--name", "boom", "img", "false")
+    assert result.exit_code == 1
+    assert "job boom: failed" in result.stdout
+    assert "exit codes: slot 0: 3" in result.stdout
+    assert "error: job boom failed: slot 0 failed" in result.stderr
+
+
+def test_run_wait_exits_0_when_the_job_completes(recorder: Recorder) -> None:
+    result = invoke("run", "--wait", "--timeout", "5", "--name", "ok", "img", "true")
+    assert result.exit_code == 0, result.output
+    assert "job ok: complete" in result.stdout
+
+
+def test_submit_of_a_bad_file_names_the_file_and_the_field(
+    recorder: Recorder, tmp_path: Path
+) -> None:
+    path = tmp_path / "job.yaml"
+    path.write_text("name: web\nimage: local/busybox\ncpu: lots\n")
+    result = invoke("submit", str(path))
+    assert result.exit_code == 1
+    assert str(path) in result.stderr
+    assert "cpu" in result.stderr
+    assert "Traceback" not in result.output
+    assert recorder.specs == []
+
+
+def test_submit_reads_yaml(recorder: Recorder, tmp_path: Path) -> None:
+    path = tmp_path / "job.yaml"
+    path.write_text("name: web\nimage: local/busybox\ncommand: [sleep, '5']\n")
+    result = invoke("submit", str(path))
+    assert result.exit_code == 0, result.output
+    assert recorder.specs[0].command == ["sleep", "5"]
+
+
+def test_sdk_errors_print_one_line_and_exit_1(recorder: Recorder) -> None:
+    recorder.error = NoMaster("amqp://guest:secret@h:5672/", 2)
+    result = invoke("nodes")
+    assert result.exit_code == 1
+    assert result.stderr.startswith("error: no master answered on corral.api within 2 s")
+    assert "secret" not in result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_nodes_table_and_json(recorder: Recorder) -> None:
+    table = invoke("nodes")
+    assert table.exit_code == 0, table.output
+    assert table.stdout.split("\n")[1].split() == ["n1", "ready", "2/2", "2Gi/2Gi", "0", "-"]
+    as_json = invoke("nodes", "--output", "json")
+    assert '"node_id": "n1"' in as_json.stdout
+
+
+def test_worker_rejects_a_bad_memory_size() -> None:
+    result = invoke("worker", "--memory", "lots")
+    assert result.exit_code == 2
+    assert "--memory" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("image", "base"),
+    [("local/busybox", "busybox"), ("a/b/c@sha256:00", "c"), ("___", "job"), ("X.Y:1", "x-y")],
+)
+def test_default_name(image: str, base: str) -> None:
+    name = cli.default_name(image)
+    assert re.fullmatch(rf"{base}-[0-9a-f]{{4}}", name)
+    JobSpec(name=name, image=image)  # a valid job name
