@@ -406,6 +406,8 @@ class Bus:
                     delivery_mode=2,
                     reply_to=topology.DIRECT_REPLY_TO,
                     correlation_id=correlation_id,
+                    # Nobody waits for the answer after that: don't let a late master act on it.
+                    expiration=str(max(1, int(timeout * 1000))),
                 ),
             )
             deadline = time.monotonic() + timeout

@@ -142,6 +142,7 @@ class ClusterState:
     def _job_scaled(self, event: ev.JobScaled) -> None:
         if job := self.jobs.get(event.job_id):
             job.replicas = event.replicas
+            job.spec = job.spec.model_copy(update={"replicas": event.replicas})
 
     @apply.register
     def _job_cancelled(self, event: ev.JobCancelled) -> None:
