@@ -147,3 +147,8 @@ def docker_engine() -> None:
         _unavailable(
             f"Docker engine or image {TEST_IMAGE} unavailable ({exc}); run scripts/bootstrap.sh"
         )
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Chaos tests (which restart the shared broker) run last."""
+    items.sort(key=lambda item: item.get_closest_marker("chaos") is not None)
