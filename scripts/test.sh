@@ -21,40 +21,6 @@ cd "$CORRAL_ROOT"
 say "bootstrap"
 bash scripts/bootstrap.sh
 
-# --- venv ------------------------------------------------------------------------
-VENV=$CORRAL_ROOT/.venv
-STAMP=$VENV/.corral-install-stamp
-export PIP_DISABLE_PIP_VERSION_CHECK=1
-
-install_fingerprint() {
-    # pyproject + interpreter + the top-level packages: an editable install maps
-    # the packages that exist at install time, so a new package needs a reinstall.
-    {
-        cat pyproject.toml
-        "$VENV/bin/python" -c 'import sys; print(sys.version)'
-        ls -1d ./*/__init__.py 2>/dev/null || true
-    } | sha256sum | cut -d' ' -f1
-}
-
-setup_venv() {
-    mkdir -p "$VENV"
-    take_lock "venv-$(printf '%s' "$VENV" | sha256sum | cut -c1-12)"
-    if ! "$VENV/bin/python" -c 'import sys' >/dev/null 2>&1; then
-        say "creating venv $VENV"
-        python3 -m venv --clear "$VENV" || die "python3 -m venv $VENV failed"
-    fi
-    local want
-    want=$(install_fingerprint)
-    if [[ -f $STAMP && $(cat "$STAMP") == "$want" ]]; then
-        say "venv up to date ($VENV)"
-        return 0
-    fi
-    say "pip install -e '.[test]' into $VENV"
-    rm -f "$STAMP"
-    "$VENV/bin/python" -m pip install -q -e '.[test]' || die "pip install -e '.[test]' failed"
-    printf '%s\n' "$want" >"$STAMP"
-}
-
 setup_venv
 export VIRTUAL_ENV=$VENV
 export PATH="$VENV/bin:$PATH"

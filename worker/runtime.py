@@ -13,6 +13,7 @@ runtime keeps, so a restarted agent finds its containers again with `list_tasks`
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import threading
@@ -198,9 +199,8 @@ class DockerRuntime:
             raise StartError(f"Docker engine failed: {_explain(error)}", retryable=True) from error
 
     def _start_task(self, task: StartTask, epoch: int) -> ContainerInfo:
-        existing = self._find(task.task_id)
-        if existing is not None:
-            return self._resume(existing)
+        # No look-up first: the name is unique per task, so a second create fails with
+        # 409 and joins the existing container. That saves a list call on every start.
         try:
             container = self._create(task, epoch)
         except APIError as error:
@@ -377,12 +377,13 @@ class DockerRuntime:
     def _start(self, container: Container) -> ContainerInfo:
         try:
             container.start()
-            container.reload()
         except APIError:
             # A container that cannot start must not be found, and returned, by a retry.
             self._remove(container)
             raise
-        return self._info(container)
+        # Started means running; if it has already ended, its die event says so next.
+        # (No inspect here: it would add a round trip to every start.)
+        return dataclasses.replace(self._info(container), state="running", exit_code=None)
 
     def _remove(self, container: Container) -> None:
         try:

@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# Quick start: a local Corral cluster (RabbitMQ, Docker, one master, two workers) and a demo.
+#
+#   ./scripts/demo.sh          install/start what is missing, start the cluster, run the demo
+#   ./scripts/demo.sh stop     stop the cluster's master and workers (containers are removed)
+#
+# The cluster keeps running after the demo, so you can try the CLI:
+#   source .venv/bin/activate && corral nodes && corral ps
+# Logs: .corral/logs/. Environment: CORRAL_DEMO_PORT (default 8080), the host port of the
+# demo web service (bound to 127.0.0.1).
+set -euo pipefail
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+cd "$CORRAL_ROOT"
+
+STATE=$CORRAL_ROOT/.corral
+PORT=${CORRAL_DEMO_PORT:-8080}
+export CORRAL_AMQP_URL=${CORRAL_AMQP_URL:-amqp://guest:guest@127.0.0.1:5672/}
+mkdir -p "$STATE/logs"
+
+alive() { [[ -f $STATE/$1.pid ]] && kill -0 "$(cat "$STATE/$1.pid")" 2>/dev/null; }
+
+stop_cluster() {
+    local name
+    for name in w1 w2 master; do
+        if alive "$name"; then
+            say "stopping $name (pid $(cat "$STATE/$name.pid"))"
+            kill "$(cat "$STATE/$name.pid")"
+        fi
+        rm -f "$STATE/$name.pid"
+    done
+    if have docker; then
+        docker ps -aq --filter label=corral.node=demo-w1 --filter label=corral.managed=true |
+            xargs -r docker rm -f >/dev/null
+        docker ps -aq --filter label=corral.node=demo-w2 --filter label=corral.managed=true |
+            xargs -r docker rm -f >/dev/null
+    fi
+}
+
+if [[ ${1:-} == stop ]]; then
+    stop_cluster
+    exit 0
+fi
+
+bash scripts/bootstrap.sh
+setup_venv
+export PATH="$CORRAL_ROOT/.venv/bin:$PATH"
+
+start() { # start NAME ARGS...
+    local name=$1
+    shift
+    if alive "$name"; then
+        note "$name already running (pid $(cat "$STATE/$name.pid"))"
+        return
+    fi
+    nohup corral "$@" >>"$STATE/logs/$name.log" 2>&1 &
+    echo $! >"$STATE/$name.pid"
+    note "$name started (pid $!, log .corral/logs/$name.log)"
+}
+
+say "starting the cluster: one master, two workers"
+start master master --name demo-master
+for n in 1 2; do
+    start "w$n" worker --node-id "demo-w$n" --state-dir "$STATE/w$n" --cpus 2 --memory 2g \
+        --label "zone=zone-$n"
+done
+ready_nodes() { corral nodes --output json 2>/dev/null | grep -c '"state": "ready"'; }
+wait_until 60 test "$(ready_nodes)" -ge 2 || {
+    show_tail "$STATE"/logs/*.log
+    die "the workers did not report in within 60 s"
+}
+corral nodes
+
+say "clearing an earlier demo's jobs (if any)"
+corral cancel hello-web >/dev/null 2>&1 || true
+corral cancel hello-batch >/dev/null 2>&1 || true
+
+say "a web service: busybox httpd, published on 127.0.0.1:$PORT"
+corral run --kind service --name hello-web --port "$PORT:80" --wait --timeout 60 \
+    local/busybox:latest sh -c \
+    'mkdir -p /www && echo "Hello from Corral, container $(hostname)" >/www/index.html &&
+     exec httpd -f -p 80 -h /www'
+corral ps hello-web
+page() {
+    python3 -c 'import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1], timeout=3).read().decode().strip())' "http://127.0.0.1:$PORT/"
+}
+wait_until 20 page || die "http://127.0.0.1:$PORT/ does not answer (see 'corral ps hello-web')"
+say "GET http://127.0.0.1:$PORT/ -> $(page)   (open it in a browser, too)"
+
+say "a batch job that computes and exits"
+corral run --name hello-batch --wait --timeout 60 local/busybox:latest sh -c 'echo computing; sleep 1; echo "result: 42"'
+corral logs hello-batch-0-0
+
+say "the cluster keeps running: try 'source .venv/bin/activate; corral --help',"
+note "'corral watch' in another terminal, and './scripts/demo.sh stop' to stop it."
