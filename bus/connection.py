@@ -43,6 +43,8 @@ from schemas.messages import Payload
 
 log = logging.getLogger("corral.bus")
 
+RESOURCE_LOCKED = 405
+
 CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     pika.exceptions.AMQPConnectionError,
     pika.exceptions.ConnectionWrongStateError,
@@ -451,6 +453,10 @@ class Bus:
             self._setup()
         except pika.exceptions.ChannelClosedByBroker as exc:
             self.close()
+            if exc.reply_code == RESOURCE_LOCKED:
+                # An exclusive queue still held by our previous connection, which the
+                # broker has not yet noticed is gone: worth another try.
+                raise ConnectionLost(f"queue still locked by an old connection: {exc}") from None
             raise TopologyError(f"the broker refused Corral's topology: {exc}") from exc
         except CONNECTION_ERRORS as exc:
             self.close()

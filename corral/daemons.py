@@ -7,6 +7,7 @@ the CLI starts fast and works without them.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -17,11 +18,13 @@ from corral.client import DEFAULT_URL
 from corral.clitools import (
     Amqp,
     LogLevel,
+    fail,
     parse_pairs,
     parse_size_option,
     setup_logging,
     usage_error,
 )
+from corral.errors import redact_url, scrub
 from master.settings import MasterSettings
 from schemas.envelope import describe_errors
 from worker.settings import DEFAULT_STATE_DIR, WorkerSettings
@@ -59,8 +62,7 @@ def master(
     setup_logging(log_level.value)
     from master.daemon import serve
 
-    with contextlib.suppress(KeyboardInterrupt):
-        serve(settings)
+    _run_daemon(lambda: serve(settings), amqp)
 
 
 def worker(
@@ -106,8 +108,24 @@ def worker(
     setup_logging(log_level.value)
     from worker.agent import serve
 
-    with contextlib.suppress(KeyboardInterrupt):
-        serve(settings)
+    _run_daemon(lambda: serve(settings), amqp)
+
+
+def _run_daemon(serve: Callable[[], None], amqp: str) -> None:
+    """Run a daemon; a fault an operator must fix ends it with one clear line, not a trace."""
+    from bus.errors import BusError
+    from worker.identity import IdentityError
+    from worker.runtime import RuntimeUnavailable
+
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            serve()
+    except BusError as exc:
+        fail(f"{scrub(str(exc), amqp)} (broker: {redact_url(amqp)})")
+    except RuntimeUnavailable as exc:
+        fail(f"the Docker engine does not answer: {exc}; start it (scripts/bootstrap.sh)")
+    except IdentityError as exc:
+        fail(str(exc))
 
 
 def register_daemons(app: typer.Typer) -> None:

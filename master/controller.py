@@ -83,6 +83,10 @@ class Controller:
                 "cancel it first, scale it, or pick another name",
                 field="name",
             )
+        if existing is not None:  # its containers go; the name is reused
+            for task in self.state.tasks.values():
+                if task.job_id == spec.name and task.node_id is not None:
+                    self._send_stop(task.task_id, task.job_id, task.node_id, "job resubmitted")
         self._commit(ev.JobSubmitted(at=now, job_id=spec.name, spec=spec), now)
         job = self.state.jobs[spec.name]
         self._commit_all(reconciler.fill_slots(self.state, job, now), now)
@@ -91,7 +95,7 @@ class Controller:
 
     def cancel(self, job_id: str, now: float) -> JobInfo:
         job = self._job(job_id)
-        if not job.cancelled:
+        if not self._job_done(job):  # a finished job keeps its outcome
             self._commit(ev.JobCancelled(at=now, job_id=job_id), now)
             self._stop_tasks(self.state.live_tasks(job), "job cancelled", now)
         return self.state.job_info(job)
@@ -112,6 +116,8 @@ class Controller:
 
     def task_status(self, status: TaskStatus, now: float) -> None:
         task = self.state.tasks.get(status.task_id)
+        if task is None and status.job_id not in self.state.jobs:
+            return  # not ours to judge: a job this master never saw
         if task is None or task.node_id != status.node_id:
             if status.state == "running":
                 self._fence(status.task_id, status.job_id, status.node_id, now)
@@ -137,7 +143,9 @@ class Controller:
         self._schedule(now)
 
     def heartbeat(self, beat: Heartbeat, now: float) -> None:
-        known = self.state.nodes.get(beat.node_id)
+        known = self.state.nodes.get(beat.node_id)  # read before apply mutates it
+        previous_boot = known.boot_id if known is not None else beat.boot_id
+        previous_state = known.state if known is not None else None
         self._commit(
             ev.NodeObserved(
                 at=now,
@@ -149,13 +157,15 @@ class Controller:
             ),
             now,
         )
-        if known is None:
+        if previous_boot != beat.boot_id:
+            self._forget_unreported(beat, now)
+        if previous_state is None:
             self.notifications.append(NodeEvent(node_id=beat.node_id, state="ready"))
-        elif known.state != "ready":
+        elif previous_state != "ready":
             self._commit(ev.NodeStateChanged(at=now, node_id=beat.node_id, state="ready"), now)
         for reported in beat.tasks:
             self._reconcile_reported(beat.node_id, reported, now)
-        if known is None or known.state != "ready":
+        if previous_state != "ready":  # new capacity, or capacity back
             self._schedule(now)
 
     def tick(self, now: float) -> None:
@@ -251,6 +261,20 @@ class Controller:
             self._commit(
                 ev.TaskUpdated(at=now, task_id=task.task_id, state="lost", reason=reason), now
             )
+
+    def _forget_unreported(self, beat: Heartbeat, now: float) -> None:
+        """The node's agent restarted: a task it ran and no longer has is lost.
+
+        Only running tasks: an assigned one may still be in its queue.
+        """
+        reported = {t.task_id for t in beat.tasks}
+        for task in list(self.state.tasks.values()):
+            mine = task.node_id == beat.node_id and task.state == "running"
+            if mine and task.task_id not in reported:
+                reason = f"node {beat.node_id} restarted without it"
+                self._commit(
+                    ev.TaskUpdated(at=now, task_id=task.task_id, state="lost", reason=reason), now
+                )
 
     def _collect_previous(self, event: ev.TaskCreated) -> None:
         """Remove the container of the attempt this one replaces (its logs go with it)."""

@@ -44,21 +44,28 @@ class Liveness:
 
     def check(self, state: ClusterState, now: float) -> list[ev.Event]:
         """State changes for nodes that went quiet. Heartbeats bring nodes back elsewhere."""
-        changes: dict[str, NodeState] = {}
-        for node in state.nodes.values():
-            target = self._target(node, now)
-            if target != node.state and target != "ready":
-                changes[node.node_id] = target
+        live = [n for n in state.nodes.values() if n.state != "down"]  # down: until a heartbeat
+        targets = {node.node_id: self._target(node, now) for node in live}
+        changes = {
+            node.node_id: targets[node.node_id]
+            for node in live
+            if targets[node.node_id] not in ("ready", node.state)
+        }
         going_down = [n for n, target in changes.items() if target == "down"]
-        live = [n for n in state.nodes.values() if n.state != "down"]
-        if len(going_down) >= 2 and len(going_down) > self.settings.partition_threshold * len(live):
+        # Silent nodes cross dead_after one tick apart (their last beats were spread over
+        # an interval), so judge the share of all silent nodes, not just this tick's.
+        silent = [n for n, target in targets.items() if target != "ready"]
+        threshold = self.settings.partition_threshold * len(live)
+        if going_down and len(silent) >= 2 and len(silent) > threshold:
             self._holding_since = self._holding_since or now
             if now - self._holding_since < self.hold_max:
-                log.warning(
-                    "%d of %d nodes went silent at once: holding them as suspect (partition guard)",
-                    len(going_down),
-                    len(live),
-                )
+                if self._holding_since == now:
+                    log.warning(
+                        "%d of %d nodes went silent at once: holding them as suspect "
+                        "(partition guard)",
+                        len(silent),
+                        len(live),
+                    )
                 for node_id in going_down:
                     changes[node_id] = "suspect"
         else:

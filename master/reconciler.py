@@ -24,7 +24,8 @@ def restart_delay(policy: RestartPolicy, failures: int) -> float:
     """Backoff before the next attempt after `failures` consecutive failures (>= 1)."""
     if failures <= 0:
         return 0.0
-    return float(min(policy.backoff_max, policy.backoff_initial * 2 ** (failures - 1)))
+    doublings = min(failures - 1, 64)  # past that the cap wins anyway; 2**1024 overflows
+    return float(min(policy.backoff_max, policy.backoff_initial * 2.0**doublings))
 
 
 def consecutive_failures(state: ClusterState, job: Job, slot: int) -> int:
@@ -76,7 +77,7 @@ def after_task_ended(state: ClusterState, task: Task, now: float) -> list[ev.Eve
     if task.state == "failed" and not task.retryable:
         return [ev.JobFailed(at=now, job_id=job.job_id, reason=_describe(task))]
     if not _wants_restart(job, task):
-        if _succeeded(task) or job.spec.kind == "service":
+        if _succeeded(task) or (job.spec.kind == "service" and task.state == "exited"):
             return []  # the slot is done
         return [ev.JobFailed(at=now, job_id=job.job_id, reason=_describe(task))]
     failures = consecutive_failures(state, job, task.slot)
@@ -99,7 +100,7 @@ def new_attempt(
         reason = f"{reason} (in {delay:g} s)" if reason else f"waiting {delay:g} s"
     return ev.TaskCreated(
         at=now,
-        task_id=task_id_for(job.job_id, slot, attempt),
+        task_id=task_id_for(job.job_id, slot, attempt, job.generation),
         job_id=job.job_id,
         slot=slot,
         attempt=attempt,
@@ -109,7 +110,12 @@ def new_attempt(
 
 
 def fill_slots(state: ClusterState, job: Job, now: float) -> list[ev.Event]:
-    """First attempts for slots that have none (a new job, or one scaled up)."""
-    return [
-        new_attempt(job, slot, 0, now=now) for slot in range(job.replicas) if slot not in job.slots
-    ]
+    """New attempts for slots with no live task: a new job, or one scaled (back) up."""
+    events: list[ev.Event] = []
+    for slot in range(job.replicas):
+        attempts = job.slots.get(slot)
+        if not attempts:
+            events.append(new_attempt(job, slot, 0, now=now))
+        elif state.tasks[attempts[-1]].state == "stopped":  # scaled down earlier
+            events.append(new_attempt(job, slot, len(attempts), now=now))
+    return events

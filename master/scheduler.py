@@ -50,7 +50,7 @@ def rejection(state: ClusterState, spec: JobSpec, node: Node) -> str | None:
     if node.free_memory < spec.memory:
         return f"has less than {format_size(spec.memory)} free memory"
     if spec.ports and _ports_in_use(state, node) & {(p.host, p.protocol) for p in spec.ports}:
-        return "already uses a requested host port"
+        return "has a requested host port in use"
     return None
 
 

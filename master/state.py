@@ -26,7 +26,11 @@ from schemas.messages import (
 ACTIVE_TASK_STATES: frozenset[str] = frozenset({"assigned", "running"})
 
 
-def task_id_for(job_id: str, slot: int, attempt: int) -> str:
+def task_id_for(job_id: str, slot: int, attempt: int, generation: int = 1) -> str:
+    """`web-0-0` for the first submission of `web`; `web-v2-0-0` once the name is reused,
+    so that no task id (and container name) ever stands for two different tasks."""
+    if generation > 1:
+        return f"{job_id}-v{generation}-{slot}-{attempt}"
     return f"{job_id}-{slot}-{attempt}"
 
 
@@ -76,6 +80,7 @@ class Job:
     spec: JobSpec
     submitted_at: float
     replicas: int
+    generation: int = 1  # how many times this name has been submitted
     cancelled: bool = False
     failed_reason: str = ""
     # slot -> its attempts, oldest first
@@ -129,13 +134,18 @@ class ClusterState:
 
     @apply.register
     def _job_submitted(self, event: ev.JobSubmitted) -> None:
-        old = self.jobs.pop(event.job_id, None)
+        old = self.jobs.get(event.job_id)
         if old is not None:  # a finished job's name is reused: forget the old one
             for attempts in old.slots.values():
                 for task_id in attempts:
-                    self._unbind(self.tasks.pop(task_id))
+                    self._unbind(self.tasks[task_id])
+                    del self.tasks[task_id]
         self.jobs[event.job_id] = Job(
-            event.job_id, event.spec, event.at, replicas=event.spec.replicas
+            event.job_id,
+            event.spec,
+            event.at,
+            replicas=event.spec.replicas,
+            generation=old.generation + 1 if old is not None else 1,
         )
 
     @apply.register

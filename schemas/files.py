@@ -18,11 +18,16 @@ class JobFileError(ValueError):
 
 
 def parse_job_text(text: str, source: str = "<job>") -> JobSpec:
-    """Parse YAML or JSON text (JSON is YAML, but its errors read better from json)."""
+    """Parse YAML or JSON text (JSON is YAML; for broken JSON, json explains it better)."""
     data: Any
     try:
-        data = json.loads(text) if text.lstrip().startswith("{") else yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        if text.lstrip().startswith("{"):  # meant as JSON: json's message is the clearer one
+            try:
+                json.loads(text)
+            except json.JSONDecodeError as json_error:
+                raise JobFileError(f"{source}: not valid YAML or JSON: {json_error}") from None
         raise JobFileError(f"{source}: not valid YAML or JSON: {exc}") from None
     if not isinstance(data, dict):
         raise JobFileError(f"{source}: expected a mapping of job fields (name, image, ...)")

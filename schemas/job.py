@@ -136,7 +136,7 @@ class JobSpec(Strict):
     @field_validator("name")
     @classmethod
     def _name_format(cls, value: str) -> str:
-        if not re.match(NAME_PATTERN, value):
+        if not re.fullmatch(NAME_PATTERN, value):
             raise ValueError(
                 f"{value!r} is not a valid job name: use 1-63 lowercase letters, digits "
                 "and '-', starting and ending with a letter or digit (e.g. web-api)"

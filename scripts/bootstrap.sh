@@ -81,7 +81,7 @@ start_rabbitmq() {
     local t0=$SECONDS
     # It may already be booting (started by someone else): its exit code is not
     # decisive, the ping below is.
-    rabbitmq-server -detached >>"$RMQ_START_LOG" 2>&1 || true
+    (close_lock_fds && exec rabbitmq-server -detached) >>"$RMQ_START_LOG" 2>&1 </dev/null || true
     wait_until 90 rmq_ping || rmq_fail "rabbitmq did not answer 'rabbitmq-diagnostics ping' within 90 s"
     note "rabbitmq up after $((SECONDS - t0)) s"
 }
@@ -96,7 +96,8 @@ enable_management() {
     if ! grep -qx rabbitmq_management <<<"$enabled"; then
         need_root "enabling rabbitmq_management"
         say "enabling rabbitmq_management plugin"
-        rabbitmq-plugins enable rabbitmq_management >>"$RMQ_START_LOG" 2>&1 ||
+        (close_lock_fds && exec rabbitmq-plugins enable rabbitmq_management) \
+            >>"$RMQ_START_LOG" 2>&1 </dev/null ||
             rmq_fail "rabbitmq-plugins enable rabbitmq_management failed"
     fi
     say "waiting for $MGMT_URL"
@@ -121,7 +122,7 @@ start_docker() {
         mkdir -p "$(dirname "$DOCKERD_LOG")"
         say "starting dockerd (log: $DOCKERD_LOG)"
         # setsid: own session, so it outlives this script and its process group.
-        setsid nohup dockerd >>"$DOCKERD_LOG" 2>&1 </dev/null &
+        (close_lock_fds && exec setsid nohup dockerd) >>"$DOCKERD_LOG" 2>&1 </dev/null &
         pid=$!
     fi
     local t0=$SECONDS deadline=$((SECONDS + 60))

@@ -64,8 +64,8 @@ for n in 1 2; do
     start "w$n" worker --node-id "demo-w$n" --state-dir "$STATE/w$n" --cpus 2 --memory 2g \
         --label "zone=zone-$n"
 done
-ready_nodes() { corral nodes --output json 2>/dev/null | grep -c '"state": "ready"'; }
-wait_until 60 test "$(ready_nodes)" -ge 2 || {
+two_ready() { (($(corral nodes --output json 2>/dev/null | grep -c '"state": "ready"') >= 2)); }
+wait_until 60 two_ready || {
     show_tail "$STATE"/logs/*.log
     die "the workers did not report in within 60 s"
 }

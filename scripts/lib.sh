@@ -49,14 +49,26 @@ wait_until() {
 }
 
 # take_lock NAME : serialise concurrent runs (other engineers, parallel CI steps).
-# The lock is held until the calling script exits.
+# The lock is held until the calling (sub)shell exits. A daemon must be started
+# from a subshell that first runs close_lock_fds, or it would inherit the lock
+# fd and hold the lock forever.
+CORRAL_LOCK_FDS=()
 take_lock() {
     local file="/tmp/corral-$1.lock" fd
     exec {fd}>>"$file"
+    CORRAL_LOCK_FDS+=("$fd")
     if ! flock -n "$fd"; then
         note "waiting for another run to release $file"
         flock -w 900 "$fd" || die "timed out waiting for lock $file"
     fi
+}
+
+# close_lock_fds : close the lock fds in the current (sub)shell.
+close_lock_fds() {
+    local fd
+    for fd in "${CORRAL_LOCK_FDS[@]}"; do
+        exec {fd}>&-
+    done
 }
 
 # is_static FILE : true if FILE is a statically linked executable.

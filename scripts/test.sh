@@ -21,7 +21,8 @@ cd "$CORRAL_ROOT"
 say "bootstrap"
 bash scripts/bootstrap.sh
 
-setup_venv
+# In a subshell: the venv lock is released before the (long) checks run.
+(setup_venv)
 export VIRTUAL_ENV=$VENV
 export PATH="$VENV/bin:$PATH"
 

@@ -19,7 +19,7 @@ GiB = 1024**3
 TaskUpdate = Literal["running", "exited", "failed", "lost", "stopped"]
 
 
-def job_spec(name: str = "web", **fields: object) -> JobSpec:
+def job_spec(name: str = "web", /, **fields: object) -> JobSpec:
     """A valid spec; `fields` are given as a job file would give them (e.g. memory="1g")."""
     return JobSpec.model_validate({"name": name, "image": "busybox", **fields})
 
@@ -45,10 +45,17 @@ def heartbeat(
     )
 
 
-def running(task_id: str, job_id: str = "web", state: Literal["running", "exited"] = "running") -> RunningTask:
+def running(
+    task_id: str, job_id: str = "web", state: Literal["running", "exited"] = "running"
+) -> RunningTask:
     """A container as a worker reports it in its heartbeat."""
     return RunningTask(
-        task_id=task_id, job_id=job_id, container_id=f"c-{task_id}", state=state, cpu=0.1, memory=MiB
+        task_id=task_id,
+        job_id=job_id,
+        container_id=f"c-{task_id}",
+        state=state,
+        cpu=0.1,
+        memory=MiB,
     )
 
 
@@ -88,7 +95,7 @@ class Cluster:
         self.apply(ev.NodeStateChanged(at=self.now, node_id=node_id, state=state))
 
     def job(self, spec: JobSpec, *, tasks: bool = True) -> Job:
-        """Submit `spec` (its name is the job id) and, unless told not to, a first attempt per slot."""
+        """Submit `spec` (job id = its name) and, unless told not to, attempt 0 of each slot."""
         self.apply(ev.JobSubmitted(at=self.now, job_id=spec.name, spec=spec))
         if tasks:
             for slot in range(spec.replicas):

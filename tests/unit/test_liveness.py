@@ -1,0 +1,154 @@
+"""Node liveness: ready -> suspect -> down by silence, the reconnect grace, the partition guard."""
+
+from __future__ import annotations
+
+import pytest
+
+from master import events as ev
+from master.liveness import Liveness
+from master.settings import MasterSettings
+from tests.unit.factories import Cluster
+
+SETTINGS = MasterSettings(amqp_url="amqp://x")
+
+
+def nodes(*last_seen: float) -> Cluster:
+    """Nodes n0, n1, ... last heard from at the given times."""
+    cluster = Cluster()
+    for index, at in enumerate(last_seen):
+        cluster.now = at
+        cluster.node(f"n{index}")
+    return cluster
+
+
+def judge(liveness: Liveness, cluster: Cluster, now: float) -> dict[str, str]:
+    """One liveness check at `now`, applied; the changes it made."""
+    events = liveness.check(cluster.state, now)
+    cluster.apply(*events)
+    assert all(isinstance(e, ev.NodeStateChanged) and e.at == now for e in events)
+    return {e.node_id: e.state for e in events if isinstance(e, ev.NodeStateChanged)}
+
+
+def states(cluster: Cluster) -> dict[str, str]:
+    return {node_id: node.state for node_id, node in cluster.state.nodes.items()}
+
+
+def test_defaults() -> None:
+    assert (SETTINGS.suspect_after, SETTINGS.dead_after) == (2.0, 3.0)
+
+
+@pytest.mark.parametrize(
+    ("now", "state"), [(10.0, "ready"), (11.9, "ready"), (12.0, "suspect"), (13.0, "down")]
+)
+def test_silence_makes_a_node_suspect_then_down(now: float, state: str) -> None:
+    cluster = nodes(10.0)
+    judge(Liveness(SETTINGS), cluster, now)
+    assert states(cluster) == {"n0": state}
+
+
+def test_each_change_is_reported_once_with_the_silence() -> None:
+    cluster = nodes(10.0)
+    liveness = Liveness(SETTINGS)
+    events = liveness.check(cluster.state, 12.5)
+    assert events == [
+        ev.NodeStateChanged(at=12.5, node_id="n0", state="suspect", reason="no heartbeat for 2.5 s")
+    ]
+    cluster.apply(*events)
+    assert judge(liveness, cluster, 12.9) == {}
+    assert judge(liveness, cluster, 13.0) == {"n0": "down"}
+    assert judge(liveness, cluster, 60.0) == {}
+
+
+def test_liveness_never_brings_a_node_back() -> None:
+    cluster = nodes(10.0)
+    cluster.node_state("n0", "suspect")
+    assert judge(Liveness(SETTINGS), cluster, 10.5) == {}
+    assert states(cluster) == {"n0": "suspect"}
+
+
+def test_grace_after_a_reconnect_postpones_judgement() -> None:
+    cluster = nodes(0.0, 0.0)
+    liveness = Liveness(SETTINGS)
+    liveness.grant_grace(50.0)
+    assert judge(liveness, cluster, 50.0) == {}
+    assert judge(liveness, cluster, 51.9) == {}
+    cluster.now = 51.0
+    cluster.node("n1")  # n1 speaks again after the reconnect; n0 stays silent
+    assert judge(liveness, cluster, 52.0) == {"n0": "suspect"}
+    cluster.now = 52.5
+    cluster.node("n1")
+    assert judge(liveness, cluster, 53.0) == {"n0": "down"}
+    assert states(cluster) == {"n0": "down", "n1": "ready"}
+
+
+def test_without_grace_a_long_silence_is_down_at_once() -> None:
+    cluster = nodes(0.0, 49.0)
+    assert judge(Liveness(SETTINGS), cluster, 50.0) == {"n0": "down"}
+
+
+def test_grace_does_not_revive_a_down_node() -> None:
+    cluster = nodes(0.0)
+    cluster.node_state("n0", "down")
+    liveness = Liveness(SETTINGS)
+    liveness.grant_grace(50.0)
+    assert judge(liveness, cluster, 52.5) == {}
+
+
+# -- the partition guard --
+
+
+def test_most_nodes_silent_at_once_are_held_as_suspect() -> None:
+    cluster = nodes(0.0, 0.0, 0.0, 0.0)
+    liveness = Liveness(SETTINGS, hold_max=30.0)
+    for now in (1.0, 2.0):
+        cluster.now = now
+        cluster.node("n3")  # only n3 keeps beating
+    assert judge(liveness, cluster, 2.0) == {"n0": "suspect", "n1": "suspect", "n2": "suspect"}
+    cluster.node("n3")
+    assert judge(liveness, cluster, 3.0) == {}
+    for now in (4.0, 10.0, 32.9):
+        cluster.now = now
+        cluster.node("n3")
+        assert judge(liveness, cluster, now) == {}
+    assert states(cluster) == {"n0": "suspect", "n1": "suspect", "n2": "suspect", "n3": "ready"}
+    cluster.now = 33.0
+    cluster.node("n3")
+    assert judge(liveness, cluster, 33.0) == {"n0": "down", "n1": "down", "n2": "down"}
+
+
+def test_the_guard_releases_a_node_that_speaks_again() -> None:
+    cluster = nodes(0.0, 0.0, 0.0, 0.0)
+    liveness = Liveness(SETTINGS, hold_max=30.0)
+    cluster.now = 2.9
+    cluster.node("n3")
+    judge(liveness, cluster, 3.0)
+    assert states(cluster)["n0"] == "suspect"
+    cluster.now = 4.0
+    cluster.node("n0")
+    cluster.node_state("n0", "ready")  # what a heartbeat leads to (the controller)
+    cluster.node("n3")
+    # Two of four silent is not "most": the guard lets them go.
+    assert judge(liveness, cluster, 4.0) == {"n1": "down", "n2": "down"}
+
+
+@pytest.mark.parametrize(
+    ("silent", "total", "held"),
+    [(1, 2, False), (2, 2, True), (2, 4, False), (3, 4, True), (4, 4, True), (1, 1, False)],
+)
+def test_which_silences_are_held(silent: int, total: int, held: bool) -> None:
+    cluster = nodes(*([0.0] * silent + [2.5] * (total - silent)))
+    judge(Liveness(SETTINGS), cluster, 3.0)
+    expected = "suspect" if held else "down"
+    assert [s for s in states(cluster).values() if s != "ready"] == [expected] * silent
+
+
+def test_most_nodes_silent_within_one_heartbeat_interval_are_held() -> None:
+    cluster = nodes(9.0, 9.25, 9.5, 9.75)
+    liveness = Liveness(SETTINGS)
+    now = 9.75
+    while now < 14.0:
+        now += SETTINGS.tick
+        cluster.now = now
+        cluster.node("n3")
+        judge(liveness, cluster, now)
+    assert states(cluster) == {"n0": "suspect", "n1": "suspect", "n2": "suspect", "n3": "ready"}
