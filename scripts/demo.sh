@@ -74,6 +74,8 @@ corral nodes
 say "clearing an earlier demo's jobs (if any)"
 corral cancel hello-web >/dev/null 2>&1 || true
 corral cancel hello-batch >/dev/null 2>&1 || true
+no_old_web() { [[ -z $(docker ps -q --filter label=corral.job=hello-web) ]]; }
+wait_until 30 no_old_web || warn "the previous hello-web still holds port $PORT"
 
 say "a web service: busybox httpd, published on 127.0.0.1:$PORT"
 corral run --kind service --name hello-web --port "$PORT:80" --wait --timeout 60 \
@@ -89,7 +91,7 @@ say "GET http://127.0.0.1:$PORT/ -> $(page)   (open it in a browser, too)"
 
 say "a batch job that computes and exits"
 corral run --name hello-batch --wait --timeout 60 local/busybox:latest sh -c 'echo computing; sleep 1; echo "result: 42"'
-corral logs hello-batch-0-0
+corral logs hello-batch  # a unique prefix of the task id will do
 
 say "the cluster keeps running: try 'source .venv/bin/activate; corral --help',"
 note "'corral watch' in another terminal, and './scripts/demo.sh stop' to stop it."

@@ -119,6 +119,14 @@ install_fingerprint() {
 }
 
 setup_venv() {
+    # In a subshell, so the lock is released on return and no daemon started later
+    # inherits it.
+    (_setup_venv_locked)
+}
+
+_setup_venv_locked() {
+    # pyproject.toml and '.[test]' are relative paths (we are in a subshell).
+    cd "$CORRAL_ROOT" || exit 1
     mkdir -p "$VENV"
     take_lock "venv-$(printf '%s' "$VENV" | sha256sum | cut -c1-12)"
     if ! "$VENV/bin/python" -c 'import sys' >/dev/null 2>&1; then

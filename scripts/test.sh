@@ -21,8 +21,7 @@ cd "$CORRAL_ROOT"
 say "bootstrap"
 bash scripts/bootstrap.sh
 
-# In a subshell: the venv lock is released before the (long) checks run.
-(setup_venv)
+setup_venv # (lib.sh; runs in a subshell, so its lock is released before the checks)
 export VIRTUAL_ENV=$VENV
 export PATH="$VENV/bin:$PATH"
 
