@@ -275,6 +275,7 @@ class Controller:
                 self._commit(
                     ev.TaskUpdated(at=now, task_id=task.task_id, state="lost", reason=reason), now
                 )
+        self._schedule(now)
 
     def _collect_previous(self, event: ev.TaskCreated) -> None:
         """Remove the container of the attempt this one replaces (its logs go with it)."""

@@ -259,3 +259,54 @@ def test_a_resubmitted_job_gets_fresh_task_ids() -> None:
     master.submit(job_spec(kind="service"), 3.0)
     started = set(starts(master.drain()[0]))
     assert started and not started & stopped
+
+
+def test_a_restarted_agent_that_lost_a_running_task_gets_it_replaced() -> None:
+    master = controller("a", "b")
+    master.submit(job_spec(kind="service", replicas=2), 1.0)
+    for task_id in ("web-0-0", "web-1-0"):
+        report(master, task_id, "running", 2.0)
+    on_a = next(t for t in master.state.tasks.values() if t.node_id == "a")
+    master.drain()
+
+    rebooted = heartbeat("a").model_copy(update={"boot_id": "boot-a-2"})
+    master.heartbeat(rebooted, 3.0)  # a new agent on `a` that runs nothing
+
+    assert master.state.tasks[on_a.task_id].state == "lost"
+    assert "restarted without it" in master.state.tasks[on_a.task_id].reason
+    assert len(starts(master.drain()[0])) == 1  # its replacement
+
+
+def test_the_same_agent_not_yet_reporting_a_task_loses_nothing() -> None:
+    master = controller("a")
+    master.submit(job_spec(kind="service"), 1.0)
+    report(master, "web-0-0", "running", 2.0)
+    master.heartbeat(heartbeat("a"), 3.0)  # same boot id, empty list: not evidence
+    assert master.state.tasks["web-0-0"].state == "running"
+
+
+def test_cancelling_a_finished_job_keeps_its_outcome() -> None:
+    master = controller("a")
+    master.submit(job_spec(restart={"max_retries": 0}), 1.0)
+    report(master, "web-0-0", "running", 2.0)
+    report(master, "web-0-0", "exited", 3.0, code=0)
+    assert master.cancel("web", 4.0).state == "complete"
+
+
+def test_a_running_report_for_a_job_never_seen_is_left_alone() -> None:
+    master = controller("a")
+    status = TaskStatus(task_id="old-0-0", job_id="old", node_id="a", state="running")
+    master.task_status(status, 1.0)  # e.g. after this master restarted
+    assert master.drain() == ([], [])
+
+
+def test_a_resubmitted_name_removes_the_old_containers() -> None:
+    master = controller("a")
+    master.submit(job_spec(restart={"max_retries": 0}), 1.0)
+    report(master, "web-0-0", "running", 2.0)
+    report(master, "web-0-0", "exited", 3.0, code=0)
+    master.drain()
+    master.submit(job_spec(restart={"max_retries": 0}), 4.0)
+    commands, _ = master.drain()
+    assert stops(commands) == {"web-0-0": ("a", "job resubmitted")}
+    assert starts(commands) == {"web-v2-0-0": "a"}
