@@ -5,7 +5,8 @@
 Starts its own master and two workers (as processes) on a fresh vhost, so the
 figures include the whole path: client -> broker -> master -> broker -> worker
 -> Docker -> worker -> broker -> client. The baseline does the same Docker
-work directly: `containers.create` + `start` of the same image and command.
+work directly: `containers.create` + `start` of the same image, command and
+resource limits.
 Correctness is asserted (every container really runs); timing never is.
 """
 
@@ -25,13 +26,27 @@ from corral import Client
 from tests.cluster import Cluster, wait_until
 from tests.conftest import TEST_IMAGE, Broker
 
-SPEC = {"image": TEST_IMAGE, "command": ["sleep", "600"], "kind": "service", "stop_grace": 0}
+SPEC = {
+    "image": TEST_IMAGE,
+    "command": ["sleep", "600"],
+    "kind": "service",
+    "cpu": 0.1,
+    "memory": "64m",
+    "stop_grace": 0,
+}
+# The same Docker work Corral asks for: resource limits cost the engine ~60 ms here.
+NANO_CPUS, MEM_LIMIT = 100_000_000, 64 * 1024 * 1024
 
 
 def raw_start(client: docker.DockerClient, label: str) -> float:
     started = time.perf_counter()
     container = client.containers.create(
-        TEST_IMAGE, ["sleep", "600"], labels={"corral-bench": label}, detach=True
+        TEST_IMAGE,
+        ["sleep", "600"],
+        labels={"corral-bench": label},
+        detach=True,
+        nano_cpus=NANO_CPUS,
+        mem_limit=MEM_LIMIT,
     )
     container.start()
     elapsed = time.perf_counter() - started
@@ -62,7 +77,7 @@ def corral_burst(client: Client, count: int) -> float:
     name = f"burst-{uuid.uuid4().hex[:6]}"
     events = client.events(f"task.{name}.*.running", timeout=60)
     started = time.perf_counter()
-    client.submit({**SPEC, "name": name, "replicas": count, "cpu": 0.01, "memory": "8m"})
+    client.submit({**SPEC, "name": name, "replicas": count})
     running = {event.routing_key for _, event in zip(range(count), events, strict=False)}
     elapsed = time.perf_counter() - started
     assert len(running) == count, f"only {len(running)} of {count} replicas reported running"
@@ -79,6 +94,7 @@ def main() -> None:
     parser.add_argument("--management", default="http://127.0.0.1:15672")
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--burst", type=int, default=16)
+    parser.add_argument("--threads", type=int, default=8, help="Docker threads, in all")
     parser.add_argument("--write", type=Path, default=None)
     args = parser.parse_args()
 
@@ -88,7 +104,7 @@ def main() -> None:
     label = uuid.uuid4().hex[:8]
     cluster = Cluster(broker.create_vhost(vhost), Path(tempfile.mkdtemp(prefix="corral-bench-")))
     try:
-        cluster.start(workers=2, cpus=16, memory="8g")
+        cluster.start(workers=2, cpus=16, memory="8g", start_threads=args.threads // 2)
         client = cluster.client
         raw_start(docker_client, label)  # warm both paths once
         corral_start(client, "warm-up")
@@ -143,6 +159,8 @@ def main() -> None:
             "Both workers run on the same machine and the same Docker engine as the baseline,\n"
             "so the burst compares one engine driven by Corral with the same engine driven\n"
             "directly. Every container is checked to be running; no figure is a test.\n"
+            "On this shared 2-core machine the ratios move by about 0.1 between runs\n"
+            "(seen: median latency 1.10x to 1.19x, burst 0.87x to 1.05x).\n"
         )
 
 

@@ -88,6 +88,9 @@ def worker(
         list[str] | None,
         typer.Option(metavar="K=V", help="Extra label on every container (tests use it)."),
     ] = None,
+    start_threads: Annotated[
+        int, typer.Option(metavar="N", help="Docker calls (create, start, stop) made at once.")
+    ] = 8,
     amqp: Amqp = DEFAULT_URL,
     log_level: LogLevelOpt = LogLevel.info,
 ) -> None:
@@ -102,6 +105,7 @@ def worker(
             state_dir=state_dir,
             heartbeat_interval=heartbeat_interval,
             container_labels=parse_pairs(container_label, "--container-label"),
+            start_threads=start_threads,
         )
     except ValidationError as exc:
         usage_error(f"invalid worker settings: {describe_errors(exc)}")

@@ -68,7 +68,13 @@ class Cluster:
         self._spawn(name, ["master", "--name", name])
 
     def start_worker(
-        self, name: str, *, cpus: float = 2, memory: str = "1g", labels: tuple[str, ...] = ()
+        self,
+        name: str,
+        *,
+        cpus: float = 2,
+        memory: str = "1g",
+        labels: tuple[str, ...] = (),
+        start_threads: int = 8,
     ) -> None:
         args = [
             "worker",
@@ -82,6 +88,8 @@ class Cluster:
             str(self.workdir / name),
             "--container-label",
             f"{RUN_LABEL}={self.run_id}",
+            "--start-threads",
+            str(start_threads),
         ]
         for label in labels:
             args += ["--label", label]

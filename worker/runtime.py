@@ -342,10 +342,10 @@ class DockerRuntime:
         kwargs: dict[str, Any] = {
             "name": f"corral-{task.task_id}",
             "labels": labels,
-            "environment": dict(spec.env),
+            "environment": dict(spec.env) or None,
             "nano_cpus": int(spec.cpu * 1e9),
             "mem_limit": spec.memory,
-            "ports": ports,
+            "ports": ports or None,  # an empty mapping still costs the engine time
             "detach": True,
             "init": False,
         }
