@@ -17,9 +17,12 @@ import urllib.parse
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.cluster import Cluster
 
 IN_CI = bool(os.environ.get("CORRAL_IN_CI") or os.environ.get("CI"))
 TEST_IMAGE = "local/busybox:latest"
@@ -147,6 +150,18 @@ def docker_engine() -> None:
         _unavailable(
             f"Docker engine or image {TEST_IMAGE} unavailable ({exc}); run scripts/bootstrap.sh"
         )
+
+
+@pytest.fixture
+def cluster(vhost_url: str, tmp_path: Path, docker_engine: None) -> Iterator[Cluster]:
+    """A master and two workers (2 CPUs, 1 GiB each) on a vhost of their own."""
+    running = Cluster(vhost_url, tmp_path)
+    try:
+        running.start(workers=2)
+        yield running
+    finally:
+        print(running.logs())  # shown by pytest only when the test failed
+        running.close()
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -152,6 +152,9 @@ def test_cancel_and_scale(cluster: Cluster) -> None:
     wait_until(lambda: len(cluster.containers("scaled", all=False)) == 3, what="3 containers")
     cluster.client.scale("scaled", 1)
     wait_until(lambda: len(cluster.containers("scaled", all=False)) == 1, what="1 container")
+    cluster.client.scale("scaled", 2)  # the emptied slot is filled again
+    wait_until(lambda: len(running_tasks(cluster.client, "scaled")) == 2, what="2 replicas")
+    assert cluster.client.job("scaled").spec.replicas == 2
     assert cluster.client.cancel("scaled").state == "cancelled"
     wait_until(lambda: not cluster.containers("scaled"), what="containers removed")
 
