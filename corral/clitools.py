@@ -85,5 +85,6 @@ def setup_logging(level: str) -> None:
     """Daemon logging: timestamped lines on stderr."""
     logging.basicConfig(level=level.upper(), format=LOG_FORMAT, stream=sys.stderr, force=True)
     if level != LogLevel.debug:
-        # pika narrates every channel at INFO; its problems surface as WARNING or worse.
-        logging.getLogger("pika").setLevel(logging.WARNING)
+        # pika narrates every channel, and logs each failed connect with a traceback; the
+        # bus reports the same problems once, in a line an operator can act on.
+        logging.getLogger("pika").setLevel(logging.CRITICAL)

@@ -125,7 +125,8 @@ def _run_daemon(serve: Callable[[], None], amqp: str) -> None:
         with contextlib.suppress(KeyboardInterrupt):
             serve()
     except BusError as exc:
-        fail(f"{scrub(str(exc), amqp)} (broker: {redact_url(amqp)})")
+        message = scrub(str(exc), amqp)
+        fail(message if redact_url(amqp) in message else f"{message} ({redact_url(amqp)})")
     except RuntimeUnavailable as exc:
         fail(f"the Docker engine does not answer: {exc}; start it (scripts/bootstrap.sh)")
     except IdentityError as exc:

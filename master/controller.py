@@ -66,6 +66,7 @@ class Controller:
         self.journal: Callable[[ev.Event], None] | None = None
         self._fenced: dict[str, float] = {}
         self._job_states: dict[str, str] = {}
+        self._reuses: dict[str, int] = {}
 
     def drain(self) -> tuple[list[Command], list[Payload]]:
         commands, self.commands = self.commands, []
@@ -74,7 +75,9 @@ class Controller:
 
     # -- inputs --
 
-    def submit(self, spec: JobSpec, now: float) -> JobInfo:
+    def submit(self, spec: JobSpec, now: float, submission: str = "") -> JobInfo:
+        """Accept a job. `submission` (the daemon passes a random token) makes its task ids
+        unique; without one, a reused name gets `v<n>`, unique within this master's life."""
         existing = self.state.jobs.get(spec.name)
         if existing is not None and not self._job_done(existing):
             raise ApiProblem(
@@ -87,7 +90,10 @@ class Controller:
             for task in self.state.tasks.values():
                 if task.job_id == spec.name and task.node_id is not None:
                     self._send_stop(task.task_id, task.job_id, task.node_id, "job resubmitted")
-        self._commit(ev.JobSubmitted(at=now, job_id=spec.name, spec=spec), now)
+            self._reuses[spec.name] = self._reuses.get(spec.name, 1) + 1
+            submission = submission or f"v{self._reuses[spec.name]}"
+        event = ev.JobSubmitted(at=now, job_id=spec.name, spec=spec, submission=submission)
+        self._commit(event, now)
         job = self.state.jobs[spec.name]
         self._commit_all(reconciler.fill_slots(self.state, job, now), now)
         self._schedule(now)

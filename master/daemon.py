@@ -16,6 +16,7 @@ import logging
 import signal
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -105,7 +106,8 @@ class MasterDaemon:
         controller, state = self.controller, self.controller.state
         match request:
             case SubmitJob(spec=spec):
-                return controller.submit(spec, now).model_dump(mode="json")
+                token = uuid.uuid4().hex[:6]
+                return controller.submit(spec, now, submission=token).model_dump(mode="json")
             case CancelJob(job_id=job_id):
                 return controller.cancel(job_id, now).model_dump(mode="json")
             case ScaleJob(job_id=job_id, replicas=replicas):

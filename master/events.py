@@ -28,6 +28,7 @@ class JobSubmitted(Event):
     kind: Literal["job.submitted"] = "job.submitted"
     job_id: str
     spec: JobSpec
+    submission: str = ""  # a token unique to this submission, part of its task ids
 
 
 class JobScaled(Event):

@@ -100,7 +100,7 @@ def new_attempt(
         reason = f"{reason} (in {delay:g} s)" if reason else f"waiting {delay:g} s"
     return ev.TaskCreated(
         at=now,
-        task_id=task_id_for(job.job_id, slot, attempt, job.generation),
+        task_id=task_id_for(job.job_id, slot, attempt, job.submission),
         job_id=job.job_id,
         slot=slot,
         attempt=attempt,

@@ -26,11 +26,14 @@ from schemas.messages import (
 ACTIVE_TASK_STATES: frozenset[str] = frozenset({"assigned", "running"})
 
 
-def task_id_for(job_id: str, slot: int, attempt: int, generation: int = 1) -> str:
-    """`web-0-0` for the first submission of `web`; `web-v2-0-0` once the name is reused,
-    so that no task id (and container name) ever stands for two different tasks."""
-    if generation > 1:
-        return f"{job_id}-v{generation}-{slot}-{attempt}"
+def task_id_for(job_id: str, slot: int, attempt: int, submission: str = "") -> str:
+    """`<job>-<submission>-<slot>-<attempt>`, e.g. `web-3f9a1c-0-0`.
+
+    The submission token differs each time a name is submitted, also across master
+    restarts, so no task id (and container name) ever stands for two different tasks.
+    """
+    if submission:
+        return f"{job_id}-{submission}-{slot}-{attempt}"
     return f"{job_id}-{slot}-{attempt}"
 
 
@@ -80,7 +83,7 @@ class Job:
     spec: JobSpec
     submitted_at: float
     replicas: int
-    generation: int = 1  # how many times this name has been submitted
+    submission: str = ""  # this submission's token, part of its task ids
     cancelled: bool = False
     failed_reason: str = ""
     # slot -> its attempts, oldest first
@@ -145,7 +148,7 @@ class ClusterState:
             event.spec,
             event.at,
             replicas=event.spec.replicas,
-            generation=old.generation + 1 if old is not None else 1,
+            submission=event.submission,
         )
 
     @apply.register

@@ -64,8 +64,20 @@ class Cluster:
         self.processes[name] = process
         return process
 
-    def start_master(self, name: str = "master") -> None:
-        self._spawn(name, ["master", "--name", name])
+    def start_master(self, name: str = "master", *, dead_after: float = 3.0) -> None:
+        suspect_after = min(2.0, dead_after)
+        self._spawn(
+            name,
+            [
+                "master",
+                "--name",
+                name,
+                "--suspect-after",
+                str(suspect_after),
+                "--dead-after",
+                str(dead_after),
+            ],
+        )
 
     def start_worker(
         self,
@@ -105,8 +117,8 @@ class Cluster:
             process.kill()
             process.wait()
 
-    def start(self, workers: int = 2, **worker_options: Any) -> Cluster:
-        self.start_master()
+    def start(self, workers: int = 2, *, dead_after: float = 3.0, **worker_options: Any) -> Cluster:
+        self.start_master(dead_after=dead_after)
         for index in range(1, workers + 1):
             self.start_worker(f"w{index}", **worker_options)
         self.wait_nodes_ready(workers)

@@ -115,6 +115,7 @@ class WorkerAgent:
         try:
             self.bus.run(stop)
         finally:
+            stop.set()  # also when the bus gave up: the events thread ends with it
             self._docker.shutdown(wait=False, cancel_futures=True)
             self._log_pool.shutdown(wait=False, cancel_futures=True)
             events.join(timeout=3)

@@ -58,7 +58,8 @@ def test_batch_job_exit_code_is_reported_by_wait_and_ps(cluster: Cluster) -> Non
     rows = json.loads(ps.stdout)
     assert [row["exit_code"] for row in rows] == [3]
     table = cluster.cli("ps", "three")
-    assert table.returncode == 0 and "three-0-0" in table.stdout and " 3 " in f"{table.stdout} "
+    task_id = failed.tasks[0].task_id
+    assert table.returncode == 0 and task_id in table.stdout and " 3 " in f"{table.stdout} "
 
 
 def test_batch_retries_then_fails(cluster: Cluster) -> None:
