@@ -97,7 +97,7 @@ class Client:
     # -- requests --
 
     def submit(self, spec: JobSpec | Mapping[str, Any]) -> Job:
-        """Submit a job; returns once the master has journaled it (it is then never lost).
+        """Submit a job; returns once the active master has accepted it.
 
         Raises InvalidSpec for a mapping that does not validate, ApiFailure
         (code "conflict") if a job of that name is still active.

@@ -123,9 +123,9 @@ class MasterDaemon:
                     if include_done or info.state not in done
                 ]
             case ListTasks(job_id=job_id):
-                tasks = [t for t in state.tasks.values() if job_id in (None, t.job_id)]
                 if job_id is not None and job_id not in state.jobs:
                     raise ApiProblem("not_found", f"no job named {job_id!r}", "job_id")
+                tasks = [t for t in state.tasks.values() if job_id in (None, t.job_id)]
                 return [t.info().model_dump(mode="json") for t in tasks]
             case ListNodes():
                 return [node.info().model_dump(mode="json") for node in state.nodes.values()]

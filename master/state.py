@@ -82,12 +82,16 @@ class Job:
     job_id: str
     spec: JobSpec
     submitted_at: float
-    replicas: int
     submission: str = ""  # this submission's token, part of its task ids
     cancelled: bool = False
     failed_reason: str = ""
     # slot -> its attempts, oldest first
     slots: dict[int, list[str]] = field(default_factory=dict)
+
+    @property
+    def replicas(self) -> int:
+        """The desired number of slots (`corral scale` changes the spec's count)."""
+        return self.spec.replicas
 
 
 @dataclass
@@ -147,14 +151,12 @@ class ClusterState:
             event.job_id,
             event.spec,
             event.at,
-            replicas=event.spec.replicas,
             submission=event.submission,
         )
 
     @apply.register
     def _job_scaled(self, event: ev.JobScaled) -> None:
         if job := self.jobs.get(event.job_id):
-            job.replicas = event.replicas
             job.spec = job.spec.model_copy(update={"replicas": event.replicas})
 
     @apply.register
