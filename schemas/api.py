@@ -13,6 +13,7 @@ from typing import Annotated, Any, ClassVar
 from pydantic import Field
 
 from schemas.job import JobSpec, Strict
+from schemas.limits import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 from schemas.messages import JobState, NodeState, Payload, Resources, TaskState
 
 
@@ -36,6 +37,11 @@ class JobInfo(Strict):
     spec: JobSpec
     submitted_at: datetime
     tasks: list[TaskInfo] = Field(default_factory=list)
+    # How many slots' current attempts are in each state (always complete, even when
+    # `tasks` is empty, as in listings, or cut short).
+    task_counts: dict[str, int] = Field(default_factory=dict)
+    # Tasks left out of `tasks` to keep the reply within its size; `corral ps JOB` pages.
+    tasks_omitted: Annotated[int, Field(ge=0)] = 0
 
     @property
     def exit_codes(self) -> dict[int, int | None]:
@@ -78,18 +84,42 @@ class GetJob(Payload):
     job_id: str
 
 
+PageSize = Annotated[int, Field(ge=1, le=MAX_PAGE_SIZE)]
+
+
 class ListJobs(Payload):
+    """One page of jobs, ordered by id. Items carry no tasks (see JobInfo.task_counts)."""
+
     TYPE: ClassVar[str] = "api.jobs"
     include_done: bool = True
+    limit: PageSize = DEFAULT_PAGE_SIZE
+    cursor: str | None = None  # the previous page's next_cursor; None: the first page
 
 
 class ListTasks(Payload):
+    """One page of tasks (of one job, or of all), ordered by job, slot and attempt."""
+
     TYPE: ClassVar[str] = "api.tasks"
     job_id: str | None = None
+    limit: PageSize = DEFAULT_PAGE_SIZE
+    cursor: str | None = None
 
 
 class ListNodes(Payload):
+    """One page of nodes, ordered by id."""
+
     TYPE: ClassVar[str] = "api.nodes"
+    limit: PageSize = DEFAULT_PAGE_SIZE
+    cursor: str | None = None
+
+
+class Page(Strict):
+    """The result of a listing. `next_cursor` is None on the last page; otherwise send it
+    back as `cursor` to get the next one. Cursors are opaque strings. A page holds at most
+    `limit` items and stops early once it reaches about PAGE_BYTES."""
+
+    items: list[Any]
+    next_cursor: str | None = None
 
 
 class ApiError(Strict):
