@@ -5,24 +5,28 @@ A daemon builds a `Bus`, registers its topology and consumers, then calls
 timers and `call_threadsafe` callbacks all run on that thread, one at a time,
 so the daemon's state has a single writer and needs no locks.
 
-When the connection drops, `run` reconnects with exponential backoff and
-jitter, declares the topology again, restarts the consumers, re-sends every
-unconfirmed publish, and calls the `on_connected` callbacks. Timers and
-queued threadsafe calls wait while the bus is disconnected.
+When the connection drops, or the broker closes one of its channels or
+cancels one of its consumers, `run` reconnects with capped exponential
+backoff and jitter, forever: every failure to connect or to declare, of any
+type, is retried and logged once with its cause. It then declares the
+topology again, restarts the consumers, re-sends every unconfirmed publish,
+and calls the `on_connected` callbacks. Timers and queued threadsafe calls
+wait while the bus is disconnected.
+
+Every delivery is untrusted: an oversized body is dead-lettered unread, a
+handler that raises has its delivery dead-lettered and its sender (if it gave
+a usable `reply_to`) gets an error reply, and replies only ever go to reply
+queues (`bus.replies`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import heapq
-import itertools
 import logging
-import queue
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 import pika
@@ -35,109 +39,48 @@ from tenacity import (
 )
 
 from bus import topology
-from bus.errors import ConnectionLost, RequestTimeout, TopologyError
+from bus.consuming import Consumer, Handler, on_message_callback
+from bus.declare import declare_queue
+from bus.delivery import Delivery
+from bus.errors import (
+    CONNECTION_ERRORS,
+    AccessRefused,
+    BusError,
+    ConnectionLost,
+    MessageTooLarge,
+    TopologyError,
+)
+from bus.params import connection_parameters, probe_parameters
 from bus.publisher import ConfirmingPublisher, Outgoing
+from bus.replies import ReplyGuard, is_direct_reply
+from bus.rpc import Requester
+from bus.subscription import Subscription
+from bus.timers import Timer, Timers
 from schemas.api import ApiError, Reply
-from schemas.envelope import InvalidMessage, Message, decode, encode
+from schemas.envelope import Message, decode, encode
+from schemas.limits import MAX_MESSAGE_BYTES
 from schemas.messages import Payload
 
 log = logging.getLogger("corral.bus")
 
+NOT_FOUND = 404
 RESOURCE_LOCKED = 405
+# The same failure to connect is logged again after this long (a new cause at once).
+REPEAT_LOG_SECONDS = 60.0
 
-CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
-    pika.exceptions.AMQPConnectionError,
-    pika.exceptions.ConnectionWrongStateError,
-    pika.exceptions.ChannelWrongStateError,
-    pika.exceptions.AMQPChannelError,
-    ConnectionLost,
-    OSError,
-)
-
-
-@dataclass
-class Delivery:
-    """A message taken from a queue. Exactly one of ack / reject / dead_letter settles it.
-
-    Settling must happen on the bus thread; from another thread use the
-    `*_threadsafe` variants. Settling a delivery from before a reconnect is a
-    no-op: the broker has already put it back in the queue.
-    """
-
-    bus: Bus
-    channel: Any
-    delivery_tag: int
-    generation: int
-    queue: str
-    exchange: str
-    routing_key: str
-    body: bytes
-    redelivered: bool
-    reply_to: str | None
-    correlation_id: str | None
-    headers: dict[str, Any]
-    settled: bool = False
-
-    def ack(self) -> None:
-        self._settle(lambda: self.channel.basic_ack(self.delivery_tag))
-
-    def reject(self, requeue: bool = False) -> None:
-        self._settle(lambda: self.channel.basic_reject(self.delivery_tag, requeue=requeue))
-
-    def dead_letter(self, reason: str) -> None:
-        """Move the message to corral.dead with `reason` in a header, then ack it."""
-        if self.settled:
-            return
-        log.warning("dead-lettering a message from %s: %s", self.queue or self.exchange, reason)
-        headers = {
-            **self.headers,
-            topology.REASON_HEADER: reason[:2000],
-            topology.SOURCE_QUEUE_HEADER: self.queue,
-            topology.SOURCE_EXCHANGE_HEADER: self.exchange,
-            topology.SOURCE_KEY_HEADER: self.routing_key,
-        }
-        self.bus.publish_raw(
-            topology.DEAD_LETTER_EXCHANGE, self.routing_key, self.body, headers=headers
-        )
-        self.ack()
-
-    def ack_threadsafe(self) -> None:
-        self.bus.call_threadsafe(self.ack)
-
-    def _settle(self, action: Callable[[], None]) -> None:
-        if self.settled:
-            return
-        self.settled = True
-        if self.generation == self.bus.generation:
-            action()
-
-
-Handler = Callable[[Delivery], None]
 MessageHandler = Callable[[Message, Delivery], None]
 
 
-@dataclass
-class _Consumer:
-    queue: topology.Queue
-    handler: Handler
-    prefetch: int
-    current_name: str = ""
-
-
-@dataclass(order=True)
-class _Timer:
-    due: float
-    seq: int
-    fn: Callable[[], None] = field(compare=False)
-    interval: float | None = field(compare=False, default=None)
-    cancelled: bool = field(compare=False, default=False)
-
-    def cancel(self) -> None:
-        self.cancelled = True
+class _ChannelBroken(ConnectionLost):
+    """The broker closed one of our channels (or cancelled a consumer) on a live connection."""
 
 
 class Bus:
-    """See the module docstring. `url` is an AMQP URL such as amqp://guest:guest@127.0.0.1/."""
+    """See the module docstring. `url` is an AMQP URL such as amqp://guest:guest@127.0.0.1/.
+
+    Raises InvalidUrl at once for a malformed URL. `declare_topology=False` (clients)
+    declares no exchange or queue of Corral's, only the caller's private queues.
+    """
 
     def __init__(
         self,
@@ -147,22 +90,24 @@ class Bus:
         window: int = 256,
         heartbeat: int = 10,
         max_backoff: float = 5.0,
+        declare_topology: bool = True,
     ) -> None:
         self.url = url
         self.name = name
         self.generation = 0
         self.max_backoff = max_backoff
-        self._heartbeat = heartbeat
+        self.declare_topology = declare_topology
+        self._parameters = connection_parameters(url, name=name, heartbeat=heartbeat)
+        self._reply_guard = ReplyGuard(probe_parameters(url, name=f"{name} (reply)"))
         self._connection: Any = None
         self._publisher = ConfirmingPublisher(window)
         self._declared: list[topology.Queue] = []
-        self._consumers: list[_Consumer] = []
+        self._consumers: list[Consumer] = []
         self._on_connected: list[Callable[[bool], None]] = []
-        self._calls: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
-        self._timers: list[_Timer] = []
-        self._timer_seq = itertools.count()
-        self._rpc_channel: Any = None
-        self._replies: dict[str, bytes] = {}
+        self._timers = Timers()
+        self._broken: str | None = None
+        self._last_failure: tuple[str, float] = ("", 0.0)
+        self._rpc = Requester(self)
 
     # -- registration (before or after connect; replayed on every reconnect) --
 
@@ -172,16 +117,18 @@ class Bus:
         if self.connected:
             channel = self._connection.channel()
             for q in queues:
-                self._declare_queue(channel, q)
+                channel, _ = declare_queue(self._connection, channel, q)
             channel.close()
 
     def consume(self, queue_decl: topology.Queue, handler: Handler, *, prefetch: int = 50) -> None:
         """Deliver messages from `queue_decl` to `handler` on the bus thread (manual ack).
 
-        A handler that raises has its delivery dead-lettered with the error as
-        the reason; the consumer keeps running.
+        A body over MAX_MESSAGE_BYTES is dead-lettered without reaching the
+        handler. A handler that raises has its delivery dead-lettered with the
+        error as the reason, and a sender that gave `reply_to` gets an error
+        reply; the consumer keeps running.
         """
-        consumer = _Consumer(queue_decl, handler, prefetch)
+        consumer = Consumer(queue_decl, handler, prefetch)
         self._consumers.append(consumer)
         if self.connected:
             self._start_consumer(consumer)
@@ -193,18 +140,12 @@ class Bus:
 
         Undecodable or invalid messages are dead-lettered with the reason, and
         a sender that gave `reply_to` gets an error reply saying what was wrong.
+        A handler may raise InvalidMessage for a valid envelope it cannot use
+        (the wrong type here): the sender is told the same way.
         """
 
         def decode_then_handle(delivery: Delivery) -> None:
-            try:
-                message = decode(delivery.body)
-            except InvalidMessage as exc:
-                if delivery.reply_to:
-                    error = ApiError(code="invalid_message", message=str(exc))
-                    self.reply(delivery, Reply(ok=False, error=error))
-                delivery.dead_letter(f"invalid message: {exc}")
-                return
-            handler(message, delivery)
+            handler(decode(delivery.body), delivery)
 
         self.consume(queue_decl, decode_then_handle, prefetch=prefetch)
 
@@ -239,7 +180,8 @@ class Bus:
         The message is kept until the broker confirms it, across reconnects,
         unless `transient` (best effort: dropped while disconnected).
         `on_returned` is called (on the bus thread) if a `mandatory` message
-        could not be routed to any queue.
+        could not be routed to any queue. Raises MessageTooLarge (nothing sent)
+        for a body over MAX_MESSAGE_BYTES.
         """
         body = encode(payload, sender=self.name, epoch=epoch)
         self.publish_raw(
@@ -266,6 +208,13 @@ class Bus:
         correlation_id: str | None = None,
         on_returned: Callable[[], None] | None = None,
     ) -> None:
+        """`publish` for a body already encoded. Direct reply-to names the bus has not yet
+        seen work are sent through `bus.replies.ReplyGuard`, never on this connection."""
+        if len(body) > MAX_MESSAGE_BYTES:
+            raise MessageTooLarge(
+                f"a {len(body)}-byte message to {exchange or 'the default exchange'} "
+                f"({routing_key[:100]}) is over the {MAX_MESSAGE_BYTES}-byte limit; not sent"
+            )
         properties = pika.BasicProperties(
             content_type="application/json",
             delivery_mode=1 if transient else 2,
@@ -274,23 +223,44 @@ class Bus:
             reply_to=reply_to,
             correlation_id=correlation_id,
         )
+        direct = exchange == topology.DEFAULT_EXCHANGE and is_direct_reply(routing_key)
+        if direct and not self._reply_guard.trusted(routing_key):
+            self._reply_guard.send_untrusted(routing_key, body, properties)
+            return
         out = Outgoing(exchange, routing_key, body, properties, mandatory, transient, on_returned)
         try:
             self._publisher.publish(out)
         except CONNECTION_ERRORS:
-            # The outbox kept it; run() notices the dead connection and reconnects.
+            # The outbox kept it; run() notices the dead channel or connection and reconnects.
             log.debug("publish deferred: connection is down")
 
     def reply(self, delivery: Delivery, payload: Payload) -> None:
-        """Answer a request on its reply_to, best effort (a gone client just misses it)."""
-        if delivery.reply_to:
-            self.publish(
-                topology.DEFAULT_EXCHANGE,
-                delivery.reply_to,
-                payload,
-                transient=True,
-                correlation_id=delivery.correlation_id,
+        """Answer a request on its reply_to, best effort (a gone client just misses it).
+
+        An answer too large to send becomes an error reply with code `too_large`.
+        """
+        if not delivery.reply_to:
+            return
+        try:
+            self._send_reply(delivery, payload)
+        except MessageTooLarge as exc:
+            log.warning("a reply to %s was too large: %s", delivery.queue, exc)
+            error = ApiError(
+                code="too_large",
+                message=f"the answer does not fit in one message ({exc}); ask for less, "
+                "e.g. a smaller page (limit)",
             )
+            self._send_reply(delivery, Reply(ok=False, error=error))
+
+    def _send_reply(self, delivery: Delivery, payload: Payload) -> None:
+        assert delivery.reply_to is not None
+        self.publish(
+            topology.DEFAULT_EXCHANGE,
+            delivery.reply_to,
+            payload,
+            transient=True,
+            correlation_id=delivery.correlation_id,
+        )
 
     @property
     def unconfirmed(self) -> int:
@@ -303,24 +273,20 @@ class Bus:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return False
-            self._process(min(remaining, 0.05))
+            self.process(min(remaining, 0.05))
         return True
 
     # -- timers and cross-thread calls --
 
-    def call_later(self, delay: float, fn: Callable[[], None]) -> _Timer:
-        timer = _Timer(time.monotonic() + delay, next(self._timer_seq), fn)
-        heapq.heappush(self._timers, timer)
-        return timer
+    def call_later(self, delay: float, fn: Callable[[], None]) -> Timer:
+        return self._timers.call_later(delay, fn)
 
-    def every(self, interval: float, fn: Callable[[], None]) -> _Timer:
-        timer = _Timer(time.monotonic() + interval, next(self._timer_seq), fn, interval)
-        heapq.heappush(self._timers, timer)
-        return timer
+    def every(self, interval: float, fn: Callable[[], None]) -> Timer:
+        return self._timers.every(interval, fn)
 
     def call_threadsafe(self, fn: Callable[[], None]) -> None:
         """Run `fn` on the bus thread soon. Safe from any thread, connected or not."""
-        self._calls.put(fn)
+        self._timers.call_soon(fn)
         connection = self._connection
         if connection is not None:
             # If it closed under us, run() drains the call after reconnecting.
@@ -334,7 +300,12 @@ class Bus:
         return self._connection is not None and self._connection.is_open
 
     def connect(self, stop: threading.Event | None = None, *, attempts: int | None = None) -> None:
-        """Connect, retrying with backoff and jitter; raises ConnectionLost when out of tries."""
+        """Connect and declare, retrying every failure with backoff and jitter.
+
+        With `attempts=None` it retries until it succeeds or `stop` is set. Raises the
+        last failure (a BusError: ConnectionLost, AccessRefused, TopologyError) when out
+        of attempts or stopped.
+        """
         stop = stop or threading.Event()
 
         def give_up(state: RetryCallState) -> bool:
@@ -343,10 +314,10 @@ class Bus:
         def report(state: RetryCallState) -> None:
             outcome = state.outcome
             error = outcome.exception() if outcome is not None else None
-            log.warning("%s: cannot reach the broker (%s); retrying", self.name, error)
+            self._report_failure(error, state.upcoming_sleep)
 
         retrying = Retrying(
-            retry=retry_if_exception_type(ConnectionLost),
+            retry=retry_if_exception_type(BusError),
             wait=wait_exponential_jitter(multiplier=0.2, max=self.max_backoff, jitter=0.5),
             stop=give_up,
             sleep=stop.wait,  # type: ignore[arg-type]  # interruptible; its bool is ignored
@@ -361,26 +332,20 @@ class Bus:
             if not self.connected:
                 try:
                     self.connect(stop)
-                except ConnectionLost:
+                except BusError:
                     continue  # stop was set while waiting
             try:
-                self._process(self._idle_time())
-                self._run_due()
+                self.process(self._timers.idle_time())
+                self._timers.run_due(self._guarded)
             except CONNECTION_ERRORS as exc:
-                self._lost(exc)
+                self.lost(exc)
         if self.connected:
             with contextlib.suppress(*CONNECTION_ERRORS):
                 self.flush(timeout=2.0)  # what we published before stopping
         self.close()
 
     def close(self) -> None:
-        connection, self._connection = self._connection, None
-        self._publisher.detach()
-        if connection is not None and connection.is_open:
-            try:
-                connection.close()
-            except Exception:
-                log.debug("error while closing", exc_info=True)
+        self._drop_connection(channel_error=False)
 
     # -- client side: request/reply and subscriptions --
 
@@ -392,61 +357,51 @@ class Bus:
         routing_key: str = topology.API_QUEUE,
         timeout: float = 10.0,
     ) -> Message:
-        """Send a request and wait up to `timeout` s for its reply (direct reply-to).
+        """Send a request (mandatory) and wait up to `timeout` s for its reply (direct reply-to).
 
-        Raises RequestTimeout, or ConnectionLost if the connection drops.
+        Blocks the calling thread, which must own this bus. Raises NoRoute at once if
+        the broker cannot route it (its queue does not exist), RequestTimeout,
+        MessageTooLarge, or ConnectionLost if the connection drops.
         """
-        try:
-            channel = self._reply_channel()
-            correlation_id = uuid.uuid4().hex
-            channel.basic_publish(
-                exchange,
-                routing_key,
-                encode(payload, sender=self.name),
-                properties=pika.BasicProperties(
-                    content_type="application/json",
-                    delivery_mode=2,
-                    reply_to=topology.DIRECT_REPLY_TO,
-                    correlation_id=correlation_id,
-                    # Nobody waits for the answer after that: don't let a late master act on it.
-                    expiration=str(max(1, int(timeout * 1000))),
-                ),
-            )
-            deadline = time.monotonic() + timeout
-            while correlation_id not in self._replies:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise RequestTimeout(f"no reply to {payload.TYPE} within {timeout:g} s")
-                self._process(min(remaining, 0.1))
-        except CONNECTION_ERRORS as exc:
-            self._lost(exc)
-            raise ConnectionLost(str(exc) or type(exc).__name__) from None
-        return decode(self._replies.pop(correlation_id))
+        return self._rpc.request(
+            payload, exchange=exchange, routing_key=routing_key, timeout=timeout
+        )
+
+    def consumer_count(self, queue: str) -> int | None:
+        """How many consumers `queue` has (a passive declare), or None if it does not exist.
+
+        Connects first if needed (3 attempts). Raises ConnectionLost."""
+        return self._rpc.consumer_count(queue)
+
+    def channel(self) -> Any:
+        """A new channel on the connection, connecting first (3 attempts) if needed."""
+        if not self.connected:
+            self.connect(attempts=3)
+        return self._connection.channel()
 
     def subscribe(self, queue_decl: topology.Queue) -> Subscription:
         """Open a private queue (not restored on reconnect) and read it with Subscription.get."""
         try:
             channel = self._connection.channel()
-            name = self._declare_queue(channel, queue_decl)
+            channel, name = declare_queue(self._connection, channel, queue_decl)
         except CONNECTION_ERRORS as exc:
             raise ConnectionLost(str(exc)) from None
         return Subscription(self, channel, name)
 
-    # -- internals --
+    # -- internals: connecting --
 
     def _connect_once(self) -> None:
-        parameters = pika.URLParameters(self.url)
-        parameters.heartbeat = self._heartbeat
-        parameters.blocked_connection_timeout = 30
-        parameters.connection_attempts = 1
-        parameters.socket_timeout = 5
-        parameters.client_properties = {"connection_name": self.name}
+        """One attempt. Every failure, whatever pika raised, leaves as a BusError."""
         try:
-            self._connection = pika.BlockingConnection(parameters)
-        except pika.exceptions.ProbableAuthenticationError as exc:
-            raise TopologyError(f"the broker refused the credentials in {self.url!r}") from exc
-        except CONNECTION_ERRORS as exc:
-            raise ConnectionLost(f"{type(exc).__name__}: {exc}") from None
+            connection = pika.BlockingConnection(self._parameters)
+        except pika.exceptions.ProbableAuthenticationError:
+            raise AccessRefused("the broker refused the user name or password") from None
+        except pika.exceptions.ProbableAccessDeniedError as exc:
+            raise AccessRefused(f"the broker refused access to the vhost ({exc})") from None
+        except Exception as exc:  # a timeout, a reset, a refused socket, a broker in recovery…
+            raise ConnectionLost(_describe(exc)) from None
+        self._connection = connection
+        self._broken = None
         self.generation += 1
         reconnected = self.generation > 1
         try:
@@ -457,24 +412,47 @@ class Bus:
                 # An exclusive queue still held by our previous connection, which the
                 # broker has not yet noticed is gone: worth another try.
                 raise ConnectionLost(f"queue still locked by an old connection: {exc}") from None
-            raise TopologyError(f"the broker refused Corral's topology: {exc}") from exc
-        except CONNECTION_ERRORS as exc:
+            if exc.reply_code == NOT_FOUND and not self.declare_topology:
+                raise TopologyError(
+                    f"Corral's exchanges do not exist on this vhost: {exc}"
+                ) from None
+            raise TopologyError(f"the broker refused Corral's topology: {exc}") from None
+        except Exception as exc:
             self.close()
-            raise ConnectionLost(f"{type(exc).__name__}: {exc}") from None
+            raise ConnectionLost(_describe(exc)) from None
+        self._last_failure = ("", 0.0)
         log.info("%s: connected to the broker%s", self.name, " again" if reconnected else "")
         for callback in self._on_connected:
             callback(reconnected)
 
+    def _report_failure(self, error: BaseException | None, pause: float | None) -> None:
+        text = f"{type(error).__name__}: {error}" if error is not None else "unknown failure"
+        previous, at = self._last_failure
+        now = time.monotonic()
+        if text != previous or now - at >= REPEAT_LOG_SECONDS:
+            self._last_failure = (text, now)
+            log.warning(
+                "%s: cannot connect to the broker (%s); retrying every few seconds",
+                self.name,
+                text,
+            )
+        else:
+            log.debug("%s: still cannot connect (%s); next try in %.1f s", self.name, text, pause)
+
     def _setup(self) -> None:
         channel = self._connection.channel()
-        for exchange in topology.EXCHANGES:
-            channel.exchange_declare(exchange.name, exchange.kind, durable=exchange.durable)
-        for q in (*topology.CORE_QUEUES, *self._declared):
-            self._declare_queue(channel, q)
+        if self.declare_topology:
+            for exchange in topology.EXCHANGES:
+                channel.exchange_declare(exchange.name, exchange.kind, durable=exchange.durable)
+            for q in topology.CORE_QUEUES:
+                channel, _ = declare_queue(self._connection, channel, q)
+        for q in self._declared:
+            channel, _ = declare_queue(self._connection, channel, q)
         channel.close()
-        self._rpc_channel = None
+        self._rpc.reset()
         # Publishing first: a consumer's handler may reply as soon as it is registered.
         publish_channel = self._connection.channel()
+        self._watch(publish_channel, "publishing")
         selected = threading.Event()
         publish_channel._impl.confirm_delivery(
             ack_nack_callback=self._publisher.on_confirm,
@@ -486,91 +464,48 @@ class Bus:
         for consumer in self._consumers:
             self._start_consumer(consumer)
 
-    @staticmethod
-    def _declare_queue(channel: Any, q: topology.Queue) -> str:
-        result = channel.queue_declare(
-            q.name,
-            durable=q.durable,
-            exclusive=q.exclusive,
-            auto_delete=q.auto_delete,
-            arguments=q.arguments or None,
-        )
-        name: str = result.method.queue
-        for exchange, key in q.bindings:
-            channel.queue_bind(name, exchange, routing_key=key)
-        return name
+    def _watch(self, channel: Any, what: str) -> None:
+        """Turn the broker closing `channel`, or cancelling its consumer, into a reconnect.
 
-    def _start_consumer(self, consumer: _Consumer) -> None:
-        channel = self._connection.channel()
-        channel.basic_qos(prefetch_count=consumer.prefetch)
-        consumer.current_name = self._declare_queue(channel, consumer.queue)
+        Without this a master whose publishing channel the broker closed went on
+        consuming and acking requests while sending nothing at all.
+        """
         generation = self.generation
 
-        def on_message(ch: Any, method: Any, properties: Any, body: bytes) -> None:
-            delivery = Delivery(
-                bus=self,
-                channel=ch,
-                delivery_tag=method.delivery_tag,
-                generation=generation,
-                queue=consumer.current_name,
-                exchange=method.exchange,
-                routing_key=method.routing_key,
-                body=body,
-                redelivered=bool(method.redelivered),
-                reply_to=properties.reply_to,
-                correlation_id=properties.correlation_id,
-                headers=dict(properties.headers or {}),
-            )
-            try:
-                consumer.handler(delivery)
-            except CONNECTION_ERRORS:
-                raise
-            except Exception as exc:
-                log.exception("handler for %s failed", consumer.current_name)
-                delivery.dead_letter(f"handler error: {type(exc).__name__}: {exc}")
+        def closed(_channel: Any, reason: BaseException) -> None:
+            if isinstance(reason, pika.exceptions.ChannelClosedByBroker):
+                self._break(generation, f"the broker closed the {what} channel ({reason})")
 
+        channel._impl.add_on_close_callback(closed)
+        channel.add_on_cancel_callback(
+            lambda _frame: self._break(generation, f"the broker cancelled the {what} consumer")
+        )
+
+    def _break(self, generation: int, reason: str) -> None:
+        if generation == self.generation and self._broken is None:
+            self._broken = reason
+
+    # -- internals: consuming --
+
+    # -- internals: consuming and I/O --
+
+    def _start_consumer(self, consumer: Consumer) -> None:
+        channel = self._connection.channel()
+        channel.basic_qos(prefetch_count=consumer.prefetch)
+        channel, consumer.current_name = declare_queue(self._connection, channel, consumer.queue)
+        self._watch(channel, f"{consumer.queue.name or 'private'} queue's")
+        on_message = on_message_callback(self, consumer, self.generation)
         channel.basic_consume(consumer.current_name, on_message)
 
-    def _reply_channel(self) -> Any:
-        if not self.connected:
-            self.connect(attempts=3)
-        if self._rpc_channel is None:
-            channel = self._connection.channel()
-
-            def on_reply(_ch: Any, _method: Any, properties: Any, body: bytes) -> None:
-                if properties.correlation_id:
-                    self._replies[properties.correlation_id] = body
-
-            channel.basic_consume(topology.DIRECT_REPLY_TO, on_reply, auto_ack=True)
-            self._rpc_channel = channel
-        return self._rpc_channel
-
-    def _process(self, time_limit: float) -> None:
+    def process(self, time_limit: float) -> None:
+        """Serve I/O for up to `time_limit` s on the owning thread. Raises ConnectionLost
+        (or pika's errors) when the connection, or one of its channels, is gone."""
         if self._connection is None:
             raise ConnectionLost("not connected")
         self._connection.process_data_events(time_limit=time_limit)
-
-    def _idle_time(self) -> float:
-        if not self._calls.empty():
-            return 0
-        while self._timers and self._timers[0].cancelled:
-            heapq.heappop(self._timers)
-        if not self._timers:
-            return 0.5
-        return max(0.0, min(0.5, self._timers[0].due - time.monotonic()))
-
-    def _run_due(self) -> None:
-        while not self._calls.empty():
-            self._guarded(self._calls.get_nowait())
-        now = time.monotonic()
-        while self._timers and self._timers[0].due <= now:
-            timer = heapq.heappop(self._timers)
-            if timer.cancelled:
-                continue
-            if timer.interval is not None:
-                timer.due = max(timer.due + timer.interval, now)
-                heapq.heappush(self._timers, timer)
-            self._guarded(timer.fn)
+        if self._broken is not None:
+            reason, self._broken = self._broken, None
+            raise _ChannelBroken(reason)
 
     @staticmethod
     def _guarded(fn: Callable[[], None]) -> None:
@@ -582,43 +517,22 @@ class Bus:
         except Exception:
             log.exception("callback %r failed", fn)
 
-    def _lost(self, exc: BaseException) -> None:
-        log.warning("%s: lost the broker connection (%s: %s)", self.name, type(exc).__name__, exc)
-        self.close()
+    def lost(self, exc: BaseException) -> None:
+        """Log why the connection is unusable and drop it; `run` reconnects."""
+        log.warning("%s: lost the broker connection (%s)", self.name, _describe(exc))
+        self._drop_connection(channel_error=isinstance(exc, _ChannelBroken))
+
+    def _drop_connection(self, *, channel_error: bool) -> None:
+        connection, self._connection = self._connection, None
+        self._rpc.reset()
+        self._publisher.detach(channel_error=channel_error)
+        if connection is not None and connection.is_open:
+            try:
+                connection.close()
+            except Exception:
+                log.debug("error while closing", exc_info=True)
 
 
-class Subscription:
-    """A private queue read on the owning thread. `get` blocks up to `timeout` s."""
-
-    def __init__(self, bus: Bus, channel: Any, name: str) -> None:
-        self.bus = bus
-        self.name = name
-        self._channel = channel
-        self._stream: Iterator[Any] | None = None
-
-    def get(self, timeout: float) -> tuple[str, Message] | None:
-        """The next (routing key, message), or None if nothing came within `timeout`.
-
-        Undecodable messages are skipped (logged). Raises ConnectionLost.
-        """
-        if self._stream is None:
-            self._stream = self._channel.consume(self.name, auto_ack=True, inactivity_timeout=0.1)
-        deadline = time.monotonic() + timeout
-        try:
-            while True:
-                method, _properties, body = next(self._stream)
-                if method is not None:
-                    try:
-                        return method.routing_key, decode(body)
-                    except InvalidMessage as exc:
-                        log.warning("skipping an invalid message on %s: %s", self.name, exc)
-                if time.monotonic() >= deadline:
-                    return None
-        except CONNECTION_ERRORS as exc:
-            raise ConnectionLost(str(exc) or type(exc).__name__) from None
-
-    def close(self) -> None:
-        try:
-            self._channel.close()
-        except Exception:
-            log.debug("closing subscription %s", self.name, exc_info=True)
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -2,21 +2,50 @@
 
 from __future__ import annotations
 
+import pika.exceptions
+
 
 class BusError(Exception):
     """Something went wrong talking to the broker."""
 
 
 class ConnectionLost(BusError):
-    """The broker cannot be reached, or the connection dropped."""
+    """The broker cannot be reached, or the connection (or one of its channels) dropped."""
 
 
 class TopologyError(BusError):
     """The broker refused a declaration (for example a queue exists with other arguments).
 
-    Retrying cannot help; an operator has to look.
+    Retrying rarely helps; an operator has to look. Daemons retry anyway, with backoff.
     """
+
+
+class AccessRefused(TopologyError):
+    """The broker refused the user, the password or the vhost."""
+
+
+class InvalidUrl(BusError):
+    """The AMQP URL cannot be used; the text says what is wrong (never the password)."""
 
 
 class RequestTimeout(BusError):
     """No reply arrived in time."""
+
+
+class NoRoute(BusError):
+    """The broker could not route a request: its queue does not exist on this vhost."""
+
+
+class MessageTooLarge(BusError):
+    """A message over schemas.limits.MAX_MESSAGE_BYTES; it was not sent."""
+
+
+# What pika raises when a connection or a channel is gone or going.
+CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+    pika.exceptions.AMQPConnectionError,
+    pika.exceptions.ConnectionWrongStateError,
+    pika.exceptions.ChannelWrongStateError,
+    pika.exceptions.AMQPChannelError,
+    ConnectionLost,
+    OSError,
+)

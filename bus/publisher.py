@@ -9,6 +9,11 @@ channel, so a publish made while the broker is down is delivered once it is
 back (at least once). `transient` messages (heartbeats, replies) are
 best-effort: dropped while disconnected and never re-sent.
 
+A message in flight when the broker closed the channel (not the connection)
+may be what the broker objected to; after MAX_CHANNEL_FAILURES such closes it
+is dropped with an error, so one poisonous message cannot make the bus
+reconnect forever.
+
 Not thread-safe: it belongs to the bus thread.
 """
 
@@ -25,6 +30,8 @@ from pika.spec import Basic
 
 log = logging.getLogger("corral.bus")
 
+MAX_CHANNEL_FAILURES = 3
+
 
 @dataclass
 class Outgoing:
@@ -35,6 +42,7 @@ class Outgoing:
     mandatory: bool = False
     transient: bool = False
     on_returned: Callable[[], None] | None = None
+    channel_failures: int = 0
 
 
 class ConfirmingPublisher:
@@ -57,10 +65,28 @@ class ConfirmingPublisher:
         channel.add_on_return_callback(self._on_return)
         self._pump()
 
-    def detach(self) -> None:
-        """The channel is gone: everything in flight goes back to the front of the outbox."""
+    def detach(self, *, channel_error: bool = False) -> None:
+        """The channel is gone: everything in flight goes back to the front of the outbox.
+
+        `channel_error`: the broker closed the channel on a live connection; what was
+        in flight counts a failure (see the module docstring).
+        """
         self._channel = None
-        unconfirmed = [out for _, out in sorted(self._in_flight.items()) if not out.transient]
+        unconfirmed = []
+        for _, out in sorted(self._in_flight.items()):
+            if out.transient:
+                continue
+            out.channel_failures += channel_error
+            if out.channel_failures >= MAX_CHANNEL_FAILURES:
+                log.error(
+                    "dropping a message to %s/%s: the broker closed the channel %d times "
+                    "while it was in flight",
+                    out.exchange,
+                    out.routing_key[:100],
+                    out.channel_failures,
+                )
+                continue
+            unconfirmed.append(out)
         self._in_flight.clear()
         self._backlog = deque([*unconfirmed, *(out for out in self._backlog if not out.transient)])
 

@@ -42,6 +42,12 @@ REASON_HEADER = "x-corral-reason"
 SOURCE_QUEUE_HEADER = "x-corral-queue"
 SOURCE_EXCHANGE_HEADER = "x-corral-exchange"
 SOURCE_KEY_HEADER = "x-corral-routing-key"
+TRUNCATED_HEADER = "x-corral-truncated"  # the original body size, when Corral kept only part
+
+# corral.dead keeps the newest dead letters only: at most this many, this many bytes, this long.
+DEAD_LETTERS_MAX = 10_000
+DEAD_LETTERS_MAX_BYTES = 64 * 1024 * 1024
+DEAD_LETTER_TTL_MS = 7 * 24 * 3600 * 1000
 
 HEARTBEAT_TTL_MS = 5_000
 ASSIGN_DELIVERY_LIMIT = 20
@@ -82,7 +88,13 @@ _QUORUM: dict[str, Any] = {
 
 DEAD_QUEUE_DECL = Queue(
     DEAD_QUEUE,
-    arguments={"x-queue-type": "quorum"},
+    arguments={
+        "x-queue-type": "quorum",
+        "x-max-length": DEAD_LETTERS_MAX,
+        "x-max-length-bytes": DEAD_LETTERS_MAX_BYTES,
+        "x-overflow": "drop-head",  # the oldest letters go first
+        "x-message-ttl": DEAD_LETTER_TTL_MS,
+    },
     bindings=((DEAD_LETTER_EXCHANGE, ""),),
 )
 API_QUEUE_DECL = Queue(API_QUEUE, arguments=dict(_QUORUM))
@@ -92,7 +104,7 @@ MASTER_STATUS_QUEUE_DECL = Queue(
     bindings=((STATUS_EXCHANGE, "task.#"),),
 )
 
-# Declared by every participant, so that no message is published into nothing.
+# Declared by every daemon (not by clients), so that no message is published into nothing.
 CORE_QUEUES = (DEAD_QUEUE_DECL, API_QUEUE_DECL, MASTER_STATUS_QUEUE_DECL)
 
 

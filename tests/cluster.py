@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from corral import Client
+from corral.errors import NoCluster, NoMaster
 
 T = TypeVar("T")
 RUN_LABEL = "corral-test-run"
@@ -164,7 +165,11 @@ class Cluster:
 
     def wait_nodes_ready(self, count: int, timeout: float = 30.0) -> None:
         def ready() -> bool:
-            return sum(1 for n in self.client.nodes() if n.state == "ready") >= count
+            try:
+                nodes = self.client.nodes()
+            except (NoMaster, NoCluster):  # the master is still starting
+                return False
+            return sum(1 for n in nodes if n.state == "ready") >= count
 
         wait_until(ready, timeout=timeout, what=f"{count} ready nodes")
 

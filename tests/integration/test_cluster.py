@@ -33,7 +33,7 @@ def service(name: str, replicas: int = 1, **fields: object) -> dict[str, object]
         "command": ["sleep", "600"],
         "kind": "service",
         "replicas": replicas,
-        "restart": {"backoff_initial": 0.2},
+        "restart": {"backoff_initial": 0.5},
         "stop_grace": 1,
         **fields,
     }

@@ -1,0 +1,87 @@
+"""A message taken from a queue, and how it is settled."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from bus import topology
+from schemas.limits import DEAD_LETTER_BODY_BYTES
+
+if TYPE_CHECKING:
+    from bus.connection import Bus
+
+log = logging.getLogger("corral.bus")
+
+REASON_CHARS = 2000
+
+
+@dataclass
+class Delivery:
+    """A message taken from a queue. Exactly one of ack / reject / dead_letter settles it.
+
+    Settling must happen on the bus thread; from another thread use the
+    `*_threadsafe` variants. Settling a delivery from before a reconnect is a
+    no-op: the broker has already put it back in the queue.
+
+    `reply_to` is None unless the sender named a queue that may receive replies
+    (`bus.replies.is_reply_queue`): handlers never answer anywhere else.
+    """
+
+    bus: Bus
+    channel: Any
+    delivery_tag: int
+    generation: int
+    queue: str
+    exchange: str
+    routing_key: str
+    body: bytes
+    redelivered: bool
+    reply_to: str | None
+    correlation_id: str | None
+    headers: dict[str, Any]
+    settled: bool = False
+
+    def ack(self) -> None:
+        self._settle(lambda: self.channel.basic_ack(self.delivery_tag))
+
+    def reject(self, requeue: bool = False) -> None:
+        self._settle(lambda: self.channel.basic_reject(self.delivery_tag, requeue=requeue))
+
+    def dead_letter(self, reason: str) -> None:
+        """Move the message to corral.dead with `reason` in a header, then ack it.
+
+        At most DEAD_LETTER_BODY_BYTES of the body are kept (the header
+        `x-corral-truncated` then gives the original size); the sender's own
+        headers are not copied.
+        """
+        if self.settled:
+            return
+        source = self.queue or self.exchange
+        log.warning("dead-lettering a message from %s: %s", source, reason[:300])
+        headers: dict[str, Any] = {
+            topology.REASON_HEADER: reason[:REASON_CHARS],
+            topology.SOURCE_QUEUE_HEADER: self.queue,
+            topology.SOURCE_EXCHANGE_HEADER: self.exchange,
+            topology.SOURCE_KEY_HEADER: self.routing_key[:255],
+        }
+        body = self.body
+        if len(body) > DEAD_LETTER_BODY_BYTES:
+            headers[topology.TRUNCATED_HEADER] = len(body)
+            body = body[:DEAD_LETTER_BODY_BYTES]
+        self.bus.publish_raw(
+            topology.DEAD_LETTER_EXCHANGE, self.routing_key[:255], body, headers=headers
+        )
+        self.ack()
+
+    def ack_threadsafe(self) -> None:
+        self.bus.call_threadsafe(self.ack)
+
+    def _settle(self, action: Callable[[], None]) -> None:
+        if self.settled:
+            return
+        self.settled = True
+        if self.generation == self.bus.generation:
+            action()

@@ -1,0 +1,109 @@
+"""The client side of the bus: requests with a reply, and asking the broker about a queue."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import TYPE_CHECKING, Any
+
+import pika
+import pika.exceptions
+
+from bus import topology
+from bus.errors import CONNECTION_ERRORS, ConnectionLost, MessageTooLarge, NoRoute, RequestTimeout
+from schemas.envelope import Message, decode, encode
+from schemas.limits import MAX_MESSAGE_BYTES
+from schemas.messages import Payload
+
+if TYPE_CHECKING:
+    from bus.connection import Bus
+
+NOT_FOUND = 404
+
+
+class Requester:
+    """Request/reply over direct reply-to, on one channel of the bus's connection."""
+
+    def __init__(self, bus: Bus) -> None:
+        self.bus = bus
+        self._channel: Any = None
+        self._replies: dict[str, bytes] = {}
+        self._returned: set[str] = set()
+
+    def reset(self) -> None:
+        """The connection is gone: so is the reply channel."""
+        self._channel = None
+
+    def request(
+        self, payload: Payload, *, exchange: str, routing_key: str, timeout: float
+    ) -> Message:
+        """See `Bus.request`."""
+        body = encode(payload, sender=self.bus.name)
+        if len(body) > MAX_MESSAGE_BYTES:
+            raise MessageTooLarge(
+                f"the {payload.TYPE} request is {len(body)} bytes, over the "
+                f"{MAX_MESSAGE_BYTES}-byte message limit"
+            )
+        try:
+            channel = self._reply_channel()
+            correlation_id = uuid.uuid4().hex
+            channel.basic_publish(
+                exchange,
+                routing_key,
+                body,
+                mandatory=True,
+                properties=pika.BasicProperties(
+                    content_type="application/json",
+                    delivery_mode=2,
+                    reply_to=topology.DIRECT_REPLY_TO,
+                    correlation_id=correlation_id,
+                    # Nobody waits for the answer after that: don't let a late master act on it.
+                    expiration=str(max(1, int(timeout * 1000))),
+                ),
+            )
+            deadline = time.monotonic() + timeout
+            while correlation_id not in self._replies:
+                if correlation_id in self._returned:
+                    self._returned.discard(correlation_id)
+                    raise NoRoute(f"nothing on this vhost takes {routing_key!r} messages")
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise RequestTimeout(f"no reply to {payload.TYPE} within {timeout:g} s")
+                self.bus.process(min(remaining, 0.1))
+        except CONNECTION_ERRORS as exc:
+            self.bus.lost(exc)
+            raise ConnectionLost(str(exc) or type(exc).__name__) from None
+        return decode(self._replies.pop(correlation_id))
+
+    def consumer_count(self, queue: str) -> int | None:
+        """See `Bus.consumer_count`."""
+        try:
+            channel = self.bus.channel()
+            try:
+                result = channel.queue_declare(queue, passive=True)
+            except pika.exceptions.ChannelClosedByBroker as exc:
+                if exc.reply_code == NOT_FOUND:
+                    return None
+                raise
+            channel.close()
+        except CONNECTION_ERRORS as exc:
+            raise ConnectionLost(str(exc) or type(exc).__name__) from None
+        count: int = result.method.consumer_count
+        return count
+
+    def _reply_channel(self) -> Any:
+        if self._channel is None or not self.bus.connected:
+            channel = self.bus.channel()
+
+            def on_reply(_ch: Any, _method: Any, properties: Any, body: bytes) -> None:
+                if properties.correlation_id:
+                    self._replies[properties.correlation_id] = body
+
+            def on_return(_ch: Any, _method: Any, properties: Any, _body: bytes) -> None:
+                if properties.correlation_id:
+                    self._returned.add(properties.correlation_id)
+
+            channel.add_on_return_callback(on_return)
+            channel.basic_consume(topology.DIRECT_REPLY_TO, on_reply, auto_ack=True)
+            self._channel = channel
+        return self._channel
