@@ -7,7 +7,9 @@ multiple) acks arrive. A message leaves the outbox only when the broker has
 confirmed it: on a nack or a lost connection it is sent again on the next
 channel, so a publish made while the broker is down is delivered once it is
 back (at least once). `transient` messages (heartbeats, replies) are
-best-effort: dropped while disconnected and never re-sent.
+best-effort: dropped while disconnected and never re-sent after a lost
+connection. After a channel the broker closed on a live connection they are
+sent again: the client waiting for a reply is most likely still there.
 
 A message in flight when the broker closed the channel (not the connection)
 may be what the broker objected to; after MAX_CHANNEL_FAILURES such closes it
@@ -74,7 +76,7 @@ class ConfirmingPublisher:
         self._channel = None
         unconfirmed = []
         for _, out in sorted(self._in_flight.items()):
-            if out.transient:
+            if out.transient and not channel_error:
                 continue
             out.channel_failures += channel_error
             if out.channel_failures >= MAX_CHANNEL_FAILURES:
@@ -88,7 +90,8 @@ class ConfirmingPublisher:
                 continue
             unconfirmed.append(out)
         self._in_flight.clear()
-        self._backlog = deque([*unconfirmed, *(out for out in self._backlog if not out.transient)])
+        kept = (out for out in self._backlog if channel_error or not out.transient)
+        self._backlog = deque([*unconfirmed, *kept])
 
     def publish(self, out: Outgoing) -> None:
         if self._channel is None and out.transient:

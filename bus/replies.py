@@ -33,10 +33,10 @@ from bus import topology
 
 log = logging.getLogger("corral.bus")
 
-_PRIVATE = re.compile(r"^amq\.gen-[A-Za-z0-9_-]{1,64}$")
+_PRIVATE = re.compile(r"amq\.gen-[A-Za-z0-9_-]{1,64}")
 _DIRECT = re.compile(
-    r"^" + re.escape(topology.DIRECT_REPLY_TO) + r"\.([A-Za-z0-9+/]{4,200}={0,2})"
-    r"\.([A-Za-z0-9+/]{4,64}={0,2})$"
+    re.escape(topology.DIRECT_REPLY_TO) + r"\.([A-Za-z0-9+/]{4,200}={0,2})"
+    r"\.([A-Za-z0-9+/]{4,64}={0,2})"
 )
 # Erlang's external term format: version 131, then a pid, whose first field is the node atom.
 _TERM_VERSION, _NEW_PID, _PID = 131, 88, 103
@@ -52,7 +52,7 @@ PROBES_PER_SECOND = 5
 
 def direct_reply_node(name: str) -> bytes | None:
     """The broker-node tag inside a well-formed direct reply-to name, else None."""
-    match = _DIRECT.match(name)
+    match = _DIRECT.fullmatch(name)
     if match is None:
         return None
     try:
@@ -76,7 +76,7 @@ def is_reply_queue(name: str | None) -> bool:
     """Whether `name` may receive replies (see the module docstring)."""
     if not name:
         return False
-    return bool(_PRIVATE.match(name)) or direct_reply_node(name) is not None
+    return bool(_PRIVATE.fullmatch(name)) or direct_reply_node(name) is not None
 
 
 def is_direct_reply(name: str) -> bool:
@@ -95,7 +95,7 @@ class ReplyGuard:
 
     def trusted(self, name: str) -> bool:
         """Safe to publish to on the bus's own connection."""
-        if _PRIVATE.match(name):
+        if _PRIVATE.fullmatch(name):
             return True
         node = direct_reply_node(name)
         return node is not None and node in self._good

@@ -72,6 +72,18 @@ rmq_fail() {
     exit 1
 }
 
+RMQ_OPEN_FILES=65536
+RMQ_LIMITS_FILE=/etc/security/limits.d/corral-rabbitmq.conf
+# Debian's rabbitmq-server re-runs itself through `su rabbitmq`, whose pam_limits sets the
+# limits afresh: a limits.d entry is what counts (capped by the hard limit we have here).
+raise_fd_limit() {
+    local hard n
+    hard=$(ulimit -Hn)
+    n=$RMQ_OPEN_FILES
+    [[ $hard != unlimited ]] && ((hard < n)) && n=$hard
+    printf 'rabbitmq soft nofile %s\nrabbitmq hard nofile %s\n' "$n" "$n" >"$RMQ_LIMITS_FILE"
+}
+
 start_rabbitmq() {
     if rmq_ping; then
         return 0
@@ -80,7 +92,10 @@ start_rabbitmq() {
     say "starting rabbitmq-server (rabbitmq-server -detached)"
     local t0=$SECONDS
     # It may already be booting (started by someone else): its exit code is not
-    # decisive, the ping below is.
+    # decisive, the ping below is. Every connection and every quorum queue costs the
+    # broker file descriptors; with the usual 1024 a few hundred quorum queues leave it
+    # accepting sockets it can never serve, so give it many more.
+    raise_fd_limit
     (close_lock_fds && exec rabbitmq-server -detached) >>"$RMQ_START_LOG" 2>&1 </dev/null || true
     wait_until 90 rmq_ping || rmq_fail "rabbitmq did not answer 'rabbitmq-diagnostics ping' within 90 s"
     note "rabbitmq up after $((SECONDS - t0)) s"

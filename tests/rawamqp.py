@@ -1,0 +1,98 @@
+"""A plain pika client for tests that play a hostile or careless sender (no Corral code)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+import uuid
+from types import TracebackType
+from typing import Any
+
+import pika
+
+DIRECT = "amq.rabbitmq.reply-to"
+
+
+class RawClient:
+    """One connection with direct reply-to consumed, so replies can be awaited."""
+
+    def __init__(self, url: str) -> None:
+        self.connection = pika.BlockingConnection(pika.URLParameters(url))
+        self.channel = self.connection.channel()
+        self.replies: dict[str, bytes] = {}
+        self.channel.basic_consume(
+            DIRECT,
+            lambda _ch, _m, props, body: self.replies.update({props.correlation_id: body}),
+            auto_ack=True,
+        )
+
+    def __enter__(self) -> RawClient:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self.connection.is_open:
+            self.connection.close()
+
+    def publish(
+        self,
+        body: bytes | dict[str, Any],
+        *,
+        exchange: str = "",
+        routing_key: str = "corral.api",
+        reply_to: str | None = None,
+        correlation_id: str | None = None,
+    ) -> str:
+        correlation_id = correlation_id or uuid.uuid4().hex
+        data = json.dumps(body).encode() if isinstance(body, dict) else body
+        self.channel.basic_publish(
+            exchange,
+            routing_key,
+            data,
+            properties=pika.BasicProperties(reply_to=reply_to, correlation_id=correlation_id),
+        )
+        return correlation_id
+
+    def call(self, body: bytes | dict[str, Any], timeout: float = 10, **options: Any) -> Any:
+        """Publish with direct reply-to and return the decoded reply envelope."""
+        correlation_id = self.publish(body, reply_to=DIRECT, **options)
+        deadline = time.monotonic() + timeout
+        while correlation_id not in self.replies:
+            assert time.monotonic() < deadline, f"no reply within {timeout} s"
+            self.connection.process_data_events(time_limit=0.1)
+        return json.loads(self.replies.pop(correlation_id))
+
+    def own_reply_name(self) -> str:
+        """The direct reply-to name the broker gives this connection (as a replier sees it)."""
+        probe = self.channel.queue_declare("", exclusive=True).method.queue
+        self.channel.basic_publish(
+            "", probe, b"x", properties=pika.BasicProperties(reply_to=DIRECT)
+        )
+        for _ in range(50):
+            method, properties, _body = self.channel.basic_get(probe, auto_ack=True)
+            if method is not None:
+                return str(properties.reply_to)
+            time.sleep(0.05)
+        raise AssertionError("the probe message did not come back")
+
+
+def forged_reply_names(real: str) -> list[str]:
+    """Direct reply-to names that look right but name a broker node that does not exist."""
+    prefix, pid, key = real.rsplit(".", 2)
+    term = base64.b64decode(pid)
+    names = []
+    for digit in "12345":
+        # The node atom is `reply@<digits>`; change its last digit.
+        at = term.index(b"@")
+        end = at + 1
+        while end < len(term) and chr(term[end]).isdigit():
+            end += 1
+        forged = term[: end - 1] + digit.encode() + term[end:]
+        if forged != term:
+            names.append(f"{prefix}.{base64.b64encode(forged).decode()}.{key}")
+    return names

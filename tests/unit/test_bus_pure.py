@@ -1,0 +1,119 @@
+"""Pure parts of the bus: reply_to checks, URL checks, timers, the outbox's poison guard."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+import pika
+import pytest
+
+from bus.errors import InvalidUrl
+from bus.params import check_url
+from bus.publisher import MAX_CHANNEL_FAILURES, ConfirmingPublisher, Outgoing
+from bus.replies import direct_reply_node, is_reply_queue
+from bus.timers import Timers
+
+REAL = "amq.rabbitmq.reply-to.g1h2AA1yZXBseUA5NTAyNjUzAAAn1gAAAABrCZRx.BTGNapQ6ZMQOC+VvyGnoLA=="
+
+
+def test_a_direct_reply_name_yields_its_broker_node() -> None:
+    assert direct_reply_node(REAL) == b"reply@9502653"
+    assert is_reply_queue(REAL)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "",
+        "corral.api",
+        "corral.dead",
+        "amq.rabbitmq.reply-to",
+        "amq.rabbitmq.reply-to.abc",
+        "amq.rabbitmq.reply-to.!!!.x",
+        "amq.rabbitmq.reply-to." + base64.b64encode(b"\x83Xv\x00\x05reply").decode() + ".AAAA",
+        REAL + "\n",
+        "amq.gen-",
+        "amq.gen-abc def",
+    ],
+)
+def test_names_that_are_not_reply_queues_get_no_reply(name: str) -> None:
+    assert not is_reply_queue(name)
+
+
+def test_server_named_queues_are_reply_queues() -> None:
+    assert is_reply_queue("amq.gen-JzTY20BRgKO-HjmUJj0wLg")
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["localhost:5672", "127.0.0.1", "amqp://h:notaport/", "http://h/", "amqp:///", "amqp://h /"],
+)
+def test_malformed_urls_are_refused_with_the_expected_form(url: str) -> None:
+    with pytest.raises(InvalidUrl, match="expected amqp://USER:PASSWORD@HOST:PORT/VHOST"):
+        check_url(url)
+
+
+def test_a_password_never_shows_in_a_url_error() -> None:
+    with pytest.raises(InvalidUrl) as caught:
+        check_url("amqp://user:s3cret@host:99999/")
+    assert "s3cret" not in str(caught.value)
+
+
+def test_timers_run_due_calls_and_survive_a_failing_one() -> None:
+    timers = Timers()
+    ran: list[str] = []
+    failures: list[str] = []
+
+    def guard(fn: Any) -> None:
+        try:
+            fn()
+        except RuntimeError as exc:
+            failures.append(str(exc))
+
+    def boom() -> None:
+        raise RuntimeError("boom")
+
+    timers.call_soon(boom)
+    timers.call_soon(lambda: ran.append("soon"))
+    timers.call_later(0, lambda: ran.append("later"))
+    cancelled = timers.call_later(0, lambda: ran.append("cancelled"))
+    cancelled.cancel()
+    assert timers.idle_time() == 0
+    timers.run_due(guard)
+    assert ran == ["soon", "later"] and failures == ["boom"]
+
+
+class _Channel:
+    """Records publishes; never confirms."""
+
+    def __init__(self) -> None:
+        self.published: list[str] = []
+
+    def add_on_return_callback(self, _callback: Any) -> None:
+        pass
+
+    def basic_publish(self, exchange: str, routing_key: str, body: bytes, **_: Any) -> None:
+        self.published.append(routing_key)
+
+
+def test_a_message_in_flight_at_each_channel_close_is_dropped_in_the_end() -> None:
+    publisher = ConfirmingPublisher()
+    poison = Outgoing("corral.status", "poison", b"{}", pika.BasicProperties())
+    publisher.publish(poison)
+    for _ in range(MAX_CHANNEL_FAILURES):
+        channel = _Channel()
+        publisher.attach(channel)
+        assert channel.published == ["poison"]
+        publisher.detach(channel_error=True)
+    publisher.attach(channel := _Channel())
+    assert channel.published == [] and publisher.pending == 0
+
+
+def test_a_lost_connection_never_drops_a_message() -> None:
+    publisher = ConfirmingPublisher()
+    publisher.publish(Outgoing("corral.assign", "n1", b"{}", pika.BasicProperties()))
+    for _ in range(MAX_CHANNEL_FAILURES + 2):
+        publisher.attach(_Channel())
+        publisher.detach()
+    assert publisher.pending == 1
