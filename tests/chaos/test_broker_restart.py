@@ -16,7 +16,6 @@ import uuid
 from collections.abc import Iterator
 
 import pika
-
 import pytest
 
 from corral import Client
