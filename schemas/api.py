@@ -3,45 +3,74 @@
 A request is an envelope whose `type` is one of the `api.*` types below, sent
 with AMQP properties `reply_to` and `correlation_id`. The active master
 answers with an `api.reply` envelope carrying the same correlation id.
+
+Requests are closed (an unknown field is an error); the reply and the models in
+its `result` (JobInfo, TaskInfo, NodeInfo, Page) are open, except the job spec
+inside a JobInfo, which is read with the ECHOED context (schemas.base): its unknown
+fields are dropped, so a client can read a newer master's jobs.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any, ClassVar
 
-from pydantic import Field
+from pydantic import BeforeValidator, Field
 
-from schemas.job import JobSpec, Strict
-from schemas.limits import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
-from schemas.messages import JobState, NodeState, Payload, Resources, TaskState
+from schemas.base import (
+    ECHOED,
+    Count,
+    Cursor,
+    Int64,
+    JobId,
+    Labels,
+    NodeId,
+    Open,
+    TaskId,
+    Text,
+    Timestamp,
+    Token,
+)
+from schemas.job import JobSpec
+from schemas.limits import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, MAX_REPLICAS
+from schemas.messages import JobState, NodeState, Payload, Resources, Slot, TaskState
 
 
-class TaskInfo(Strict):
-    task_id: str
-    job_id: str
-    slot: int
-    attempt: int
+def _echoed_spec(value: Any) -> Any:
+    # A newer master may echo spec fields this client does not know; they are dropped.
+    if isinstance(value, dict):
+        return JobSpec.model_validate(value, context={ECHOED: True})
+    return value
+
+
+class TaskInfo(Open):
+    """One attempt of one slot of a job, as the master knows it."""
+
+    task_id: TaskId
+    job_id: JobId
+    slot: Slot
+    attempt: Count
     state: TaskState
-    node_id: str | None = None
-    container_id: str = ""
-    exit_code: int | None = None
-    reason: str = ""
-    updated_at: datetime
+    node_id: NodeId | None = None
+    container_id: Token = ""
+    exit_code: Int64 | None = None
+    reason: Text = ""
+    updated_at: Timestamp
 
 
-class JobInfo(Strict):
-    job_id: str
+class JobInfo(Open):
+    """A job: its spec with every default filled in, its state, and (some of) its tasks."""
+
+    job_id: JobId
     state: JobState
-    reason: str = ""
-    spec: JobSpec
-    submitted_at: datetime
+    reason: Text = ""
+    spec: Annotated[JobSpec, BeforeValidator(_echoed_spec)]
+    submitted_at: Timestamp
     tasks: list[TaskInfo] = Field(default_factory=list)
     # How many slots' current attempts are in each state (always complete, even when
     # `tasks` is empty, as in listings, or cut short).
-    task_counts: dict[str, int] = Field(default_factory=dict)
+    task_counts: dict[str, Count] = Field(default_factory=dict)
     # Tasks left out of `tasks` to keep the reply within its size; `corral ps JOB` pages.
-    tasks_omitted: Annotated[int, Field(ge=0)] = 0
+    tasks_omitted: Count = 0
 
     @property
     def exit_codes(self) -> dict[int, int | None]:
@@ -53,35 +82,45 @@ class JobInfo(Strict):
         return {slot: task.exit_code for slot, task in sorted(newest.items())}
 
 
-class NodeInfo(Strict):
-    node_id: str
+class NodeInfo(Open):
+    """A worker node as the master sees it; `allocated` counts what the master placed."""
+
+    node_id: NodeId
     state: NodeState
     capacity: Resources
     allocated: Resources
-    labels: dict[str, str] = Field(default_factory=dict)
-    tasks: int = 0
-    last_seen: datetime
+    labels: Labels = Field(default_factory=dict)
+    tasks: Count = 0
+    last_seen: Timestamp
 
 
 class SubmitJob(Payload):
+    """Run a job; the result is its JobInfo. The job id is the spec's name."""
+
     TYPE: ClassVar[str] = "api.submit"
     spec: JobSpec
 
 
 class CancelJob(Payload):
+    """Stop every task of a job; the result is its JobInfo."""
+
     TYPE: ClassVar[str] = "api.cancel"
-    job_id: str
+    job_id: JobId
 
 
 class ScaleJob(Payload):
+    """Set a job's replicas; the result is its JobInfo."""
+
     TYPE: ClassVar[str] = "api.scale"
-    job_id: str
-    replicas: Annotated[int, Field(ge=0, le=10_000)]
+    job_id: JobId
+    replicas: Annotated[int, Field(ge=0, le=MAX_REPLICAS)]
 
 
 class GetJob(Payload):
+    """One job; the result is its JobInfo (tasks_omitted says if tasks were left out)."""
+
     TYPE: ClassVar[str] = "api.job"
-    job_id: str
+    job_id: JobId
 
 
 PageSize = Annotated[int, Field(ge=1, le=MAX_PAGE_SIZE)]
@@ -93,16 +132,16 @@ class ListJobs(Payload):
     TYPE: ClassVar[str] = "api.jobs"
     include_done: bool = True
     limit: PageSize = DEFAULT_PAGE_SIZE
-    cursor: str | None = None  # the previous page's next_cursor; None: the first page
+    cursor: Cursor | None = None  # the previous page's next_cursor; None: the first page
 
 
 class ListTasks(Payload):
     """One page of tasks (of one job, or of all), ordered by job, slot and attempt."""
 
     TYPE: ClassVar[str] = "api.tasks"
-    job_id: str | None = None
+    job_id: JobId | None = None
     limit: PageSize = DEFAULT_PAGE_SIZE
-    cursor: str | None = None
+    cursor: Cursor | None = None
 
 
 class ListNodes(Payload):
@@ -110,29 +149,30 @@ class ListNodes(Payload):
 
     TYPE: ClassVar[str] = "api.nodes"
     limit: PageSize = DEFAULT_PAGE_SIZE
-    cursor: str | None = None
+    cursor: Cursor | None = None
 
 
-class Page(Strict):
+class Page(Open):
     """The result of a listing. `next_cursor` is None on the last page; otherwise send it
     back as `cursor` to get the next one. Cursors are opaque strings. A page holds at most
     `limit` items and stops early once it reaches about PAGE_BYTES."""
 
-    items: list[Any]
-    next_cursor: str | None = None
+    items: Annotated[list[Any], Field(max_length=MAX_PAGE_SIZE)]
+    next_cursor: Cursor | None = None
 
 
-class ApiError(Strict):
+class ApiError(Open):
     """Why a request failed. `code` is stable (for programs), `message` is for humans."""
 
-    code: str
-    message: str
-    field: str | None = None
+    code: Annotated[str, Field(pattern=r"^[a-z][a-z_]{0,63}$")]
+    message: Text
+    field: Text | None = None
 
 
 class Reply(Payload):
     """The master's answer to any api.* request; exactly one of result / error is set."""
 
+    model_config = Open.model_config
     TYPE: ClassVar[str] = "api.reply"
     ok: bool
     result: Any = None

@@ -5,7 +5,8 @@
 
 `decode` turns bytes into a typed payload or raises `InvalidMessage` whose text
 names the offending field; the bus dead-letters such messages with that text
-as the reason.
+as the reason. Every body is untrusted: `decode` refuses one that is too large
+or too deeply nested before parsing it, and nothing else escapes it.
 """
 
 from __future__ import annotations
@@ -13,12 +14,13 @@ from __future__ import annotations
 import json
 import uuid
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 from pydantic import Field, ValidationError
 
 from schemas.api import API_REQUESTS, Reply
-from schemas.job import Strict
+from schemas.base import Count, Int64, Open, Sender, Strict, Timestamp, Token
+from schemas.limits import MAX_JSON_DEPTH, MAX_MESSAGE_BYTES
 from schemas.messages import (
     Heartbeat,
     JobEvent,
@@ -49,6 +51,10 @@ PAYLOAD_TYPES: dict[str, type[Payload]] = {cls.TYPE: cls for cls in _ALL_PAYLOAD
 
 P = TypeVar("P", bound=Payload)
 
+# How many problems an InvalidMessage lists, and how much of each location it quotes.
+_MAX_PROBLEMS = 10
+_MAX_WHERE = 200
+
 
 class InvalidMessage(ValueError):
     """A message that cannot be understood. The text says what is wrong, for a human."""
@@ -62,13 +68,15 @@ def _new_id() -> str:
     return uuid.uuid4().hex
 
 
-class Envelope(Strict):
-    type: str
-    version: int = PROTOCOL_VERSION
-    message_id: str = Field(default_factory=_new_id)
-    sent_at: datetime = Field(default_factory=_now)
-    sender: str = ""
-    epoch: int | None = None
+class Envelope(Open):
+    """Open: a field added to the envelope by a newer sender is ignored."""
+
+    type: Annotated[str, Field(min_length=1, max_length=64)]
+    version: Int64 = PROTOCOL_VERSION
+    message_id: Token = Field(default_factory=_new_id)
+    sent_at: Timestamp = Field(default_factory=_now)
+    sender: Sender = ""
+    epoch: Count | None = None
     payload: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -86,6 +94,8 @@ class Message(Strict):
 
 
 def encode(payload: Payload, *, sender: str = "", epoch: int | None = None) -> bytes:
+    """The envelope of `payload` as compact UTF-8 JSON. It does not check the size:
+    the bus refuses to publish a body over MAX_MESSAGE_BYTES."""
     envelope = Envelope(
         type=payload.TYPE,
         sender=sender,
@@ -96,27 +106,105 @@ def encode(payload: Payload, *, sender: str = "", epoch: int | None = None) -> b
 
 
 def describe_errors(error: ValidationError, prefix: str = "") -> str:
-    """One line per problem: "payload.spec.cpu: Input should be greater than 0"."""
+    """One line per problem: "payload.spec.cpu: Input should be greater than 0".
+
+    At most _MAX_PROBLEMS problems are listed, then how many more there are.
+    """
     lines = []
-    for item in error.errors():
-        where = ".".join(str(part) for part in item["loc"]) or "(message)"
+    problems = error.errors(include_url=False, include_input=False)
+    for item in problems[:_MAX_PROBLEMS]:
+        where = ".".join(str(part) for part in item["loc"])
         if prefix:
-            where = f"{prefix}.{where}" if item["loc"] else prefix
+            where = f"{prefix}.{where}" if where else prefix
+        if len(where) > _MAX_WHERE:
+            where = where[:_MAX_WHERE] + "…"
         message = item["msg"].removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
             message = "unknown field (remove it, or check its spelling)"
         elif item["type"] == "missing":
             message = "required field is missing"
-        lines.append(f"{where}: {message}")
+        lines.append(f"{where}: {message}" if where else message)
+    if len(problems) > _MAX_PROBLEMS:
+        lines.append(f"and {len(problems) - _MAX_PROBLEMS} more problems")
     return "; ".join(lines)
 
 
+# What the nesting scan keeps of a body: quotes, and brackets as [ and ] (a mismatched
+# pair such as [} is the parser's to refuse, once it gets there).
+_SKELETON = bytes.maketrans(b"{}", b"[]")
+_NOT_SKELETON = bytes(set(range(256)) - set(b'"[]{}'))
+_TOO_DEEP = b"[" * (MAX_JSON_DEPTH + 1)
+
+
+def nesting_problem(body: bytes) -> str | None:
+    """Why `body` nests too deeply for Corral to parse, or None if it does not.
+
+    Every step is one pass of a C-speed bytes method, so the cost is linear and small
+    (about a microsecond for a small body): escaped backslashes and quotes go, then
+    everything but quotes and brackets; with at most MAX_JSON_DEPTH opening brackets
+    left, that is all. Otherwise the strings go (with the brackets inside them), and
+    innermost bracket pairs are removed once per level. For JSON the parser accepts,
+    what remains is exactly the parser's nesting; for JSON it refuses, the parser stops
+    at its first error, and up to that point this scan sees what the parser sees.
+    """
+    if b"\\" in body:
+        # Backslashes pair from the left, as JSON reads escapes; then \" is a quote
+        # inside a string. Outside strings a backslash is an error anyway.
+        body = body.replace(b"\\\\", b"").replace(b'\\"', b"")
+    skeleton = body.translate(_SKELETON, _NOT_SKELETON)
+    if skeleton.count(b"[") <= MAX_JSON_DEPTH:
+        return None
+    # Quotes now alternate open, close. Two adjacent quotes are an empty string or the
+    # gap between two strings: dropping them keeps that order and drops no bracket.
+    skeleton = skeleton.replace(b'""', b"")
+    if b'"' in skeleton:  # strings that hold brackets: keep what lies between them
+        skeleton = b"".join(skeleton.split(b'"')[::2])
+    for _ in range(MAX_JSON_DEPTH):
+        if not skeleton:
+            return None
+        if _TOO_DEEP in skeleton:
+            break
+        inner_removed = skeleton.replace(b"[]", b"")
+        if len(inner_removed) == len(skeleton):
+            return "body is not JSON: its brackets do not balance"
+        skeleton = inner_removed
+    if not skeleton:
+        return None
+    return f"body nests JSON objects and arrays deeper than {MAX_JSON_DEPTH} levels"
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
 def decode(body: bytes) -> Message:
-    """Parse and validate a message body. Raises InvalidMessage naming the problem."""
+    """Parse and validate a message body. Raises InvalidMessage naming the problem.
+
+    A body over MAX_MESSAGE_BYTES or nested deeper than MAX_JSON_DEPTH is refused
+    before it is parsed; InvalidMessage is the only exception this raises.
+    """
+    if len(body) > MAX_MESSAGE_BYTES:
+        raise InvalidMessage(
+            f"body is {len(body)} bytes, more than the {MAX_MESSAGE_BYTES} a message may have"
+        )
     try:
-        raw = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        text = body.decode()
+    except UnicodeDecodeError as exc:
+        raise InvalidMessage(f"body is not JSON: not UTF-8 ({exc.reason})") from None
+    problem = nesting_problem(body)
+    if problem is not None:
+        raise InvalidMessage(problem)
+    try:
+        return _validate(json.loads(text, parse_constant=_refuse_constant))
+    except ValueError as exc:  # JSONDecodeError, NaN, an integer of thousands of digits
+        if isinstance(exc, InvalidMessage):
+            raise
         raise InvalidMessage(f"body is not JSON: {exc}") from None
+    except RecursionError:  # the scan above should make this impossible; never crash
+        raise InvalidMessage("body nests too deeply to be parsed") from None
+
+
+def _validate(raw: object) -> Message:
     if not isinstance(raw, dict):
         raise InvalidMessage("body must be a JSON object (an envelope)")
     try:

@@ -2,17 +2,48 @@
 
 A job has `replicas` slots; each slot runs one task (a container) at a time.
 Specs arrive from job files (YAML or JSON), from the CLI and from any AMQP
-client, so every field is validated here and unknown fields are rejected.
+client, so every field is validated here, strictly (see schemas.base), and
+unknown fields are rejected at every level. Each field is bounded, and so is the
+whole: at most MAX_SPEC_BYTES as compact JSON. Two friendly forms remain:
+`memory` takes a size string ("256m") and a port a docker-style string ("8080:80").
 """
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, WithJsonSchema, field_validator, model_validator
 
-NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
+from schemas.base import NAME_PATTERN as NAME_PATTERN
+from schemas.base import Closed, Labels, show
+from schemas.base import Strict as Strict  # the base of master.events
+from schemas.limits import (
+    CPU_STEP,
+    MAX_ARG_LENGTH,
+    MAX_BACKOFF,
+    MAX_COMMAND_ARGS,
+    MAX_CONSTRAINTS,
+    MAX_CPU,
+    MAX_ENV_KEY_LENGTH,
+    MAX_ENV_VALUE_LENGTH,
+    MAX_ENV_VARS,
+    MAX_GRACE,
+    MAX_IMAGE_LENGTH,
+    MAX_IMAGE_NAME_LENGTH,
+    MAX_LABEL_KEY_LENGTH,
+    MAX_LABEL_VALUE_LENGTH,
+    MAX_MEMORY,
+    MAX_PORTS,
+    MAX_REPLICAS,
+    MAX_RETRIES,
+    MAX_SPEC_BYTES,
+    MIN_BACKOFF,
+    MIN_CPU,
+    KiB,
+)
+
 RESERVED_LABEL_PREFIX = "corral."
 MIN_MEMORY = 6 * 1024 * 1024  # Docker refuses a smaller memory limit.
 
@@ -37,6 +68,30 @@ _SIZE_UNITS = {
     "tib": 1024**4,
 }
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
+SIZE_PATTERN = r"^\s*[0-9]+(\.[0-9]+)?\s*([bB]|[kKmMgGtT]([iI]?[bB]?))?\s*$"
+
+# Docker's image reference grammar (distribution/reference): [domain/]path[:tag][@digest].
+_PATH_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_DOMAIN_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
+_DOMAIN = rf"(?:{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*|\[[0-9A-Fa-f:]+\])(?::[0-9]+)?"
+IMAGE_PATTERN = (
+    rf"^(?:{_DOMAIN}/)?{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*"
+    r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?"
+    r"(?:@[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9A-Fa-f]{32,})?$"
+)
+_IMAGE_RE = re.compile(IMAGE_PATTERN, re.ASCII)
+ENV_KEY_PATTERN = rf"^[A-Za-z_][A-Za-z0-9_.-]{{0,{MAX_ENV_KEY_LENGTH - 1}}}$"
+_ENV_KEY_RE = re.compile(ENV_KEY_PATTERN, re.ASCII)
+CONSTRAINT_PATTERN = (
+    rf"^[A-Za-z0-9_.\-/]{{1,{MAX_LABEL_KEY_LENGTH}}}(=|!=)[^=\x00]{{0,{MAX_LABEL_VALUE_LENGTH}}}$"
+)
+
+
+def _image_name(reference: str) -> str:
+    """The registry/repository part of an image reference (no tag, no digest)."""
+    name = reference.partition("@")[0]
+    tag_at = name.rfind(":")
+    return name[:tag_at] if tag_at > name.rfind("/") else name
 
 
 def parse_size(value: object) -> int:
@@ -62,84 +117,157 @@ def format_size(size: int) -> str:
     return str(size)
 
 
-class Strict(BaseModel):
-    """Base of every Corral model: unknown fields are an error, values are frozen."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
+Seconds = Annotated[float, Field(ge=MIN_BACKOFF, le=MAX_BACKOFF)]
 
 
-class RestartPolicy(Strict):
+class RestartPolicy(Closed):
     """When a task that ended is replaced by a new attempt.
 
     `condition` defaults by job kind: a service restarts `always`, a batch job
-    `on-failure`. Delays grow from `backoff_initial` doubling up to `backoff_max`.
-    `max_retries` bounds how many times a batch slot is retried (services
-    restart without bound).
+    `on-failure`. Delays grow from `backoff_initial` doubling up to `backoff_max`
+    (both at least MIN_BACKOFF, and backoff_max >= backoff_initial). `max_retries`
+    bounds how many times a batch slot is retried (services restart without bound).
     """
 
     condition: Literal["always", "on-failure", "never"] | None = None
-    max_retries: Annotated[int, Field(ge=0, le=1000)] = 3
-    backoff_initial: Annotated[float, Field(gt=0, le=3600)] = 1.0
-    backoff_max: Annotated[float, Field(gt=0, le=3600)] = 30.0
+    max_retries: Annotated[int, Field(ge=0, le=MAX_RETRIES)] = 3
+    backoff_initial: Seconds = 1.0
+    backoff_max: Seconds = 30.0
+
+    @model_validator(mode="after")
+    def _max_not_below_initial(self) -> RestartPolicy:
+        if self.backoff_max < self.backoff_initial:
+            raise ValueError(
+                f"backoff_max ({self.backoff_max:g} s) is less than backoff_initial "
+                f"({self.backoff_initial:g} s): raise backoff_max or lower backoff_initial"
+            )
+        return self
 
 
-class PortMapping(Strict):
-    """Publish a container port on the node. Bound to 127.0.0.1 unless `host_ip` says otherwise."""
+PORT_PATTERN = r"^([^:/]+:)?[0-9]{1,5}:[0-9]{1,5}(/(tcp|udp))?$"
+
+
+class PortMapping(Closed):
+    """Publish a container port on the node. Bound to 127.0.0.1 unless `host_ip` says otherwise.
+
+    Also accepts the docker-style short form "HOST:CONTAINER[/udp]" or
+    "IP:HOST:CONTAINER", turned into this object (with integer ports).
+    """
 
     container: Annotated[int, Field(ge=1, le=65535)]
     host: Annotated[int, Field(ge=1, le=65535)]
-    host_ip: str = "127.0.0.1"
+    host_ip: Annotated[str, Field(min_length=1, max_length=64)] = "127.0.0.1"
     protocol: Literal["tcp", "udp"] = "tcp"
 
     @model_validator(mode="before")
     @classmethod
     def _from_string(cls, value: Any) -> Any:
-        """Accept the docker-style short form "HOST:CONTAINER[/udp]" or "IP:HOST:CONTAINER"."""
         if not isinstance(value, str):
             return value
         body, _, protocol = value.partition("/")
-        parts = body.split(":")
-        if len(parts) not in (2, 3) or not all(p.strip() for p in parts):
+        parts = [part.strip() for part in body.split(":")]
+        if len(parts) not in (2, 3) or not all(parts) or len(value) > 80:
             raise ValueError(
-                f"expected HOST:CONTAINER or IP:HOST:CONTAINER (e.g. 8080:80), got {value!r}"
+                f"expected HOST:CONTAINER or IP:HOST:CONTAINER (e.g. 8080:80), got {show(value)}"
             )
-        result: dict[str, Any] = {"host": parts[-2], "container": parts[-1]}
+        host, container = parts[-2], parts[-1]
+        if not (re.fullmatch(r"[0-9]{1,5}", host) and re.fullmatch(r"[0-9]{1,5}", container)):
+            raise ValueError(f"ports must be numbers 1-65535 (e.g. 8080:80), got {show(value)}")
+        result: dict[str, Any] = {"host": int(host), "container": int(container)}
         if len(parts) == 3:
             result["host_ip"] = parts[0]
         if protocol:
-            result["protocol"] = protocol
+            result["protocol"] = protocol.strip()
         return result
 
+    @field_validator("host_ip")
+    @classmethod
+    def _ip_address(cls, value: str) -> str:
+        try:
+            return str(ipaddress.ip_address(value))
+        except ValueError:
+            raise ValueError(
+                f"{show(value)} is not an IP address: give one of the node's addresses, "
+                "e.g. 127.0.0.1, 0.0.0.0 (every interface) or ::1"
+            ) from None
 
-Constraint = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.\-/]+(=|!=)[^=]*$")]
+    @classmethod
+    def __get_pydantic_json_schema__(cls, core_schema: Any, handler: Any) -> Any:
+        # Document the short string form beside the object.
+        schema = handler(core_schema)
+        short = {"type": "string", "pattern": PORT_PATTERN, "examples": ["8080:80"]}
+        return {"anyOf": [schema, short]}
 
 
-class JobSpec(Strict):
-    """Everything needed to run a job. See docs/protocol.md for the JSON form."""
+Constraint = Annotated[str, Field(pattern=CONSTRAINT_PATTERN)]
+Arg = Annotated[str, Field(max_length=MAX_ARG_LENGTH)]
+EnvValue = Annotated[str, Field(max_length=MAX_ENV_VALUE_LENGTH)]
+Memory = Annotated[
+    int,
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "integer", "minimum": MIN_MEMORY, "maximum": MAX_MEMORY},
+                {"type": "string", "pattern": SIZE_PATTERN, "examples": ["256m", "1.5g"]},
+            ]
+        }
+    ),
+]
 
-    name: str
-    image: Annotated[str, Field(min_length=1, max_length=512)]
-    command: list[str] | None = None
-    env: dict[str, str] = Field(default_factory=dict)
-    cpu: Annotated[float, Field(gt=0, le=1024)] = 0.1
-    memory: int = 64 * 1024 * 1024
-    replicas: Annotated[int, Field(ge=0, le=10_000)] = 1
+
+class JobSpec(Closed):
+    """Everything needed to run a job. See docs/job-spec.md for every field and limit."""
+
+    name: Annotated[str, Field(json_schema_extra={"pattern": NAME_PATTERN, "maxLength": 63})]
+    image: Annotated[
+        str,
+        Field(
+            min_length=1, max_length=MAX_IMAGE_LENGTH, json_schema_extra={"pattern": IMAGE_PATTERN}
+        ),
+    ]
+    command: Annotated[list[Arg], Field(max_length=MAX_COMMAND_ARGS)] | None = None
+    env: Annotated[
+        dict[str, EnvValue],
+        Field(
+            max_length=MAX_ENV_VARS,
+            json_schema_extra={"propertyNames": {"pattern": ENV_KEY_PATTERN}},
+        ),
+    ] = Field(default_factory=dict)
+    cpu: Annotated[
+        float, Field(ge=MIN_CPU, le=MAX_CPU, json_schema_extra={"multipleOf": CPU_STEP})
+    ] = 0.1
+    memory: Memory = 64 * 1024 * 1024
+    replicas: Annotated[int, Field(ge=0, le=MAX_REPLICAS)] = 1
     kind: Literal["service", "batch"] = "batch"
     restart: RestartPolicy = Field(default_factory=RestartPolicy)
-    constraints: list[Constraint] = Field(default_factory=list)
-    labels: dict[str, str] = Field(default_factory=dict)
-    ports: list[PortMapping] = Field(default_factory=list)
+    constraints: Annotated[list[Constraint], Field(max_length=MAX_CONSTRAINTS)] = Field(
+        default_factory=list
+    )
+    labels: Labels = Field(default_factory=dict)
+    ports: Annotated[list[PortMapping], Field(max_length=MAX_PORTS)] = Field(default_factory=list)
     placement: Literal["spread", "binpack"] = "spread"
     pull: bool = False
-    stop_grace: Annotated[float, Field(ge=0, le=3600)] = 10.0
+    stop_grace: Annotated[float, Field(ge=0, le=MAX_GRACE)] = 10.0
 
     @field_validator("name")
     @classmethod
     def _name_format(cls, value: str) -> str:
         if not re.fullmatch(NAME_PATTERN, value):
             raise ValueError(
-                f"{value!r} is not a valid job name: use 1-63 lowercase letters, digits "
+                f"{show(value)} is not a valid job name: use 1-63 lowercase letters, digits "
                 "and '-', starting and ending with a letter or digit (e.g. web-api)"
+            )
+        return value
+
+    @field_validator("image")
+    @classmethod
+    def _image_reference(cls, value: str) -> str:
+        if _IMAGE_RE.fullmatch(value) is None or len(_image_name(value)) > MAX_IMAGE_NAME_LENGTH:
+            raise ValueError(
+                f"{show(value)} is not a valid image reference: expected "
+                "[REGISTRY/]REPOSITORY[:TAG][@DIGEST] with a lowercase repository and no "
+                "spaces or control characters, at most 255 characters before the tag "
+                "(e.g. local/busybox:latest)"
             )
         return value
 
@@ -152,12 +280,44 @@ class JobSpec(Strict):
             )
         return value
 
+    @field_validator("command")
+    @classmethod
+    def _command_has_no_nul(cls, value: list[str] | None) -> list[str] | None:
+        for index, arg in enumerate(value or ()):
+            if "\x00" in arg:
+                raise ValueError(f"argument {index} contains a NUL character, which exec refuses")
+        return value
+
+    @field_validator("env")
+    @classmethod
+    def _env_names(cls, value: dict[str, str]) -> dict[str, str]:
+        for key, text in value.items():
+            if not _ENV_KEY_RE.fullmatch(key):
+                raise ValueError(
+                    f"{show(key)} is not a valid variable name: use letters, digits, '_', '.' "
+                    f"and '-', not starting with a digit, at most {MAX_ENV_KEY_LENGTH} "
+                    "characters (e.g. LOG_LEVEL)"
+                )
+            if "\x00" in text:
+                raise ValueError(f"{key}: the value contains a NUL character, which env refuses")
+        return value
+
+    @field_validator("cpu")
+    @classmethod
+    def _cpu_step(cls, value: float) -> float:
+        millis = value / CPU_STEP
+        if abs(millis - round(millis)) > 1e-6:
+            raise ValueError(f"must be a multiple of 0.001 CPU (1m), got {value!r}")
+        return round(value, 3)
+
     @field_validator("memory", mode="before")
     @classmethod
     def _memory_size(cls, value: Any) -> int:
         size = parse_size(value)
         if size < MIN_MEMORY:
             raise ValueError(f"must be at least 6m (Docker's minimum), got {value!r}")
+        if size > MAX_MEMORY:
+            raise ValueError(f"must be at most 1Pi, got {value!r}")
         return size
 
     @field_validator("labels")
@@ -176,6 +336,17 @@ class JobSpec(Strict):
             if key in seen:
                 raise ValueError(f"ports: host port {port.host}/{port.protocol} is listed twice")
             seen.add(key)
+        return self
+
+    @model_validator(mode="after")
+    def _size(self) -> JobSpec:
+        size = len(self.model_dump_json().encode())
+        if size > MAX_SPEC_BYTES:
+            raise ValueError(
+                f"the spec is {size / KiB:.0f} KiB as JSON, more than the "
+                f"{MAX_SPEC_BYTES // KiB} KiB a job spec may have: make env, command or labels "
+                "smaller (large data belongs in the image or a mounted file)"
+            )
         return self
 
     @property

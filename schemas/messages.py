@@ -1,7 +1,10 @@
 """Payloads of the messages that masters and workers exchange.
 
 Each payload class names its envelope `type` in `TYPE`; `schemas.envelope`
-keeps the registry that maps a type back to its class.
+keeps the registry that maps a type back to its class. A payload is closed
+(unknown fields are an error) unless it says `model_config = Open.model_config`:
+what a Corral peer emits is open, so that a newer sender may add optional fields
+(docs/protocol.md, "Compatibility").
 """
 
 from __future__ import annotations
@@ -10,7 +13,26 @@ from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field
 
-from schemas.job import JobSpec, Strict
+from schemas.base import (
+    Closed,
+    Count,
+    Int64,
+    JobId,
+    Labels,
+    NodeId,
+    Open,
+    TaskId,
+    Text,
+    Token,
+)
+from schemas.job import JobSpec
+from schemas.limits import (
+    MAX_CPU,
+    MAX_GRACE,
+    MAX_LOG_CHUNK_CHARS,
+    MAX_NODE_TASKS,
+    MAX_REPLICAS,
+)
 
 TaskState = Literal["pending", "assigned", "running", "exited", "failed", "lost", "stopped"]
 TERMINAL_TASK_STATES: frozenset[str] = frozenset({"exited", "failed", "lost", "stopped"})
@@ -20,45 +42,50 @@ TERMINAL_JOB_STATES: frozenset[str] = frozenset({"complete", "failed", "cancelle
 
 NodeState = Literal["ready", "suspect", "down"]
 
-NodeId = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")]
+Slot = Annotated[int, Field(ge=0, lt=MAX_REPLICAS)]
+# Far above any machine; bounds what a node may claim to offer.
+Cpus = Annotated[float, Field(ge=0, le=1_000_000)]
 
 
-class Payload(Strict):
+class Payload(Closed):
     """A message body. Subclasses set TYPE, the envelope's `type`."""
 
     TYPE: ClassVar[str] = ""
 
 
-class Resources(Strict):
-    cpus: Annotated[float, Field(ge=0)]
-    memory: Annotated[int, Field(ge=0)]
+class Resources(Open):
+    cpus: Cpus
+    memory: Count
 
 
-class RunningTask(Strict):
+class RunningTask(Open):
     """A task a worker has a container for, as reported in its heartbeat."""
 
-    task_id: str
-    job_id: str
-    container_id: str
+    task_id: TaskId
+    job_id: JobId
+    container_id: Token
     state: Literal["running", "exited"]
-    cpu: float
-    memory: int
+    cpu: Annotated[float, Field(ge=0, le=MAX_CPU)]
+    memory: Count
 
 
 class Heartbeat(Payload):
     """Published by every worker every `interval` seconds on corral.heartbeat."""
 
+    model_config = Open.model_config
     TYPE: ClassVar[str] = "heartbeat"
 
     node_id: NodeId
-    boot_id: str
-    seq: Annotated[int, Field(ge=0)]
-    interval: Annotated[float, Field(gt=0)]
+    boot_id: Annotated[str, Field(min_length=1), Token]
+    seq: Count
+    interval: Annotated[float, Field(gt=0, le=3600)]
     capacity: Resources
     allocated: Resources
-    labels: dict[str, str] = Field(default_factory=dict)
-    tasks: list[RunningTask] = Field(default_factory=list)
-    max_epoch: Annotated[int, Field(ge=0)] = 0
+    labels: Labels = Field(default_factory=dict)
+    tasks: Annotated[list[RunningTask], Field(max_length=MAX_NODE_TASKS)] = Field(
+        default_factory=list
+    )
+    max_epoch: Count = 0
 
 
 class StartTask(Payload):
@@ -66,9 +93,9 @@ class StartTask(Payload):
 
     TYPE: ClassVar[str] = "assign.start"
 
-    task_id: str
-    job_id: str
-    slot: Annotated[int, Field(ge=0)]
+    task_id: TaskId
+    job_id: JobId
+    slot: Slot
     node_id: NodeId
     spec: JobSpec
 
@@ -78,46 +105,49 @@ class StopTask(Payload):
 
     TYPE: ClassVar[str] = "assign.stop"
 
-    task_id: str
-    job_id: str
+    task_id: TaskId
+    job_id: JobId
     node_id: NodeId
-    reason: str = ""
-    grace: Annotated[float, Field(ge=0, le=3600)] = 10.0  # seconds between SIGTERM and SIGKILL
+    reason: Text = ""
+    grace: Annotated[float, Field(ge=0, le=MAX_GRACE)] = 10.0  # between SIGTERM and SIGKILL
 
 
 class TaskStatus(Payload):
     """Worker -> everyone (corral.status, key task.<job>.<task>.<state>)."""
 
+    model_config = Open.model_config
     TYPE: ClassVar[str] = "task.status"
 
-    task_id: str
-    job_id: str
+    task_id: TaskId
+    job_id: JobId
     node_id: NodeId
     state: Literal["running", "exited", "failed", "stopped"]
-    exit_code: int | None = None
-    reason: str = ""
-    container_id: str = ""
+    exit_code: Int64 | None = None
+    reason: Text = ""
+    container_id: Token = ""
     retryable: bool = True
 
 
 class JobEvent(Payload):
     """Master -> everyone (corral.status, key job.<job>.<state>)."""
 
+    model_config = Open.model_config
     TYPE: ClassVar[str] = "job.status"
 
-    job_id: str
+    job_id: JobId
     state: JobState
-    reason: str = ""
+    reason: Text = ""
 
 
 class NodeEvent(Payload):
     """Master -> everyone (corral.status, key node.<id>.<state>)."""
 
+    model_config = Open.model_config
     TYPE: ClassVar[str] = "node.status"
 
     node_id: NodeId
     state: NodeState
-    reason: str = ""
+    reason: Text = ""
 
 
 class LogsRequest(Payload):
@@ -125,17 +155,18 @@ class LogsRequest(Payload):
 
     TYPE: ClassVar[str] = "logs.request"
 
-    task_id: str
+    task_id: TaskId
     follow: bool = False
-    tail: Annotated[int, Field(ge=0)] | None = None
+    tail: Count | None = None
 
 
 class LogChunk(Payload):
     """Worker -> client: a piece of a container's output. `end` marks the last chunk."""
 
+    model_config = Open.model_config
     TYPE: ClassVar[str] = "logs.chunk"
 
-    task_id: str
-    data: str = ""
+    task_id: TaskId
+    data: Annotated[str, Field(max_length=MAX_LOG_CHUNK_CHARS)] = ""
     end: bool = False
-    error: str = ""
+    error: Text = ""

@@ -63,7 +63,7 @@ def test_batch_job_exit_code_is_reported_by_wait_and_ps(cluster: Cluster) -> Non
 
 
 def test_batch_retries_then_fails(cluster: Cluster) -> None:
-    spec = batch("flaky", "exit 1", restart={"max_retries": 2, "backoff_initial": 0.1})
+    spec = batch("flaky", "exit 1", restart={"max_retries": 2, "backoff_initial": 0.5})
     info = cluster.client.submit(spec).wait(timeout=30)
     assert info.state == "failed"
     assert [t.attempt for t in info.tasks] == [0, 1, 2]
@@ -135,7 +135,7 @@ def test_killed_container_is_restarted_by_its_policy(cluster: Cluster) -> None:
 
 
 def test_killed_batch_container_is_retried(cluster: Cluster) -> None:
-    spec = batch("sleepy", "sleep 600", restart={"max_retries": 1, "backoff_initial": 0.1})
+    spec = batch("sleepy", "sleep 600", restart={"max_retries": 1, "backoff_initial": 0.5})
     cluster.client.submit(spec)
     wait_until(lambda: running_tasks(cluster.client, "sleepy"), what="the batch task running")
     cluster.containers("sleepy", all=False)[0].kill()
