@@ -65,7 +65,9 @@ class Cluster:
         self.processes[name] = process
         return process
 
-    def start_master(self, name: str = "master", *, dead_after: float = 3.0) -> None:
+    def start_master(
+        self, name: str = "master", *, dead_after: float = 3.0, extra: tuple[str, ...] = ()
+    ) -> None:
         suspect_after = min(2.0, dead_after)
         self._spawn(
             name,
@@ -77,8 +79,15 @@ class Cluster:
                 str(suspect_after),
                 "--dead-after",
                 str(dead_after),
+                *extra,
             ],
         )
+
+    def rss(self, name: str) -> int:
+        """Resident memory of one of our processes, in bytes (Linux /proc)."""
+        status = Path(f"/proc/{self.processes[name].pid}/status").read_text()
+        kib = next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:"))
+        return int(kib) * 1024
 
     def start_worker(
         self,
