@@ -2,19 +2,22 @@
 
 Threads:
 - the bus thread (`run`) owns the AMQP connection and all of the agent's
-  state: it handles assignments, sends a heartbeat every interval, and
-  publishes task status;
-- a pool of `start_threads` threads makes the Docker calls (create, start,
-  stop), so a burst of assignments is not serialised and the bus thread never
-  blocks on Docker; results come back through `bus.call_threadsafe`;
-- one thread follows Docker's event stream (container started / died);
-- a small pool streams logs to clients.
+  state: it handles assignments, sends a heartbeat every interval, publishes
+  task status, and runs the timers that end stops (`worker.stops`);
+- three bounded pools make the blocking Docker calls, so that no kind of
+  work can starve another: `start_threads` threads create and start
+  containers, `stop_threads` threads send signals and remove containers
+  (never waiting out a grace period), and `log_streams` threads stream logs
+  (`worker.logs`). Results come back through `bus.call_threadsafe`; the bus
+  thread never blocks on Docker, so heartbeats go on whatever the pools do;
+- one thread follows Docker's event stream (container started / died).
 
 Assignments are acked only once the container exists (or failed to start), so
 a crash loses nothing: the broker redelivers and `DockerRuntime.start` finds
-the container by label instead of making a second one. On start the agent
-adopts the containers it already runs. Stopping the agent leaves its
-containers running.
+the container by label instead of making a second one. A stop is acked once
+SIGTERM is sent. Which assignments are carried out at all is decided by
+`worker.commands.accept`. On start the agent adopts the containers it already
+runs. Stopping the agent leaves its containers running.
 """
 
 from __future__ import annotations
@@ -29,12 +32,12 @@ import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Literal
 
 from bus import Bus, Delivery, topology
-from schemas.envelope import InvalidMessage, Message
+from schemas.envelope import Message
 from schemas.messages import (
     Heartbeat,
-    LogChunk,
     LogsRequest,
     Resources,
     RunningTask,
@@ -42,14 +45,18 @@ from schemas.messages import (
     StopTask,
     TaskStatus,
 )
+from worker.commands import Refused, accept
+from worker.containers import ContainerInfo, RuntimeEvent, StartError
 from worker.identity import resolve_node_id
-from worker.runtime import ContainerInfo, DockerRuntime, RuntimeEvent, StartError
+from worker.logs import LogStreamer
+from worker.runtime import DockerRuntime
 from worker.settings import WorkerSettings
+from worker.stops import Stopper
 
 log = logging.getLogger("corral.worker")
 
-LOG_CHUNK_BYTES = 64 * 1024
-_ORDER = {"running": 1, "exited": 2, "failed": 2, "stopped": 3}
+ReportedState = Literal["running", "exited", "failed", "stopped"]
+_ORDER: dict[str, int] = {"running": 1, "exited": 2, "failed": 2, "stopped": 3}
 
 
 @dataclass
@@ -67,6 +74,9 @@ class _Pending:
 
 
 class WorkerAgent:
+    """One node: built from its settings (resolving and saving its node id, connecting
+    to Docker: raises `IdentityError` or `RuntimeUnavailable`), then served by `run`."""
+
     def __init__(self, settings: WorkerSettings, runtime: DockerRuntime | None = None) -> None:
         self.settings = settings
         self.node_id = resolve_node_id(settings.node_id, settings.state_dir)
@@ -81,13 +91,22 @@ class WorkerAgent:
         self.seq = 0
         self.max_epoch = 0
         self.containers: dict[str, ContainerInfo] = {}
-        self._busy: dict[str, _Pending] = {}  # task id -> Docker call under way
-        self._stopping: set[str] = set()
+        self._busy: dict[str, _Pending] = {}  # task id -> start or SIGTERM under way
         self._reported: dict[str, str] = {}  # task id -> last state published
-        self._docker = ThreadPoolExecutor(settings.start_threads, thread_name_prefix="docker")
-        self._log_pool = ThreadPoolExecutor(4, thread_name_prefix="logs")
+        self._pools = (
+            ThreadPoolExecutor(settings.start_threads, thread_name_prefix="start"),
+            ThreadPoolExecutor(settings.stop_threads, thread_name_prefix="stop"),
+            ThreadPoolExecutor(settings.log_streams, thread_name_prefix="logs"),
+        )
+        self._starts, stops, logs = self._pools
 
         self.bus = Bus(settings.amqp_url, name=f"worker:{self.node_id}")
+        self.stopper = Stopper(
+            self.bus, self.runtime, stops, signalled=self._signalled, removed=self._stopped
+        )
+        self.logs = LogStreamer(
+            self.bus, self.runtime, self.node_id, logs, limit=settings.log_streams
+        )
         self.bus.consume_messages(
             topology.node_queue(self.node_id),
             self._on_assignment,
@@ -96,6 +115,7 @@ class WorkerAgent:
         self.bus.consume_messages(topology.node_rpc_queue(self.node_id), self._on_rpc, prefetch=8)
         self.bus.on_connected(lambda _reconnected: self._beat())
         self.bus.every(settings.heartbeat_interval, self._beat)
+        self.bus.every(settings.log_keepalive, self.logs.keepalive)
 
     def run(self, stop: threading.Event) -> None:
         """Serve until `stop` is set. Raises RuntimeUnavailable if Docker does not answer."""
@@ -116,8 +136,9 @@ class WorkerAgent:
             self.bus.run(stop)
         finally:
             stop.set()  # also when the bus gave up: the events thread ends with it
-            self._docker.shutdown(wait=False, cancel_futures=True)
-            self._log_pool.shutdown(wait=False, cancel_futures=True)
+            self.logs.close()
+            for pool in self._pools:
+                pool.shutdown(wait=False, cancel_futures=True)
             events.join(timeout=3)
             log.info("worker %s stopped; its containers keep running", self.node_id)
 
@@ -161,7 +182,7 @@ class WorkerAgent:
                     memory=c.memory,
                 )
                 for c in self.containers.values()
-                if c.state != "created" and c.task_id not in self._stopping
+                if c.state != "created" and c.task_id not in self.stopper
             ],
             max_epoch=self.max_epoch,
         )
@@ -170,20 +191,13 @@ class WorkerAgent:
     # -- assignments --
 
     def _on_assignment(self, message: Message, delivery: Delivery) -> None:
-        epoch = message.envelope.epoch or 0
-        if epoch < self.max_epoch:
-            delivery.dead_letter(
-                f"stale command: epoch {epoch} is older than {self.max_epoch}, "
-                "the newest master this node has heard from"
-            )
+        # InvalidMessage (not an assignment) propagates: the bus dead-letters it.
+        try:
+            command, epoch = accept(message, self.node_id, self.max_epoch)
+        except Refused as refusal:
+            delivery.dead_letter(refusal.reason)
             return
-        self.max_epoch = epoch
-        command = message.payload
-        if not isinstance(command, StartTask | StopTask):
-            raise InvalidMessage(f"{message.envelope.type!r} is not an assignment")
-        if command.node_id != self.node_id:
-            delivery.dead_letter(f"addressed to node {command.node_id}, not {self.node_id}")
-            return
+        self.max_epoch = epoch  # only now: the whole command has been checked
         busy = self._busy.get(command.task_id)
         if isinstance(command, StartTask):
             if busy is not None:
@@ -202,7 +216,7 @@ class WorkerAgent:
             delivery.ack()
             return
         self._busy[command.task_id] = _Pending([delivery])
-        self._docker.submit(self._start_in_pool, command, epoch)
+        self._starts.submit(self._start_in_pool, command, epoch)
 
     def _start_in_pool(self, command: StartTask, epoch: int) -> None:
         try:
@@ -233,30 +247,26 @@ class WorkerAgent:
         pending.settle()
 
     def _stop(self, command: StopTask, delivery: Delivery) -> None:
-        self._busy[command.task_id] = _Pending([delivery])
-        self._stopping.add(command.task_id)
-        self._docker.submit(self._stop_in_pool, command)
+        if self.stopper.stop(command):
+            self._busy[command.task_id] = _Pending([delivery])  # until SIGTERM is sent
+        else:
+            delivery.ack()  # already being stopped (at most sooner now)
 
-    def _stop_in_pool(self, command: StopTask) -> None:
-        try:
-            self.runtime.stop(command.task_id, timeout=command.grace)
-        except Exception:
-            log.exception("stopping %s failed", command.task_id)
-        self.bus.call_threadsafe(functools.partial(self._stopped, command))
+    def _signalled(self, command: StopTask) -> None:
+        self._busy.pop(command.task_id, _Pending()).settle()
 
     def _stopped(self, command: StopTask) -> None:
-        pending = self._busy.pop(command.task_id, _Pending())
-        self._stopping.discard(command.task_id)
         info = self.containers.pop(command.task_id, None)
         if info is not None and self._reported.get(command.task_id) == "running":
             self._report(command.task_id, command.job_id, "stopped", reason=command.reason)
         self._reported.pop(command.task_id, None)
-        pending.settle()
 
     # -- status --
 
     def _on_runtime_event(self, event: RuntimeEvent) -> None:
-        if event.task_id in self._stopping:
+        if event.task_id in self.stopper:
+            if event.kind == "exited":
+                self.stopper.exited(event.task_id)  # no need to wait out the grace
             return  # the stop itself reports
         info = self.containers.get(event.task_id)
         if info is not None:
@@ -285,7 +295,7 @@ class WorkerAgent:
         self,
         task_id: str,
         job_id: str,
-        state: str,
+        state: ReportedState,
         *,
         exit_code: int | None = None,
         reason: str = "",
@@ -314,44 +324,9 @@ class WorkerAgent:
     # -- logs --
 
     def _on_rpc(self, message: Message, delivery: Delivery) -> None:
-        request = message.expect(LogsRequest)
+        request = message.expect(LogsRequest)  # anything else: the bus dead-letters it
         delivery.ack()
-        if delivery.reply_to:
-            self._log_pool.submit(
-                self._stream_logs, request, delivery.reply_to, delivery.correlation_id
-            )
-
-    def _stream_logs(self, request: LogsRequest, reply_to: str, correlation_id: str | None) -> None:
-        gone = threading.Event()
-
-        def send(chunk: LogChunk) -> None:
-            self.bus.call_threadsafe(
-                lambda: self.bus.publish(
-                    topology.DEFAULT_EXCHANGE,
-                    reply_to,
-                    chunk,
-                    mandatory=True,
-                    transient=True,
-                    correlation_id=correlation_id,
-                    on_returned=gone.set,
-                )
-            )
-
-        try:
-            stream = self.runtime.logs(request.task_id, follow=request.follow, tail=request.tail)
-        except KeyError:
-            send(LogChunk(task_id=request.task_id, end=True, error="no container on this node"))
-            return
-        try:
-            for data in stream:
-                for start in range(0, len(data), LOG_CHUNK_BYTES):
-                    piece = data[start : start + LOG_CHUNK_BYTES]
-                    send(LogChunk(task_id=request.task_id, data=piece.decode(errors="replace")))
-                if gone.is_set():
-                    break
-        finally:
-            stream.close()
-        send(LogChunk(task_id=request.task_id, end=True))
+        self.logs.handle(request, delivery.reply_to, delivery.correlation_id)
 
 
 def serve(settings: WorkerSettings, stop: threading.Event | None = None) -> None:

@@ -4,23 +4,18 @@ Every method blocks on the Docker engine, so callers run them in a thread pool,
 never on a bus connection's thread. One `DockerClient` is shared; it is safe to
 use from several threads at once. Docker's own errors are translated here
 (`StartError`, `RuntimeUnavailable`, `KeyError`) so callers never mention docker.
-
-Each container Corral runs is named `corral-<task_id>` and labelled
-`corral.managed`, `corral.node`, `corral.task`, `corral.job`, `corral.slot`,
-`corral.epoch`, `corral.cpu` and `corral.memory`; labels are the only state the
-runtime keeps, so a restarted agent finds its containers again with `list_tasks`.
+The Docker-free side (labels, states, the types callers see) is
+`worker.containers`; its names are re-exported here.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import threading
 import time
 from collections.abc import Generator, Iterator, Mapping
 from contextlib import closing, contextmanager, suppress
-from dataclasses import dataclass
 from typing import Any, Literal
 
 import docker
@@ -31,73 +26,48 @@ from docker.models.containers import Container
 from docker.types import CancellableStream
 
 from schemas.messages import StartTask
+from worker.containers import (
+    CPU,
+    EPOCH,
+    JOB,
+    MANAGED,
+    MEMORY,
+    NODE,
+    SLOT,
+    TASK,
+    ContainerInfo,
+    RuntimeEvent,
+    RuntimeUnavailable,
+    StartError,
+    StopOutcome,
+    container_info,
+    runtime_event,
+)
 
-LABEL_PREFIX = "corral."
-_MANAGED = f"{LABEL_PREFIX}managed"
-_NODE = f"{LABEL_PREFIX}node"
-_TASK = f"{LABEL_PREFIX}task"
-_JOB = f"{LABEL_PREFIX}job"
-_SLOT = f"{LABEL_PREFIX}slot"
-_EPOCH = f"{LABEL_PREFIX}epoch"
-_CPU = f"{LABEL_PREFIX}cpu"
-_MEMORY = f"{LABEL_PREFIX}memory"
+__all__ = [
+    "ContainerInfo",
+    "DockerRuntime",
+    "LogStream",
+    "RuntimeEvent",
+    "RuntimeUnavailable",
+    "StartError",
+    "StopOutcome",
+]
 
-# Docker's container states, folded into the three Corral reports.
-_STATES: dict[str, Literal["created", "running", "exited"]] = {
-    **dict.fromkeys(("running", "restarting", "paused"), "running"),
-    **dict.fromkeys(("exited", "dead", "removing"), "exited"),
-    "created": "created",
-}
 # Failures that no retry on this node can fix, whatever status the engine gave them.
 _PERMANENT_ERRORS = ("executable file not found", "no such file or directory")
 # Transport failures: the engine went away or the socket broke mid-request.
 _TRANSPORT_ERRORS = (DockerException, requests.RequestException, urllib3.exceptions.HTTPError)
+# The signal `docker stop` sends first when an image names none.
+_STOP_SIGNAL = "SIGTERM"
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class ContainerInfo:
-    """One Corral container as the engine reports it. `exit_code` is set only when exited."""
-
-    task_id: str
-    job_id: str
-    container_id: str
-    state: Literal["created", "running", "exited"]
-    exit_code: int | None
-    cpu: float
-    memory: int
-    epoch: int
-
-
-@dataclass(frozen=True)
-class RuntimeEvent:
-    """A container of this node started ("running") or ended ("exited", with its exit code)."""
-
-    task_id: str
-    job_id: str
-    container_id: str
-    kind: Literal["running", "exited"]
-    exit_code: int | None
-
-
-class RuntimeUnavailable(Exception):
-    """The Docker engine does not answer."""
-
-
-class StartError(Exception):
-    """Starting failed. `reason` is one human-readable line; `retryable` is False when
-    retrying cannot help (missing image, invalid spec)."""
-
-    def __init__(self, reason: str, *, retryable: bool) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.retryable = retryable
-
-
 class LogStream(Iterator[bytes]):
     """Raw stdout+stderr chunks of one container. `close()` may be called from any
-    thread: it unblocks a reader waiting on a followed stream, which then ends."""
+    thread and returns at once (it shuts the socket down): it unblocks a reader waiting
+    on a followed stream, which then ends."""
 
     def __init__(self, stream: CancellableStream[bytes]) -> None:
         self._stream = stream
@@ -136,13 +106,6 @@ def _engine_errors(what: str) -> Iterator[None]:
         raise RuntimeUnavailable(f"{what}: {_explain(error)}") from error
 
 
-def _int(value: str | None, default: int = 0) -> int:
-    try:
-        return int(value) if value is not None else default
-    except ValueError:
-        return default
-
-
 class DockerRuntime:
     """Runs the tasks of node `node_id` as Docker containers.
 
@@ -153,7 +116,7 @@ class DockerRuntime:
     def __init__(self, node_id: str, *, extra_labels: Mapping[str, str] | None = None) -> None:
         self.node_id = node_id
         self._extra_labels = dict(extra_labels or {})
-        self._filters = [f"{_MANAGED}=true", f"{_NODE}={node_id}"]
+        self._filters = [f"{MANAGED}=true", f"{NODE}={node_id}"]
         try:
             # docker-py asks the engine for its API version here, so this can fail.
             self._client = docker.from_env(max_pool_size=16)
@@ -217,22 +180,36 @@ class DockerRuntime:
             return self._resume(existing)
         return self._start(container)
 
-    def stop(self, task_id: str, *, timeout: float = 10.0) -> bool:
-        """Stop the task's container (SIGTERM, SIGKILL after `timeout` s) and remove it.
-        Blocks up to `timeout` plus the engine's latency. Returns False if there was no
-        such container; a container that vanishes meanwhile counts as removed. Raises
+    def terminate(self, task_id: str) -> StopOutcome:
+        """Ask the task's container to stop: SIGTERM if it is running (the caller kills
+        it later with `remove` if it does not end), else remove it at once. Never waits
+        for the container to end: one or two quick engine calls. Raises
         `RuntimeUnavailable` if the engine fails."""
         with _engine_errors(f"stopping task {task_id} failed"):
             container = self._find(task_id)
             if container is None:
+                return "gone"
+            if container.attrs.get("State") == "running":
+                try:
+                    container.kill(signal=_STOP_SIGNAL)
+                    return "signalled"
+                except NotFound:
+                    return "removed"
+                except APIError as error:
+                    # 409: it ended since the list was taken; remove it like any other.
+                    if error.status_code != 409:
+                        raise
+            self._remove(container)
+        return "removed"
+
+    def remove(self, task_id: str) -> bool:
+        """Kill (SIGKILL) and remove the task's container. Returns False if there was no
+        such container; one that vanishes meanwhile counts as removed. Blocks for the
+        engine's calls only. Raises `RuntimeUnavailable` if the engine fails."""
+        with _engine_errors(f"removing task {task_id} failed"):
+            container = self._find(task_id)
+            if container is None:
                 return False
-            try:
-                # The engine parses `t` as an integer and rejects "1.5".
-                container.stop(timeout=math.ceil(timeout))
-            except NotFound:
-                return True
-            except APIError as error:
-                log.warning("stopping %s failed, removing by force: %s", task_id, _explain(error))
             self._remove(container)
         return True
 
@@ -298,7 +275,7 @@ class DockerRuntime:
         )
         try:
             for raw in stream:
-                event = self._event(raw, seen)
+                event = runtime_event(raw, seen)
                 if event is not None:
                     yield event
         finally:
@@ -307,7 +284,7 @@ class DockerRuntime:
 
     def _find(self, task_id: str) -> Container | None:
         found = self._client.containers.list(
-            all=True, filters={"label": [*self._filters, f"{_TASK}={task_id}"]}, sparse=True
+            all=True, filters={"label": [*self._filters, f"{TASK}={task_id}"]}, sparse=True
         )
         return found[0] if found else None
 
@@ -324,14 +301,14 @@ class DockerRuntime:
         labels = {
             **spec.labels,
             **self._extra_labels,
-            _MANAGED: "true",
-            _NODE: self.node_id,
-            _TASK: task.task_id,
-            _JOB: task.job_id,
-            _SLOT: str(task.slot),
-            _EPOCH: str(epoch),
-            _CPU: str(spec.cpu),
-            _MEMORY: str(spec.memory),
+            MANAGED: "true",
+            NODE: self.node_id,
+            TASK: task.task_id,
+            JOB: task.job_id,
+            SLOT: str(task.slot),
+            EPOCH: str(epoch),
+            CPU: str(spec.cpu),
+            MEMORY: str(spec.memory),
         }
         # docker-py accepts a list of (ip, port) per container port; its stubs omit that.
         ports: dict[str, Any] = {}
@@ -399,40 +376,4 @@ class DockerRuntime:
         """Raises NotFound if the container is gone before its exit code could be read."""
         if container.attrs.get("State") in ("exited", "dead"):
             container.reload()  # A sparse list entry carries no exit code.
-        attrs = container.attrs
-        labels: dict[str, str] = (
-            (attrs.get("Config") or {}).get("Labels") or attrs.get("Labels") or {}
-        )
-        state = attrs.get("State")
-        details: dict[str, Any] = state if isinstance(state, dict) else {"Status": state}
-        status = _STATES.get(str(details.get("Status")), "exited")
-        try:
-            cpu = float(labels.get(_CPU, "0"))
-        except ValueError:
-            cpu = 0.0
-        return ContainerInfo(
-            task_id=labels.get(_TASK, ""),
-            job_id=labels.get(_JOB, ""),
-            container_id=container.id or "",
-            state=status,
-            exit_code=details.get("ExitCode") if status == "exited" else None,
-            cpu=cpu,
-            memory=_int(labels.get(_MEMORY)),
-            epoch=_int(labels.get(_EPOCH)),
-        )
-
-    def _event(self, raw: dict[str, Any], seen: set[tuple[int, str, str]]) -> RuntimeEvent | None:
-        action = raw.get("Action", raw.get("status", ""))
-        actor = raw.get("Actor") or {}
-        attributes: dict[str, str] = actor.get("Attributes") or {}
-        key = (int(raw.get("timeNano", 0)), str(actor.get("ID", "")), str(action))
-        if key in seen or action not in ("start", "die") or _TASK not in attributes:
-            return None
-        seen.add(key)
-        return RuntimeEvent(
-            task_id=attributes[_TASK],
-            job_id=attributes.get(_JOB, ""),
-            container_id=key[1],
-            kind="running" if action == "start" else "exited",
-            exit_code=_int(attributes.get("exitCode"), -1) if action == "die" else None,
-        )
+        return container_info(container.attrs, container.id or "")

@@ -20,6 +20,11 @@ class WorkerSettings(BaseModel):
     labels: dict[str, str] = Field(default_factory=dict)
     state_dir: Path = DEFAULT_STATE_DIR
     heartbeat_interval: Annotated[float, Field(gt=0)] = 1.0
-    start_threads: Annotated[int, Field(ge=1, le=64)] = 8
+    # Threads for each kind of Docker call, so that none can starve another.
+    start_threads: Annotated[int, Field(ge=1, le=64)] = 8  # create and start
+    stop_threads: Annotated[int, Field(ge=1, le=64)] = 4  # signal and remove; never wait
+    log_streams: Annotated[int, Field(ge=1, le=256)] = 4  # log streams open at once
+    # Seconds between the empty chunks that tell whether a log client is still there.
+    log_keepalive: Annotated[float, Field(gt=0)] = 2.0
     # Added to every container this worker creates (tests use it to tag a run).
     container_labels: dict[str, str] = Field(default_factory=dict)

@@ -254,16 +254,38 @@ def next_event(received: queue.Queue[RuntimeEvent]) -> RuntimeEvent:
         pytest.fail("no runtime event within 10 s")
 
 
-def test_stop_removes_container(
+def test_terminate_signals_without_waiting_and_remove_kills(
     runtime: DockerRuntime, engine: docker.DockerClient, node_id: str
 ) -> None:
+    # sleep as PID 1 ignores SIGTERM: terminate must return anyway, leaving it running.
     task = make_task(node_id, ["sleep", "300"])
     runtime.start(task, epoch=1)
-    # sleep as PID 1 ignores SIGTERM, so this also covers the kill after the timeout.
-    assert runtime.stop(task.task_id, timeout=1) is True
+    assert runtime.terminate(task.task_id) == "signalled"
+    info = task_state(runtime, task.task_id)
+    assert info is not None and info.state == "running"
+    assert runtime.remove(task.task_id) is True
     assert containers_of(engine, node_id) == []
-    assert runtime.stop(task.task_id, timeout=1) is False
+    assert runtime.remove(task.task_id) is False
+    assert runtime.terminate(task.task_id) == "gone"
     assert runtime.list_tasks() == []
+
+
+def test_terminate_ends_a_polite_container_and_removes_an_ended_one(
+    runtime: DockerRuntime, engine: docker.DockerClient, node_id: str
+) -> None:
+    script = "trap 'exit 0' TERM; echo ready; while true; do sleep 1; done"
+    polite = make_task(node_id, ["sh", "-c", script])
+    runtime.start(polite, epoch=1)
+    # Until the trap is set, PID 1 ignores SIGTERM.
+    wait_for(
+        lambda: b"ready" in b"".join(runtime.logs(polite.task_id, follow=False, tail=None)),
+        "the trap to be set",
+    )
+    assert runtime.terminate(polite.task_id) == "signalled"
+    wait_exited(runtime, polite.task_id)
+    # Not running any more: terminate removes it at once.
+    assert runtime.terminate(polite.task_id) == "removed"
+    assert containers_of(engine, node_id) == []
 
 
 def test_published_port_serves_and_conflict_is_retryable(
