@@ -7,6 +7,8 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from schemas.base import Labels
+
 DEFAULT_STATE_DIR = Path("/var/lib/corral/worker")
 
 
@@ -17,7 +19,8 @@ class WorkerSettings(BaseModel):
     node_id: str | None = None  # None: the id kept in state_dir, or a new one saved there
     cpus: Annotated[float, Field(gt=0)] | None = None  # None: the machine's CPU count
     memory: Annotated[int, Field(gt=0)] | None = None  # bytes; None: the machine's memory
-    labels: dict[str, str] = Field(default_factory=dict)
+    # Checked as heartbeats check them, so a bad --label fails at start, not every beat.
+    labels: Labels = Field(default_factory=dict)
     state_dir: Path = DEFAULT_STATE_DIR
     heartbeat_interval: Annotated[float, Field(gt=0)] = 1.0
     # Threads for each kind of Docker call, so that none can starve another.
@@ -27,4 +30,4 @@ class WorkerSettings(BaseModel):
     # Seconds between the empty chunks that tell whether a log client is still there.
     log_keepalive: Annotated[float, Field(gt=0)] = 2.0
     # Added to every container this worker creates (tests use it to tag a run).
-    container_labels: dict[str, str] = Field(default_factory=dict)
+    container_labels: Labels = Field(default_factory=dict)
