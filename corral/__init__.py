@@ -9,6 +9,8 @@ from corral.errors import (
     BrokerUnreachable,
     CorralError,
     InvalidSpec,
+    InvalidUrl,
+    NoCluster,
     NoMaster,
     WaitTimeout,
 )
@@ -21,7 +23,9 @@ __all__ = [
     "CorralError",
     "Event",
     "InvalidSpec",
+    "InvalidUrl",
     "Job",
+    "NoCluster",
     "NoMaster",
     "WaitTimeout",
 ]

@@ -1,7 +1,11 @@
 """The `corral` command line: run and inspect jobs, and start the daemons.
 
 Expected failures (CorralError, JobFileError) print `error: <what to do>` on
-stderr and exit 1; bad options exit 2 with click's usage message.
+stderr and exit 1; bad options (a malformed --amqp URL included) exit 2.
+Listings stream: each page the master sends is printed before the next is
+asked for. Text from the broker is printed through `corral.output`, which
+escapes control characters; `corral logs` alone prints the container's
+output as it is, like `docker logs`.
 """
 
 from __future__ import annotations
@@ -10,17 +14,20 @@ import logging
 import re
 import secrets
 import socket
+from collections.abc import Callable, Iterator, Sequence
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import typer
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from corral import output
 from corral.client import DEFAULT_URL, Client
-from corral.clitools import Amqp, fail, friendly_errors, parse_pairs, usage_error
+from corral.clitools import Amqp, fail, friendly_errors, parse_pairs, usage_error, warn
 from corral.daemons import register_daemons
+from corral.errors import NoCluster, NoMaster
 from corral.job import Job
+from corral.text import visible
 from schemas.envelope import describe_errors
 from schemas.files import load_job_file
 from schemas.job import JobSpec
@@ -55,6 +62,8 @@ class Restart(StrEnum):
     on_failure = "on-failure"
     never = "never"
 
+
+M = TypeVar("M", bound=BaseModel)
 
 Output = Annotated[OutputFormat, typer.Option("--output", "-o", help="table or json.")]
 WaitTimeoutOpt = Annotated[
@@ -112,11 +121,13 @@ def _wait_and_report(job: Job, timeout: float | None) -> None:
         info = job.wait(timeout)
     except KeyboardInterrupt:
         typer.echo(
-            f"stopped waiting; job {job.id} carries on (`corral cancel {job.id}` stops it)",
+            visible(
+                f"stopped waiting; job {job.id} carries on (`corral cancel {job.id}` stops it)"
+            ),
             err=True,
         )
         raise typer.Exit(130) from None
-    typer.echo(f"job {info.job_id}: {info.state}")
+    typer.echo(output.job_state(info))
     if info.spec.kind == "batch" or info.state != "running":
         typer.echo(f"exit codes: {output.exit_codes(info)}")
     if info.state in ("failed", "cancelled"):
@@ -218,13 +229,28 @@ def submit(
     _submit(amqp, load_job_file(file), wait, timeout)
 
 
+def _show(
+    fmt: OutputFormat,
+    pages: Iterator[list[M]],
+    headers: Sequence[str],
+    row: Callable[[M], list[str]],
+) -> None:
+    """Print a listing page by page, as a table or as one JSON array."""
+    if fmt == OutputFormat.json:
+        for piece in output.stream_json(output.flatten(pages)):
+            typer.echo(piece, nl=False)
+        typer.echo()
+        return
+    for line in output.stream_table(headers, output.rows_by_page(pages, row)):
+        typer.echo(line)
+
+
 @app.command()
 @friendly_errors
 def jobs(fmt: Output = OutputFormat.table, amqp: Amqp = DEFAULT_URL) -> None:
-    """List jobs."""
+    """List jobs (RUNNING: running tasks / replicas)."""
     with _client(amqp) as client:
-        found = client.jobs()
-    typer.echo(output.to_json(found) if fmt == OutputFormat.json else output.jobs_table(found))
+        _show(fmt, client.iter_jobs(), output.JOB_HEADERS, output.job_row)
 
 
 @app.command()
@@ -234,10 +260,9 @@ def ps(
     fmt: Output = OutputFormat.table,
     amqp: Amqp = DEFAULT_URL,
 ) -> None:
-    """List tasks, of every job or of JOB."""
+    """List tasks (every attempt), of every job or of JOB."""
     with _client(amqp) as client:
-        found = client.tasks(job)
-    typer.echo(output.to_json(found) if fmt == OutputFormat.json else output.tasks_table(found))
+        _show(fmt, client.iter_tasks(job), output.TASK_HEADERS, output.task_row)
 
 
 @app.command()
@@ -245,8 +270,7 @@ def ps(
 def nodes(fmt: Output = OutputFormat.table, amqp: Amqp = DEFAULT_URL) -> None:
     """List worker nodes with their capacity and use."""
     with _client(amqp) as client:
-        found = client.nodes()
-    typer.echo(output.to_json(found) if fmt == OutputFormat.json else output.nodes_table(found))
+        _show(fmt, client.iter_nodes(), output.NODE_HEADERS, output.node_row)
 
 
 @app.command(no_args_is_help=True)
@@ -255,7 +279,7 @@ def cancel(job: Annotated[str, typer.Argument(metavar="JOB")], amqp: Amqp = DEFA
     """Stop every task of JOB."""
     with _client(amqp) as client:
         info = client.cancel(job)
-    typer.echo(f"job {info.job_id}: {info.state}")
+    typer.echo(output.job_state(info))
 
 
 @app.command(no_args_is_help=True)
@@ -268,7 +292,7 @@ def scale(
     """Change how many copies of JOB run."""
     with _client(amqp) as client:
         info = client.scale(job, replicas)
-    typer.echo(f"job {info.job_id}: scaled to {replicas} replicas ({info.state})")
+    typer.echo(visible(f"job {info.job_id}: scaled to {replicas} replicas ({info.state})"))
 
 
 @app.command(no_args_is_help=True)
@@ -301,9 +325,19 @@ def watch(
     ] = EventFormat.text,
     amqp: Amqp = DEFAULT_URL,
 ) -> None:
-    """Print live status events (task.<job>.<task>.<state>, job.*, node.*). Ctrl-C ends."""
+    """Print live status events (task.<job>.<task>.<state>, job.*, node.*). Ctrl-C ends.
+
+    Without a master running, says so on stderr and watches anyway (workers
+    still report their tasks; a master that starts is seen).
+    """
     render = output.event_json if fmt == EventFormat.json else output.event_line
     with _client(amqp) as client:
+        try:
+            client.check_master()
+        except NoCluster:
+            raise  # no status exchange to bind to: nothing could ever be seen
+        except NoMaster as exc:
+            warn(f"{exc}; watching anyway")
         try:
             for event in client.events(pattern):
                 typer.echo(render(event))

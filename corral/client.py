@@ -9,29 +9,33 @@
         print(info.state, info.exit_codes)
         for line in corral.logs(info.tasks[0].task_id):
             print(line, end="")
+        for page in corral.iter_tasks():            # a big cluster: one page at a time
+            ...
 
 A `Client` owns one AMQP connection, opened on first use. Like the connection
 under it, a client belongs to one thread; give each thread its own. Requests
 go to the `corral.api` queue and block up to `timeout` seconds for the active
-master's reply; errors are the `corral.errors` classes, never pika's.
+master's reply; errors are the `corral.errors` classes, never pika's. A
+request to a vhost where no master consumes `corral.api` fails at once (see
+`corral.session`). Listings follow the master's pages until the last one.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
-from datetime import datetime
+from collections.abc import Callable, Iterator, Mapping
 from types import TracebackType
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
 from bus import topology
-from bus.connection import Bus, Subscription
-from bus.errors import ConnectionLost, RequestTimeout, TopologyError
-from corral.errors import ApiFailure, BrokerUnreachable, CorralError, InvalidSpec, NoMaster
+from bus.subscription import Subscription
+from corral.errors import CorralError, InvalidSpec
 from corral.job import Job
+from corral.lookup import find_task
+from corral.session import Session
+from corral.streams import Event, event_stream, log_stream
 from schemas.api import (
     CancelJob,
     GetJob,
@@ -40,14 +44,17 @@ from schemas.api import (
     ListNodes,
     ListTasks,
     NodeInfo,
-    Reply,
+    Page,
     ScaleJob,
     SubmitJob,
     TaskInfo,
 )
-from schemas.envelope import InvalidMessage, describe_errors
+from schemas.envelope import Message, describe_errors
 from schemas.job import JobSpec
-from schemas.messages import LogChunk, LogsRequest, Payload
+from schemas.limits import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
+from schemas.messages import LogsRequest, Payload
+
+__all__ = ["DEFAULT_URL", "URL_ENV", "Client", "Event"]
 
 DEFAULT_URL = "amqp://guest:guest@127.0.0.1:5672/"
 URL_ENV = "CORRAL_AMQP_URL"
@@ -55,27 +62,28 @@ URL_ENV = "CORRAL_AMQP_URL"
 M = TypeVar("M", bound=BaseModel)
 
 
-@dataclass(frozen=True)
-class Event:
-    """One status event: `payload` is a TaskStatus, JobEvent or NodeEvent."""
-
-    routing_key: str
-    payload: Payload
-    sent_at: datetime
-
-
 class Client:
     """A connection to a Corral cluster. See the module docstring.
 
-    `url` defaults to $CORRAL_AMQP_URL, then amqp://guest:guest@127.0.0.1:5672/.
+    `url` defaults to $CORRAL_AMQP_URL, then amqp://guest:guest@127.0.0.1:5672/;
+    a malformed one raises InvalidUrl here, before anything connects.
     Connecting makes 3 attempts with backoff, then raises BrokerUnreachable.
+    `page_size` is how many items each listing request asks for.
     """
 
-    def __init__(self, url: str | None = None, *, timeout: float = 10.0, name: str = "client"):
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        timeout: float = 10.0,
+        name: str = "client",
+        page_size: int = DEFAULT_PAGE_SIZE,
+    ) -> None:
         self.url = url or os.environ.get(URL_ENV) or DEFAULT_URL
         self.timeout = timeout
         self.name = name
-        self._bus: Bus | None = None
+        self.page_size = _limit(page_size)
+        self._session = Session(self.url, timeout=timeout, name=name)
 
     def __enter__(self) -> Client:
         return self
@@ -90,9 +98,15 @@ class Client:
 
     def close(self) -> None:
         """Close the connection (a later call opens a new one)."""
-        bus, self._bus = self._bus, None
-        if bus is not None:
-            bus.close()
+        self._session.close()
+
+    def check_master(self) -> None:
+        """Return if a master takes requests on this vhost, at once, without asking it.
+
+        Raises NoCluster if `corral.api` does not exist (no cluster was ever
+        started here: a wrong vhost?), NoMaster if nothing consumes it.
+        """
+        self._session.check_master()
 
     # -- requests --
 
@@ -111,19 +125,49 @@ class Client:
         return Job(self, info.job_id, info)
 
     def job(self, job_id: str) -> JobInfo:
-        """One job with its tasks; ApiFailure "not_found" if there is no such job."""
+        """One job with its tasks; ApiFailure "not_found" if there is no such job.
+
+        A job with very many tasks comes with only some (`tasks_omitted` says
+        how many are left out; `iter_tasks(job_id)` lists them all).
+        """
         return self._call(GetJob(job_id=job_id), JobInfo)
 
     def jobs(self) -> list[JobInfo]:
-        """Every job the master knows, finished ones included, with their tasks."""
-        return self._call_list(ListJobs(), JobInfo)
+        """Every job the master knows, finished ones included, in id order.
+
+        Without their tasks: `task_counts` says how many are in each state.
+        """
+        return [job for page in self.iter_jobs() for job in page]
 
     def tasks(self, job_id: str | None = None) -> list[TaskInfo]:
-        """The tasks of one job, or of every job."""
-        return self._call_list(ListTasks(job_id=job_id), TaskInfo)
+        """The tasks (every attempt) of one job, or of every job."""
+        return [task for page in self.iter_tasks(job_id) for task in page]
 
     def nodes(self) -> list[NodeInfo]:
-        return self._call_list(ListNodes(), NodeInfo)
+        """Every worker node the master knows, in id order."""
+        return [node for page in self.iter_nodes() for node in page]
+
+    def iter_jobs(self, *, page_size: int | None = None) -> Iterator[list[JobInfo]]:
+        """`jobs()` one page at a time: the next page is requested only when needed."""
+        limit = _limit(page_size or self.page_size)
+        return self._pages(lambda cursor: ListJobs(limit=limit, cursor=cursor), JobInfo)
+
+    def iter_tasks(
+        self, job_id: str | None = None, *, page_size: int | None = None
+    ) -> Iterator[list[TaskInfo]]:
+        """`tasks(job_id)` one page at a time, in job, slot and attempt order.
+
+        ApiFailure "not_found" (on the first page) if there is no such job.
+        """
+        limit = _limit(page_size or self.page_size)
+        return self._pages(
+            lambda cursor: ListTasks(job_id=job_id, limit=limit, cursor=cursor), TaskInfo
+        )
+
+    def iter_nodes(self, *, page_size: int | None = None) -> Iterator[list[NodeInfo]]:
+        """`nodes()` one page at a time."""
+        limit = _limit(page_size or self.page_size)
+        return self._pages(lambda cursor: ListNodes(limit=limit, cursor=cursor), NodeInfo)
 
     def cancel(self, job_id: str) -> JobInfo:
         """Stop every task of a job; the job ends `cancelled`."""
@@ -131,6 +175,14 @@ class Client:
 
     def scale(self, job_id: str, replicas: int) -> JobInfo:
         return self._call(ScaleJob(job_id=job_id, replicas=replicas), JobInfo)
+
+    def find_task(self, task_id: str) -> TaskInfo:
+        """The task with this id, or the only one whose id starts with it.
+
+        ApiFailure "not_found" if none, CorralError if several match. Lists
+        only the jobs the id may belong to, never every task of the cluster.
+        """
+        return find_task(self, task_id)
 
     # -- streams --
 
@@ -142,19 +194,22 @@ class Client:
         event if `timeout` is given, else only when the caller stops. Keep
         iterating: the connection's heartbeats are served only while waiting
         here, so a caller that stalls for more than ~20 s loses the connection
-        (BrokerUnreachable on the next step).
+        (BrokerUnreachable on the next step). Messages that are not valid
+        Corral messages are skipped. This does not check for a master: see
+        `check_master`.
         """
         subscription = self._subscribe(topology.status_queue((pattern,)))
-        return self._event_stream(subscription, timeout)
+        return event_stream(self._session, subscription, timeout)
 
     def logs(self, task_id: str, *, follow: bool = False, tail: int | None = None) -> Iterator[str]:
         """A task's container output, chunk by chunk, from the worker running it.
 
         `tail` limits to the last N lines; `follow` keeps streaming until the
-        container ends. Raises CorralError if the task has no node, or its
-        worker does not answer within `timeout` s.
+        container ends. Raises CorralError if the task has no node, its worker
+        is not connected or does not answer within `timeout` s, or refuses
+        (with the worker's reason).
         """
-        task = self._find_task(task_id)
+        task = self.find_task(task_id)
         if task.node_id is None:
             why = f": {task.reason}" if task.reason else ""
             raise CorralError(
@@ -162,140 +217,65 @@ class Client:
                 " it has no logs"
             )
         node = task.node_id
-        bus = self._connected()
         subscription = self._subscribe(topology.reply_queue())
-        unroutable: list[bool] = []
         request = LogsRequest(task_id=task.task_id, follow=follow, tail=tail)
         try:
-            bus.publish(
-                topology.RPC_EXCHANGE,
-                node,
-                request,
-                reply_to=subscription.name,
-                mandatory=True,
-                transient=True,
-                on_returned=lambda: unroutable.append(True),
+            routed = self._session.send_routed(
+                topology.RPC_EXCHANGE, node, request, reply_to=subscription.name
             )
-            confirmed = bus.flush(self.timeout)
-        except ConnectionLost as exc:
+        except CorralError:
             subscription.close()
-            raise BrokerUnreachable(self.url, str(exc), lost=True) from None
-        if unroutable or not confirmed:
+            raise
+        if not routed:
             subscription.close()
             raise CorralError(
                 f"worker {node} (where task {task.task_id} runs) is not connected: nothing"
                 " takes its log requests; is `corral worker` running there?"
             )
-        return self._log_stream(subscription, node, follow)
+        return log_stream(self._session, subscription, node, follow)
 
-    # -- internals --
-
-    def _connected(self) -> Bus:
-        if self._bus is None:
-            self._bus = Bus(self.url, name=self.name)
-        if not self._bus.connected:
-            try:
-                self._bus.connect(attempts=3)
-            except ConnectionLost as exc:
-                refused = "AccessDenied" in str(exc)  # e.g. the vhost does not exist
-                raise BrokerUnreachable(self.url, str(exc), refused=refused) from None
-            except TopologyError as exc:
-                raise BrokerUnreachable(self.url, str(exc), refused=True) from None
-        return self._bus
-
-    def _request(self, payload: Payload) -> Any:
-        bus = self._connected()
-        try:
-            message = bus.request(payload, timeout=self.timeout)
-        except RequestTimeout:
-            raise NoMaster(self.url, self.timeout) from None
-        except ConnectionLost as exc:
-            raise BrokerUnreachable(self.url, str(exc), lost=True) from None
-        try:
-            reply = message.expect(Reply)
-        except InvalidMessage as exc:
-            raise CorralError(f"the master sent an unexpected answer: {exc}") from None
-        if not reply.ok:
-            error = reply.error
-            if error is None:
-                raise ApiFailure("internal", "the master refused the request without a reason")
-            raise ApiFailure(error.code, error.message, error.field)
-        return reply.result
-
-    def _call(self, payload: Payload, model: type[M]) -> M:
-        return _parse(model, self._request(payload), payload.TYPE)
-
-    def _call_list(self, payload: Payload, model: type[M]) -> list[M]:
-        result = self._request(payload)
-        if not isinstance(result, list):
-            raise CorralError(f"the master answered {payload.TYPE} with {result!r}, not a list")
-        return [_parse(model, item, payload.TYPE) for item in result]
+    # -- internals (Job uses the subscription pair) --
 
     def _subscribe(self, queue: topology.Queue) -> Subscription:
-        bus = self._connected()
-        try:
-            return bus.subscribe(queue)
-        except ConnectionLost as exc:
-            raise BrokerUnreachable(self.url, str(exc), lost=True) from None
+        return self._session.subscribe(queue)
 
-    def _receive(self, subscription: Subscription, timeout: float) -> tuple[str, Any] | None:
+    def _receive(self, subscription: Subscription, timeout: float) -> tuple[str, Message] | None:
         """The next (routing key, Message) or None after `timeout` s; BrokerUnreachable."""
-        try:
-            return subscription.get(timeout)
-        except ConnectionLost as exc:
-            raise BrokerUnreachable(self.url, str(exc), lost=True) from None
+        return self._session.receive(subscription, timeout)
 
-    def _event_stream(self, subscription: Subscription, timeout: float | None) -> Iterator[Event]:
-        try:
-            while True:
-                got = self._receive(subscription, 1.0 if timeout is None else timeout)
-                if got is None:
-                    if timeout is not None:
-                        return
-                    continue
-                key, message = got
-                yield Event(key, message.payload, message.envelope.sent_at)
-        finally:
-            subscription.close()
+    def _call(self, payload: Payload, model: type[M]) -> M:
+        return _parse(model, self._session.request(payload), payload.TYPE)
 
-    def _log_stream(self, subscription: Subscription, node: str, follow: bool) -> Iterator[str]:
-        # The first chunk must come within `timeout`; while following, a quiet
-        # container may then say nothing for as long as it likes.
-        first = True
-        try:
-            while True:
-                got = self._receive(subscription, self.timeout)
-                if got is None:
-                    if first or not follow:
-                        raise CorralError(
-                            f"worker {node} did not send logs within {self.timeout:g} s"
-                        )
-                    continue
-                first = False
-                try:
-                    chunk = got[1].expect(LogChunk)
-                except InvalidMessage as exc:
-                    raise CorralError(f"worker {node} sent an unexpected answer: {exc}") from None
-                if chunk.error:
-                    raise CorralError(f"worker {node}: {chunk.error}")
-                if chunk.data:
-                    yield chunk.data
-                if chunk.end:
-                    return
-        finally:
-            subscription.close()
+    def _pages(self, request: Callable[[str | None], Payload], model: type[M]) -> Iterator[list[M]]:
+        """Follow a listing's `next_cursor` from the first page to the last."""
+        cursor: str | None = None
+        seen: set[str] = set()
+        while True:
+            payload = request(cursor)
+            page = _page(self._session.request(payload), payload.TYPE)
+            yield [_parse(model, item, payload.TYPE) for item in page.items]
+            cursor = page.next_cursor
+            if cursor is None:
+                return
+            if cursor in seen:
+                raise CorralError(
+                    f"the master's answers to {payload.TYPE} go round in circles"
+                    f" (cursor {cursor[:40]!r} came back); stopped listing"
+                )
+            seen.add(cursor)
 
-    def _find_task(self, task_id: str) -> TaskInfo:
-        """The task with this id, or the only one whose id starts with it."""
-        tasks = self.tasks()
-        exact = [task for task in tasks if task.task_id == task_id]
-        matches = exact or [task for task in tasks if task.task_id.startswith(task_id)]
-        if len(matches) == 1:
-            return matches[0]
-        if not matches:
-            raise ApiFailure("not_found", f"no task {task_id!r}; `corral ps` lists the tasks")
-        names = ", ".join(sorted(task.task_id for task in matches)[:5])
-        raise CorralError(f"{task_id!r} matches several tasks ({names}); give more of the id")
+
+def _limit(page_size: int) -> int:
+    if not 1 <= page_size <= MAX_PAGE_SIZE:
+        raise ValueError(f"page_size must be from 1 to {MAX_PAGE_SIZE}, got {page_size}")
+    return page_size
+
+
+def _page(result: Any, request_type: str) -> Page:
+    if isinstance(result, list):
+        # A master from before pagination answers with every item at once.
+        return Page(items=result)
+    return _parse(Page, result, request_type)
 
 
 def _parse(model: type[M], data: Any, request_type: str) -> M:

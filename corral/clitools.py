@@ -12,7 +12,9 @@ from typing import Annotated, NoReturn, ParamSpec, TypeVar
 import typer
 
 from corral.client import URL_ENV
-from corral.errors import CorralError
+from corral.errors import CorralError, InvalidUrl
+from corral.text import visible
+from corral.urls import check_url
 from schemas.files import JobFileError
 from schemas.job import parse_size
 
@@ -27,16 +29,44 @@ class LogLevel(StrEnum):
     error = "error"
 
 
+def check_amqp_option(ctx: typer.Context, param: typer.CallbackParam, value: str) -> str:
+    """Refuse a malformed --amqp URL (or CORRAL_AMQP_URL) before the command runs: exit 2."""
+    try:
+        return check_url(value, option="--amqp")
+    except InvalidUrl as exc:
+        source = ctx.get_parameter_source(param.name) if param.name else None
+        from_env = getattr(source, "name", "") == "ENVIRONMENT"
+        usage_error(f"{exc} (it came from {URL_ENV})" if from_env else str(exc))
+
+
 # Every command that talks to the broker takes this option.
-Amqp = Annotated[str, typer.Option("--amqp", envvar=URL_ENV, metavar="URL", help="RabbitMQ URL.")]
+Amqp = Annotated[
+    str,
+    typer.Option(
+        "--amqp",
+        envvar=URL_ENV,
+        metavar="URL",
+        help="RabbitMQ URL: amqp://USER:PASSWORD@HOST:PORT/VHOST.",
+        callback=check_amqp_option,
+    ),
+]
 
 LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
-    """Print `error: message` on stderr and exit with `code`."""
-    typer.echo(f"error: {message}", err=True)
+    """Print `error: message` on stderr and exit with `code`.
+
+    The message may quote the master or a worker, so control characters other
+    than newlines are shown escaped (see `corral.text`).
+    """
+    typer.echo(f"error: {visible(message, keep=chr(10))}", err=True)
     raise typer.Exit(code)
+
+
+def warn(message: str) -> None:
+    """Print `warning: message` on stderr (escaped like `fail`) and carry on."""
+    typer.echo(f"warning: {visible(message, keep=chr(10))}", err=True)
 
 
 def usage_error(message: str) -> NoReturn:

@@ -45,6 +45,19 @@ def master(
     dead_after: Annotated[
         float, typer.Option(metavar="S", help="A silent node is down after this long.")
     ] = 3.0,
+    keep_ended_jobs: Annotated[
+        int, typer.Option(metavar="N", help="Ended jobs kept for listings (oldest go first).")
+    ] = 1000,
+    keep_attempts: Annotated[
+        int, typer.Option(metavar="N", help="Ended attempts kept per slot besides the current.")
+    ] = 5,
+    remember_requests: Annotated[
+        int, typer.Option(metavar="N", help="Requests remembered so a redelivery is not redone.")
+    ] = 10_000,
+    unroutable_hold: Annotated[
+        float,
+        typer.Option(metavar="S", help="Seconds a node with an unconsumed queue gets no tasks."),
+    ] = 30.0,
     amqp: Amqp = DEFAULT_URL,
     log_level: LogLevelOpt = LogLevel.info,
 ) -> None:
@@ -56,6 +69,10 @@ def master(
             heartbeat_interval=heartbeat_interval,
             suspect_after=suspect_after,
             dead_after=dead_after,
+            keep_ended_jobs=keep_ended_jobs,
+            keep_attempts=keep_attempts,
+            remember_requests=remember_requests,
+            unroutable_hold=unroutable_hold,
         )
     except ValidationError as exc:
         usage_error(f"invalid master settings: {describe_errors(exc)}")
@@ -89,8 +106,14 @@ def worker(
         typer.Option(metavar="K=V", help="Extra label on every container (tests use it)."),
     ] = None,
     start_threads: Annotated[
-        int, typer.Option(metavar="N", help="Docker calls (create, start, stop) made at once.")
+        int, typer.Option(metavar="N", help="Container creates and starts made at once.")
     ] = 8,
+    stop_threads: Annotated[
+        int, typer.Option(metavar="N", help="Container stops and removals made at once.")
+    ] = 4,
+    log_streams: Annotated[
+        int, typer.Option(metavar="N", help="Log streams served at once (more: 'busy').")
+    ] = 4,
     amqp: Amqp = DEFAULT_URL,
     log_level: LogLevelOpt = LogLevel.info,
 ) -> None:
@@ -106,6 +129,8 @@ def worker(
             heartbeat_interval=heartbeat_interval,
             container_labels=parse_pairs(container_label, "--container-label"),
             start_threads=start_threads,
+            stop_threads=stop_threads,
+            log_streams=log_streams,
         )
     except ValidationError as exc:
         usage_error(f"invalid worker settings: {describe_errors(exc)}")

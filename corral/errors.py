@@ -5,7 +5,9 @@
     CorralError
      ├── ApiFailure          the master answered and refused (code, message, field)
      ├── InvalidSpec         a job spec given as a mapping does not validate (also ValueError)
-     ├── NoMaster            nobody answered on corral.api in time
+     ├── InvalidUrl          the AMQP URL is malformed (also ValueError)
+     ├── NoMaster            no master takes requests, or none answered on corral.api in time
+     │    └── NoCluster      corral.api does not exist: no Corral cluster on that vhost
      ├── BrokerUnreachable   RabbitMQ cannot be reached, or the connection dropped
      └── WaitTimeout         Job.wait ran out of time (also TimeoutError)
 
@@ -14,34 +16,49 @@ URLs in messages never show a password (see `redact_url`).
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote
 
 from bus import topology
 
 
+def _split_password(url: str) -> tuple[str, str, str] | None:
+    """(before, password, after) if `url` has `user:password@` in its authority, else None.
+
+    Parsed by hand, not with urlsplit, so that a malformed URL (no scheme, a bad
+    port, a raw `/` in the password) is redacted too: those are the ones that
+    end up in error messages. When in doubt it hides too much, never too little.
+    """
+    start = url.find("//")
+    start = 0 if start < 0 else start + 2
+    rest = url[start:]
+    authority = rest.split("/", 1)[0]
+    at = authority.rfind("@") if "@" in authority else rest.rfind("@")
+    colon = rest.find(":", 0, at)
+    if at < 0 or colon < 0:
+        return None
+    return url[: start + colon + 1], rest[colon + 1 : at], rest[at:]
+
+
 def redact_url(url: str) -> str:
-    """`url` with its password replaced by `***`: amqp://guest:***@host:5672/."""
-    try:
-        parts = urlsplit(url)
-        password = parts.password
-    except ValueError:
+    """`url` with its password replaced by `***`: amqp://guest:***@host:5672/.
+
+    Total: any string is accepted, a malformed URL included.
+    """
+    parts = _split_password(url)
+    if parts is None or not parts[1]:
         return url
-    if not password:
-        return url
-    user = parts.username or ""
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+    before, _password, after = parts
+    return f"{before}***{after}"
 
 
 def scrub(text: str, url: str) -> str:
     """`text` with any copy of `url` (or its password) replaced by the redacted form."""
     text = text.replace(url, redact_url(url))
-    try:
-        password = urlsplit(url).password
-    except ValueError:
-        password = None
-    if password and len(password) > 2:
-        text = text.replace(password, "***")
+    parts = _split_password(url)
+    password = parts[1] if parts is not None else ""
+    for form in {password, unquote(password)}:
+        if len(form) > 2:
+            text = text.replace(form, "***")
     return text
 
 
@@ -74,15 +91,52 @@ class InvalidSpec(CorralError, ValueError):
     """A job spec that does not validate; the text names each field and the problem."""
 
 
-class NoMaster(CorralError):
-    """A request got no reply in time: no active master, or it is overloaded."""
+class InvalidUrl(CorralError, ValueError):
+    """A malformed AMQP URL; the text shows it (password hidden), what is wrong, and the form."""
 
-    def __init__(self, url: str, timeout: float) -> None:
+    EXPECTED = "amqp://USER:PASSWORD@HOST:PORT/VHOST"
+
+    def __init__(self, url: str, problem: str, *, option: str = "AMQP") -> None:
+        self.url = redact_url(url)
+        self.problem = scrub(problem, url)
+        super().__init__(
+            f"invalid {option} URL {self.url!r} ({self.problem}): expected {self.EXPECTED}"
+        )
+
+
+class NoMaster(CorralError):
+    """No master takes requests.
+
+    With `timeout`, a request got no reply within that many seconds (the master
+    is stuck or overloaded, or has just gone); without, nothing consumes
+    corral.api at all, found out at once.
+    """
+
+    def __init__(self, url: str, timeout: float | None = None) -> None:
         self.url = redact_url(url)
         self.timeout = timeout
-        super().__init__(
-            f"no master answered on {topology.API_QUEUE} within {timeout:g} s"
+        super().__init__(self._sentence())
+
+    def _sentence(self) -> str:
+        if self.timeout is None:
+            return (
+                f"no master is running: nothing takes requests from {topology.API_QUEUE}"
+                f" on {self.url}; start `corral master` against it"
+            )
+        return (
+            f"no master answered on {topology.API_QUEUE} within {self.timeout:g} s"
             f" — is `corral master` running against {self.url}?"
+        )
+
+
+class NoCluster(NoMaster):
+    """The vhost has no Corral cluster: the corral.api queue does not exist."""
+
+    def _sentence(self) -> str:
+        return (
+            f"no Corral cluster runs on {self.url}: the queue {topology.API_QUEUE} does not"
+            " exist; start `corral master` against it, or check the vhost in --amqp /"
+            " CORRAL_AMQP_URL"
         )
 
 

@@ -11,7 +11,7 @@ from schemas.api import JobInfo
 from schemas.messages import TERMINAL_JOB_STATES
 
 if TYPE_CHECKING:
-    from bus.connection import Subscription
+    from bus.subscription import Subscription
     from corral.client import Client
 
 # Without events, re-read the job this often anyway (an event may have been
@@ -58,8 +58,11 @@ class Job:
         """Block until the job settles (see `is_settled`) and return its final info.
 
         Status events of the job wake the wait early; without them the job is
-        re-read every second. Raises WaitTimeout (a TimeoutError) after
-        `timeout` s, naming the last state and reason; None waits forever.
+        re-read every second. Only the master's answers are believed: an event
+        just wakes the wait, and messages on corral.status that are not valid
+        Corral messages (garbage, too large, too deep) are skipped unread.
+        Raises WaitTimeout (a TimeoutError) after `timeout` s, naming the last
+        state and reason; None waits forever.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         pattern = topology.job_events_pattern(self.id)

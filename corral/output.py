@@ -1,36 +1,95 @@
-"""How the CLI shows things: aligned tables, JSON, one-line event summaries. Pure functions."""
+"""How the CLI shows things: aligned tables, JSON, one-line event summaries. Pure functions.
+
+Text from the broker is untrusted: every table cell, event line and job
+summary goes through `corral.text.visible`, so a control character in an image
+name or a reason shows as `\\n` or `\\x1b` instead of breaking the table or
+driving the terminal. JSON output is escaped by JSON itself.
+"""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import textwrap
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
+from typing import TypeVar
 
 from pydantic import BaseModel
 
-from corral.client import Event
+from corral.streams import Event
+from corral.text import visible
 from schemas.api import JobInfo, NodeInfo, TaskInfo
 from schemas.job import format_size
 from schemas.messages import JobEvent, NodeEvent, TaskStatus
 
 NONE = "-"
+# An event line shows at most this much of a payload that is not a status event.
+OTHER_PAYLOAD_CHARS = 300
+JOB_HEADERS = ("JOB", "KIND", "STATE", "RUNNING", "IMAGE", "AGE", "REASON")
+TASK_HEADERS = ("TASK", "JOB", "NODE", "STATE", "EXIT", "UPDATED", "REASON")
+NODE_HEADERS = ("NODE", "STATE", "CPU", "MEMORY", "TASKS", "LABELS")
+
+T = TypeVar("T")
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     """Plain columns separated by two spaces; the last column is not padded."""
+    return "\n".join(stream_table(headers, [rows]))
+
+
+def stream_table(headers: Sequence[str], pages: Iterable[Sequence[Sequence[str]]]) -> Iterator[str]:
+    """The lines of a table whose rows come a page at a time: the header, then each row.
+
+    Only one page is held at once. A column is as wide as its widest cell so
+    far, so columns may widen at a page boundary but never narrow; with a
+    single page this is `table`. Cells are made `visible`.
+    """
     widths = [len(header) for header in headers]
-    for row in rows:
-        for i, cell in enumerate(row):
-            widths[i] = max(widths[i], len(cell))
-    lines = []
-    for row in (headers, *rows):
-        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=True)]
-        lines.append("  ".join(cells).rstrip())
-    return "\n".join(lines)
+    header_done = False
+    for page in pages:
+        rows = [[visible(cell) for cell in row] for row in page]
+        for row in rows:
+            for i, cell in enumerate(row):
+                widths[i] = max(widths[i], len(cell))
+        if not header_done:
+            yield _line(headers, widths)
+            header_done = True
+        for row in rows:
+            yield _line(row, widths)
+    if not header_done:
+        yield _line(headers, widths)
+
+
+def _line(cells: Sequence[str], widths: Sequence[int]) -> str:
+    padded = [cell.ljust(width) for cell, width in zip(cells, widths, strict=True)]
+    return "  ".join(padded).rstrip()
 
 
 def to_json(models: Sequence[BaseModel]) -> str:
     return json.dumps([model.model_dump(mode="json") for model in models], indent=2)
+
+
+def stream_json(models: Iterable[BaseModel]) -> Iterator[str]:
+    """`to_json` of `models` in pieces (joined, exactly the same text), one per model."""
+    first = True
+    for model in models:
+        item = textwrap.indent(json.dumps(model.model_dump(mode="json"), indent=2), "  ")
+        yield ("[\n" if first else ",\n") + item
+        first = False
+    yield "[]" if first else "\n]"
+
+
+def flatten(pages: Iterable[Iterable[T]]) -> Iterator[T]:
+    for page in pages:
+        yield from page
+
+
+def rows_by_page(
+    pages: Iterable[Sequence[T]], row: Callable[[T], list[str]]
+) -> Iterator[list[list[str]]]:
+    """Each page of models as a page of table rows (for `stream_table`)."""
+    for page in pages:
+        yield [row(item) for item in page]
 
 
 def age(when: datetime, now: datetime | None = None) -> str:
@@ -48,95 +107,123 @@ def cpus(value: float) -> str:
 
 
 def running_count(info: JobInfo) -> str:
-    running = sum(1 for task in info.tasks if task.state == "running")
+    """`running/replicas`, from the job's task counts (its tasks if it has no counts)."""
+    if info.task_counts:
+        running = info.task_counts.get("running", 0)
+    else:
+        running = sum(1 for task in info.tasks if task.state == "running")
     return f"{running}/{info.spec.replicas}"
 
 
-def jobs_table(jobs: Sequence[JobInfo], now: datetime | None = None) -> str:
-    rows = [
-        [
-            job.job_id,
-            job.spec.kind,
-            job.state,
-            running_count(job),
-            job.spec.image,
-            age(job.submitted_at, now),
-            job.reason or NONE,
-        ]
-        for job in jobs
+def job_row(job: JobInfo, now: datetime | None = None) -> list[str]:
+    return [
+        job.job_id,
+        job.spec.kind,
+        job.state,
+        running_count(job),
+        job.spec.image,
+        age(job.submitted_at, now),
+        job.reason or NONE,
     ]
-    return table(["JOB", "KIND", "STATE", "RUNNING", "IMAGE", "AGE", "REASON"], rows)
+
+
+def task_row(task: TaskInfo, now: datetime | None = None) -> list[str]:
+    return [
+        task.task_id,
+        task.job_id,
+        task.node_id or NONE,
+        task.state,
+        NONE if task.exit_code is None else str(task.exit_code),
+        age(task.updated_at, now),
+        task.reason or NONE,
+    ]
+
+
+def node_row(node: NodeInfo) -> list[str]:
+    return [
+        node.node_id,
+        node.state,
+        f"{cpus(node.allocated.cpus)}/{cpus(node.capacity.cpus)}",
+        f"{format_size(node.allocated.memory)}/{format_size(node.capacity.memory)}",
+        str(node.tasks),
+        ",".join(f"{key}={value}" for key, value in sorted(node.labels.items())) or NONE,
+    ]
+
+
+def jobs_table(jobs: Sequence[JobInfo], now: datetime | None = None) -> str:
+    return table(JOB_HEADERS, [job_row(job, now) for job in jobs])
 
 
 def tasks_table(tasks: Sequence[TaskInfo], now: datetime | None = None) -> str:
-    rows = [
-        [
-            task.task_id,
-            task.job_id,
-            task.node_id or NONE,
-            task.state,
-            NONE if task.exit_code is None else str(task.exit_code),
-            age(task.updated_at, now),
-            task.reason or NONE,
-        ]
-        for task in tasks
-    ]
-    return table(["TASK", "JOB", "NODE", "STATE", "EXIT", "UPDATED", "REASON"], rows)
+    return table(TASK_HEADERS, [task_row(task, now) for task in tasks])
 
 
 def nodes_table(nodes: Sequence[NodeInfo]) -> str:
-    rows = [
-        [
-            node.node_id,
-            node.state,
-            f"{cpus(node.allocated.cpus)}/{cpus(node.capacity.cpus)}",
-            f"{format_size(node.allocated.memory)}/{format_size(node.capacity.memory)}",
-            str(node.tasks),
-            ",".join(f"{key}={value}" for key, value in sorted(node.labels.items())) or NONE,
-        ]
-        for node in nodes
-    ]
-    return table(["NODE", "STATE", "CPU", "MEMORY", "TASKS", "LABELS"], rows)
+    return table(NODE_HEADERS, [node_row(node) for node in nodes])
 
 
 def exit_codes(info: JobInfo) -> str:
     """`slot 0: 0, slot 1: 3` (or `-` for a slot that has no exit code yet)."""
     codes = info.exit_codes
+    omitted = _omitted(info)
     if not codes:
-        return "none (no tasks)"
-    return ", ".join(
+        return f"none shown{omitted}" if omitted else "none (no tasks)"
+    shown = ", ".join(
         f"slot {slot}: {NONE if code is None else code}" for slot, code in codes.items()
     )
+    return shown + omitted
+
+
+def _omitted(info: JobInfo) -> str:
+    if not info.tasks_omitted:
+        return ""
+    return f" (and {info.tasks_omitted} more tasks: `corral ps {visible(info.job_id)}`)"
+
+
+def job_state(info: JobInfo) -> str:
+    """`job web: running`, safe to print."""
+    return visible(f"job {info.job_id}: {info.state}")
 
 
 def job_summary(info: JobInfo) -> str:
-    """The job's id and state, then its tasks."""
+    """The job's id, state and reason, then its tasks (and how many the master left out)."""
     head = f"job {info.job_id}: {info.state}"
     if info.reason:
         head += f" ({info.reason})"
-    if not info.tasks:
-        return head
-    return f"{head}\n{tasks_table(info.tasks)}"
+    lines = [visible(head)]
+    if info.tasks:
+        lines.append(tasks_table(info.tasks))
+    if info.tasks_omitted:
+        lines.append(
+            f"({info.tasks_omitted} more tasks not shown: `corral ps {visible(info.job_id)}`)"
+        )
+    return "\n".join(lines)
 
 
 def event_summary(event: Event) -> str:
+    """What happened, in a few words, safe to print."""
     payload = event.payload
     reason_text = str(getattr(payload, "reason", "") or "")
     reason = f" ({reason_text})" if reason_text else ""
     if isinstance(payload, TaskStatus):
         code = "" if payload.exit_code is None else f" exit {payload.exit_code}"
-        return f"task {payload.task_id} on {payload.node_id}: {payload.state}{code}{reason}"
-    if isinstance(payload, JobEvent):
-        return f"job {payload.job_id}: {payload.state}{reason}"
-    if isinstance(payload, NodeEvent):
-        return f"node {payload.node_id}: {payload.state}{reason}"
-    return f"{payload.TYPE}: {payload.model_dump_json()}"
+        text = f"task {payload.task_id} on {payload.node_id}: {payload.state}{code}{reason}"
+    elif isinstance(payload, JobEvent):
+        text = f"job {payload.job_id}: {payload.state}{reason}"
+    elif isinstance(payload, NodeEvent):
+        text = f"node {payload.node_id}: {payload.state}{reason}"
+    else:
+        body = payload.model_dump_json()
+        if len(body) > OTHER_PAYLOAD_CHARS:
+            body = body[:OTHER_PAYLOAD_CHARS] + "…"
+        text = f"{payload.TYPE}: {body}"
+    return visible(text)
 
 
 def event_line(event: Event) -> str:
-    """`HH:MM:SS  routing.key  summary`, in local time."""
+    """`HH:MM:SS  routing.key  summary`, in local time, safe to print."""
     clock = event.sent_at.astimezone().strftime("%H:%M:%S")
-    return f"{clock}  {event.routing_key}  {event_summary(event)}"
+    return f"{clock}  {visible(event.routing_key)}  {event_summary(event)}"
 
 
 def event_json(event: Event) -> str:

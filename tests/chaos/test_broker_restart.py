@@ -96,7 +96,7 @@ def test_broker_restart_loses_no_job_and_disturbs_no_container(
         assert jobs["web"].state == "running" and jobs["long"].state == "running"
         assert jobs[queued.id].state == "pending"
         # No task was lost or restarted, and Docker never noticed.
-        assert all(t.attempt == 0 for j in jobs.values() for t in j.tasks)
+        assert all(t.attempt == 0 for t in after.tasks())
         assert {job: started_at(cluster, job) for job in ("web", "long")} == before
 
         # And the cluster takes new work.
