@@ -1,8 +1,9 @@
 """`corral master`: the I/O around the controller.
 
-One thread owns the bus. Every input — an API request, a heartbeat, a task
-status, a timer tick — is handed to the `Controller` on that thread (the
-single writer), then the commands and notifications it produced are
+One thread owns the bus. Every input — an API request (answered by
+`master.api.Api`), a heartbeat, a task status, a timer tick, an assignment the
+broker returned as unroutable — is handed to the `Controller` on that thread
+(the single writer), then the commands and notifications it produced are
 published: assignments to `corral.assign` (mandatory, confirmed, with this
 master's epoch), status events to `corral.status`.
 
@@ -18,22 +19,12 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any
 
 from bus import Bus, Delivery, topology
-from master.controller import ApiProblem, Command, Controller, StartCommand, StopCommand
+from master.api import Api
+from master.controller import Command, Controller, StartCommand, StopCommand
 from master.settings import MasterSettings
-from schemas.api import (
-    ApiError,
-    CancelJob,
-    GetJob,
-    ListJobs,
-    ListNodes,
-    ListTasks,
-    Reply,
-    ScaleJob,
-    SubmitJob,
-)
+from schemas.api import ApiError, Reply
 from schemas.envelope import Message
 from schemas.messages import (
     Heartbeat,
@@ -54,6 +45,7 @@ class MasterDaemon:
         self.clock = clock
         self.epoch = int(clock() * 1000)
         self.controller = Controller(settings, self.epoch)
+        self.api = Api(self.controller)
         self.bus = Bus(settings.amqp_url, name=f"master:{settings.name}")
         self.bus.consume_messages(topology.API_QUEUE_DECL, self._on_api, prefetch=64)
         self.bus.consume_messages(topology.heartbeat_queue(), self._on_heartbeat, prefetch=1000)
@@ -87,12 +79,11 @@ class MasterDaemon:
 
     def _on_api(self, message: Message, delivery: Delivery) -> None:
         try:
-            result = self._answer(message.payload)
-            reply = Reply(ok=True, result=result)
-        except ApiProblem as problem:
-            reply = Reply(
-                ok=False,
-                error=ApiError(code=problem.code, message=str(problem), field=problem.field),
+            reply = self.api.answer(
+                message.payload,
+                message_id=message.envelope.message_id,
+                now=self.clock(),
+                token=uuid.uuid4().hex[:6],
             )
         except Exception as exc:
             log.exception("request %s failed", message.envelope.type)
@@ -100,36 +91,6 @@ class MasterDaemon:
         self._publish_outputs()
         self.bus.reply(delivery, reply)
         delivery.ack()
-
-    def _answer(self, request: Payload) -> Any:
-        now = self.clock()
-        controller, state = self.controller, self.controller.state
-        match request:
-            case SubmitJob(spec=spec):
-                token = uuid.uuid4().hex[:6]
-                return controller.submit(spec, now, submission=token).model_dump(mode="json")
-            case CancelJob(job_id=job_id):
-                return controller.cancel(job_id, now).model_dump(mode="json")
-            case ScaleJob(job_id=job_id, replicas=replicas):
-                return controller.scale(job_id, replicas, now).model_dump(mode="json")
-            case GetJob(job_id=job_id):
-                return controller.job_info(job_id).model_dump(mode="json")
-            case ListJobs(include_done=include_done):
-                infos = [state.job_info(job) for job in state.jobs.values()]
-                done = ("complete", "failed", "cancelled")
-                return [
-                    info.model_dump(mode="json")
-                    for info in infos
-                    if include_done or info.state not in done
-                ]
-            case ListTasks(job_id=job_id):
-                if job_id is not None and job_id not in state.jobs:
-                    raise ApiProblem("not_found", f"no job named {job_id!r}", "job_id")
-                tasks = [t for t in state.tasks.values() if job_id in (None, t.job_id)]
-                return [t.info().model_dump(mode="json") for t in tasks]
-            case ListNodes():
-                return [node.info().model_dump(mode="json") for node in state.nodes.values()]
-        raise ApiProblem("invalid", f"{request.TYPE!r} is not an API request", "type")
 
     # -- outputs --
 
@@ -149,7 +110,9 @@ class MasterDaemon:
     def _send(self, command: Command) -> None:
         state = self.controller.state
         if isinstance(command, StartCommand):
-            task = state.tasks[command.task_id]
+            task = state.tasks.get(command.task_id)
+            if task is None:  # forgotten within the same input: nothing to start
+                return
             payload: Payload = StartTask(
                 task_id=task.task_id,
                 job_id=task.job_id,

@@ -6,7 +6,9 @@ exactly these). Events carry their own time (`at`, seconds since the epoch)
 so that applying them never reads a clock.
 
 `NodeObserved` is soft state rebuilt from heartbeats; it is marked
-`JOURNALED = False` and a journal skips it.
+`JOURNALED = False` and a journal skips it. Forgetting is a change like any
+other (`TaskForgotten`, `JobForgotten`), so a replay forgets exactly what the
+master forgot.
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ class TaskCreated(Event):
     attempt: int
     not_before: float = 0.0
     reason: str = ""
+    failures: int = 0  # consecutive failures of the slot before this attempt
 
 
 class TaskUnplaced(Event):
@@ -87,6 +90,31 @@ class TaskUpdated(Event):
     retryable: bool = True
 
 
+class TaskUndelivered(Event):
+    """An assignment came back unroutable: the task is lost, and its node takes no new
+    tasks until `hold_until` (its agent is not consuming its queue), for `reason`."""
+
+    kind: Literal["task.undelivered"] = "task.undelivered"
+    task_id: str
+    node_id: str
+    hold_until: float
+    reason: str
+
+
+class TaskForgotten(Event):
+    """An ended attempt that is not its slot's current one leaves the master's memory."""
+
+    kind: Literal["task.forgotten"] = "task.forgotten"
+    task_id: str
+
+
+class JobForgotten(Event):
+    """An ended job and all its tasks leave the master's memory."""
+
+    kind: Literal["job.forgotten"] = "job.forgotten"
+    job_id: str
+
+
 class NodeObserved(Event):
     """A heartbeat arrived. Soft state: not journaled."""
 
@@ -111,10 +139,13 @@ AnyEvent = Annotated[
     | JobScaled
     | JobCancelled
     | JobFailed
+    | JobForgotten
     | TaskCreated
     | TaskUnplaced
     | TaskAssigned
     | TaskUpdated
+    | TaskUndelivered
+    | TaskForgotten
     | NodeObserved
     | NodeStateChanged,
     Field(discriminator="kind"),

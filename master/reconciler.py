@@ -4,7 +4,9 @@
   `on-failure` after a non-zero exit).
 - A batch slot retries a failed task up to `max_retries` times, then the job
   fails. Exit code 0 completes the slot.
-- A task lost with its node is replaced at once and does not count as a failure.
+- A task lost with its node is replaced at once and does not count as a failure;
+  one lost because its assignment could not be delivered is replaced after a
+  backoff (by the undelivered losses in a row).
 - A start failure that retrying cannot fix (a missing image) fails the job.
 
 Pure: reads the state, returns events.
@@ -28,20 +30,37 @@ def restart_delay(policy: RestartPolicy, failures: int) -> float:
     return float(min(policy.backoff_max, policy.backoff_initial * 2.0**doublings))
 
 
+def failures_after(job: Job, task: Task) -> int:
+    """Consecutive failures of a slot once `task`, its newest attempt, has ended.
+
+    Each attempt carries the count it started with (`Task.failures`), so this
+    reads one task, however many older attempts were forgotten: lost and stopped
+    attempts do not count, a service's healthy run resets the count, and a
+    service that exits cleanly and restarts still backs off.
+    """
+    if not task.terminal or task.state in ("lost", "stopped"):
+        return task.failures
+    ran = (task.updated_at - task.started_at) if task.started_at is not None else 0.0
+    if ran >= HEALTHY_RUN_SECONDS and job.spec.kind == "service":
+        return 0
+    if task.state == "failed" or task.exit_code != 0 or job.spec.kind == "service":
+        return task.failures + 1
+    return task.failures
+
+
 def consecutive_failures(state: ClusterState, job: Job, slot: int) -> int:
     """Failed attempts of a slot since its last healthy run; lost and stopped tasks do not count."""
+    attempts = job.slots.get(slot)
+    return failures_after(job, state.tasks[attempts[-1]]) if attempts else 0
+
+
+def undelivered_losses(state: ClusterState, job: Job, slot: int) -> int:
+    """How many of the slot's newest attempts in a row were lost undelivered (of those kept)."""
     count = 0
     for task_id in reversed(job.slots.get(slot, [])):
-        task = state.tasks[task_id]
-        if task.state in ("lost", "stopped"):
-            continue
-        ran = (task.updated_at - task.started_at) if task.started_at is not None else 0.0
-        if ran >= HEALTHY_RUN_SECONDS and job.spec.kind == "service":
+        if not state.tasks[task_id].undelivered:
             break
-        if task.state == "failed" or (task.state == "exited" and task.exit_code != 0):
-            count += 1
-        elif task.state == "exited" and job.spec.kind == "service":
-            count += 1  # a service that exits cleanly and restarts still backs off
+        count += 1
     return count
 
 
@@ -72,21 +91,40 @@ def after_task_ended(state: ClusterState, task: Task, now: float) -> list[ev.Eve
         return []
     if job.slots[task.slot][-1] != task.task_id or task.state == "stopped":
         return []  # an older attempt, or one the master stopped on purpose
+    failures = consecutive_failures(state, job, task.slot)
     if task.state == "lost":
-        return [new_attempt(job, task.slot, task.attempt + 1, now=now)]
+        return [_replacement(state, job, task, failures, now)]
     if task.state == "failed" and not task.retryable:
         return [ev.JobFailed(at=now, job_id=job.job_id, reason=_describe(task))]
     if not _wants_restart(job, task):
         if _succeeded(task) or (job.spec.kind == "service" and task.state == "exited"):
             return []  # the slot is done
         return [ev.JobFailed(at=now, job_id=job.job_id, reason=_describe(task))]
-    failures = consecutive_failures(state, job, task.slot)
     if job.spec.kind == "batch" and failures > job.spec.restart.max_retries:
         reason = f"{_describe(task)}; gave up after {failures - 1} retries"
         return [ev.JobFailed(at=now, job_id=job.job_id, reason=reason)]
     delay = restart_delay(job.spec.restart, failures)
     reason = f"restarting after {task.task_id} {_failure_text(task)}"
-    return [new_attempt(job, task.slot, task.attempt + 1, now=now, delay=delay, reason=reason)]
+    return [
+        new_attempt(
+            job, task.slot, task.attempt + 1, now=now, delay=delay, reason=reason, failures=failures
+        )
+    ]
+
+
+def _replacement(state: ClusterState, job: Job, task: Task, failures: int, now: float) -> ev.Event:
+    """The next attempt after a loss: at once, unless the assignment never reached a node.
+
+    Undelivered assignments back off like restarts (by the losses in a row), so a
+    node that takes tasks but never runs them cannot make the master spin.
+    """
+    delay, reason = 0.0, ""
+    if task.undelivered:
+        delay = restart_delay(job.spec.restart, undelivered_losses(state, job, task.slot))
+        reason = f"replacing {task.task_id}, whose assignment could not be delivered"
+    return new_attempt(
+        job, task.slot, task.attempt + 1, now=now, delay=delay, reason=reason, failures=failures
+    )
 
 
 def _describe(task: Task) -> str:
@@ -94,7 +132,14 @@ def _describe(task: Task) -> str:
 
 
 def new_attempt(
-    job: Job, slot: int, attempt: int, *, now: float, delay: float = 0.0, reason: str = ""
+    job: Job,
+    slot: int,
+    attempt: int,
+    *,
+    now: float,
+    delay: float = 0.0,
+    reason: str = "",
+    failures: int = 0,
 ) -> ev.TaskCreated:
     if delay:
         reason = f"{reason} (in {delay:g} s)" if reason else f"waiting {delay:g} s"
@@ -106,6 +151,7 @@ def new_attempt(
         attempt=attempt,
         not_before=now + delay,
         reason=reason,
+        failures=failures,
     )
 
 
@@ -116,6 +162,7 @@ def fill_slots(state: ClusterState, job: Job, now: float) -> list[ev.Event]:
         attempts = job.slots.get(slot)
         if not attempts:
             events.append(new_attempt(job, slot, 0, now=now))
-        elif state.tasks[attempts[-1]].state == "stopped":  # scaled down earlier
-            events.append(new_attempt(job, slot, len(attempts), now=now))
+        elif (newest := state.tasks[attempts[-1]]).state == "stopped":  # scaled down earlier
+            failures = failures_after(job, newest)
+            events.append(new_attempt(job, slot, newest.attempt + 1, now=now, failures=failures))
     return events

@@ -1,35 +1,39 @@
 """Placement: filter the nodes that can run a task, then score the ones that can.
 
-Filters, in order: the node is ready; its labels satisfy the job's
-constraints; it has the free CPU and memory; its host ports are free. A task
-no node passes stays pending, with a reason built from what each node lacked
-("2 nodes have less than 8 free CPUs (the most free: 2)").
+Filters, in order: the node is ready; it is not held (e.g. its assignments
+came back unroutable); its labels satisfy the job's constraints; it has the
+free CPU and memory; its host ports are free. A task no node passes stays
+pending, with a reason built from what each node lacked ("2 nodes have less
+than 8 free CPUs (the most free: 2)").
 
 Scoring: `spread` (default) prefers the node running the fewest tasks of the
 same job, then the least loaded; `binpack` prefers the fullest node that fits.
 
-Pure: reads the state, returns events. The caller applies them, one by one,
-so every placement in a pass sees the resources the previous ones took.
+A scheduling pass (`plan`) takes the pending tasks that are due, oldest first,
+job by job. For each job it filters and scores every node once, then hands
+out its tasks from a heap of the candidates: placing a task changes only the
+node it went to, so only that node is filtered and scored again. Once no node
+is left for a job, no later task of that job fits in this pass either (a pass
+only ever takes room), so they all get the same reason, computed once. The
+cost of a pass is about (nodes x jobs) + (tasks x log nodes), not tasks x nodes.
+
+Pure: reads the state, yields events. The caller applies each event before
+asking for the next, so every placement sees the room the previous ones took.
 """
 
 from __future__ import annotations
 
+import heapq
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from itertools import groupby
 
 from master import events as ev
-from master.state import ClusterState, Job, Node, Task
+from master.model import Job, Node, Task
+from master.state import ClusterState
 from schemas.job import JobSpec, format_size
 
-
-def _ports_in_use(state: ClusterState, node: Node) -> set[tuple[int, str]]:
-    used: set[tuple[int, str]] = set()
-    for task_id in node.task_ids:
-        task = state.tasks.get(task_id)
-        job = state.jobs.get(task.job_id) if task else None
-        if job is not None:
-            used.update((port.host, port.protocol) for port in job.spec.ports)
-    return used
+Score = tuple[float, float, str]
 
 
 def _constraints_met(spec: JobSpec, node: Node) -> bool:
@@ -39,30 +43,31 @@ def _constraints_met(spec: JobSpec, node: Node) -> bool:
     return True
 
 
-def rejection(state: ClusterState, spec: JobSpec, node: Node) -> str | None:
+def rejection(spec: JobSpec, node: Node, now: float) -> str | None:
     """Why `node` cannot take a task of `spec` (a short category), or None if it can."""
     if node.state != "ready":
         return f"is {node.state}"
+    if node.held_until > now:
+        return node.held_reason or "is held"
     if not _constraints_met(spec, node):
         return "does not match the constraints " + ", ".join(spec.constraints)
     if node.free_cpu + 1e-9 < spec.cpu:
         return f"has less than {spec.cpu:g} free CPUs"
     if node.free_memory < spec.memory:
         return f"has less than {format_size(spec.memory)} free memory"
-    if spec.ports and _ports_in_use(state, node) & {(p.host, p.protocol) for p in spec.ports}:
+    if any(node.ports[(p.host, p.protocol)] for p in spec.ports):
         return "has a requested host port in use"
     return None
 
 
-def _score(state: ClusterState, job: Job, node: Node) -> tuple[float, ...]:
+def score(job: Job, node: Node) -> Score:
     """Lower is better."""
     cpu_load = node.used_cpu / node.capacity.cpus if node.capacity.cpus else 1.0
     memory_load = node.used_memory / node.capacity.memory if node.capacity.memory else 1.0
     load = (cpu_load + memory_load) / 2
     if job.spec.placement == "binpack":
-        return (-load, node.node_id)  # type: ignore[return-value]
-    siblings = sum(1 for t in node.task_ids if state.tasks[t].job_id == job.job_id)
-    return (siblings, load, node.node_id)  # type: ignore[return-value]
+        return (-load, 0.0, node.node_id)
+    return (float(node.job_counts[job.job_id]), load, node.node_id)
 
 
 def _plural(phrase: str) -> str:
@@ -70,8 +75,9 @@ def _plural(phrase: str) -> str:
     return f"{ {'has': 'have', 'is': 'are', 'does': 'do'}.get(verb, verb) } {rest}"
 
 
-def unplaced_reason(state: ClusterState, spec: JobSpec, nodes: Iterable[Node]) -> str:
-    reasons = Counter(rejection(state, spec, node) for node in nodes)
+def unplaced_reason(spec: JobSpec, nodes: Iterable[Node], now: float) -> str:
+    nodes = list(nodes)
+    reasons = Counter(rejection(spec, node, now) for node in nodes)
     reasons.pop(None, None)
     total = sum(reasons.values())
     if total == 0:
@@ -88,27 +94,64 @@ def unplaced_reason(state: ClusterState, spec: JobSpec, nodes: Iterable[Node]) -
     return f"no node can run it: {'; '.join(parts)}{detail}"
 
 
-def place(state: ClusterState, task: Task) -> Node | None:
-    """The best node for `task`, or None if none fits."""
+def place(state: ClusterState, task: Task, now: float) -> Node | None:
+    """The best node for one task, or None if none fits (a whole pass uses `plan`)."""
     job = state.jobs[task.job_id]
-    candidates = [n for n in state.nodes.values() if rejection(state, job.spec, n) is None]
+    candidates = [n for n in state.nodes.values() if rejection(job.spec, n, now) is None]
     if not candidates:
         return None
-    return min(candidates, key=lambda node: _score(state, job, node))
-
-
-def schedule_one(state: ClusterState, task: Task, *, epoch: int, now: float) -> ev.Event | None:
-    """An assignment for a pending task, a new unplaced reason, or None (nothing changed)."""
-    node = place(state, task)
-    if node is not None:
-        return ev.TaskAssigned(at=now, task_id=task.task_id, node_id=node.node_id, epoch=epoch)
-    reason = unplaced_reason(state, state.jobs[task.job_id].spec, state.nodes.values())
-    if reason == task.reason:
-        return None
-    return ev.TaskUnplaced(at=now, task_id=task.task_id, reason=reason)
+    return min(candidates, key=lambda node: score(job, node))
 
 
 def ready_to_place(state: ClusterState, now: float) -> list[Task]:
     """Pending tasks whose backoff has passed, oldest first."""
-    tasks = [t for t in state.pending_tasks() if t.not_before <= now]
+    tasks = [t for t in state.pending.values() if t.not_before <= now]
     return sorted(tasks, key=lambda t: (t.created_at, t.task_id))
+
+
+def plan(state: ClusterState, *, epoch: int, now: float) -> Iterator[ev.Event]:
+    """One scheduling pass: an assignment or a new unplaced reason per due pending task.
+
+    Jobs are served in the order of their oldest due task; apply each event
+    before taking the next one.
+    """
+    due = ready_to_place(state, now)
+    first_seen: dict[str, int] = {}
+    for index, task in enumerate(due):
+        first_seen.setdefault(task.job_id, index)
+    due.sort(key=lambda t: first_seen[t.job_id])  # stable: oldest first within a job
+    for job_id, tasks in groupby(due, key=lambda t: t.job_id):
+        yield from _place_job(state, state.jobs[job_id], list(tasks), epoch=epoch, now=now)
+
+
+def _place_job(
+    state: ClusterState, job: Job, tasks: list[Task], *, epoch: int, now: float
+) -> Iterator[ev.Event]:
+    candidates = [
+        (score(job, node), node.node_id)
+        for node in state.nodes.values()
+        if rejection(job.spec, node, now) is None
+    ]
+    heapq.heapify(candidates)
+    reason = ""
+    for task in tasks:
+        if task.state != "pending":
+            continue
+        if candidates:
+            _, node_id = heapq.heappop(candidates)
+            yield ev.TaskAssigned(at=now, task_id=task.task_id, node_id=node_id, epoch=epoch)
+            node = state.nodes[node_id]
+            if rejection(job.spec, node, now) is None:
+                heapq.heappush(candidates, (score(job, node), node_id))
+            continue
+        reason = reason or unplaced_reason(job.spec, state.nodes.values(), now)
+        if task.reason != reason:
+            yield ev.TaskUnplaced(at=now, task_id=task.task_id, reason=reason)
+
+
+def next_due(state: ClusterState, now: float) -> float:
+    """When waiting alone will next change what a pass can do: a pending task's backoff
+    ends, or a node's hold does. Infinity if never."""
+    times = [t.not_before for t in state.pending.values() if t.not_before > now]
+    times += [n.held_until for n in state.nodes.values() if n.held_until > now]
+    return min(times, default=float("inf"))

@@ -19,3 +19,14 @@ class MasterSettings(BaseModel):
     # If more than this share of ready nodes go silent at once, hold: it is the
     # broker or our own link failing, not the fleet.
     partition_threshold: Annotated[float, Field(gt=0, le=1)] = 0.5
+    # History the master keeps, so its memory follows what it is told to keep and
+    # not how long it has run: ended jobs (oldest forgotten first) and, per slot,
+    # ended attempts besides the current one (oldest forgotten first).
+    keep_ended_jobs: Annotated[int, Field(ge=0)] = 1000
+    keep_attempts: Annotated[int, Field(ge=0)] = 5
+    # Mutating requests (submit, cancel, scale) remembered by message id, so a
+    # redelivered one gets the same outcome instead of being carried out again.
+    remember_requests: Annotated[int, Field(ge=0)] = 10_000
+    # A node whose assignment came back unroutable (no queue: its agent is not
+    # consuming) takes no new tasks for this many seconds.
+    unroutable_hold: Annotated[float, Field(gt=0)] = 30.0

@@ -3,128 +3,52 @@
 Applying never reads a clock, never does I/O and never fails on an event that
 refers to something gone (it is ignored): the same events in the same order
 always give the same state. Controllers read this state and return events.
+
+Besides jobs, tasks and nodes, `apply` keeps indexes so that no input costs
+time in proportion to all the master holds:
+
+- `pending`: the pending tasks (the scheduler's work list);
+- `ended`: the jobs that have ended, oldest first (the first to be forgotten);
+- per job, its slots' current attempts counted by state (its state derives from them);
+- per node, its tasks counted by job and the host ports they hold;
+- `placeable_version`: bumped by every change that may let a pending task be
+  placed (a new pending task, a booking released, a node that joins, comes
+  back, changes its capacity or labels, or is no longer held).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from functools import singledispatchmethod
+from collections import Counter
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from master import events as ev
-from schemas.api import JobInfo, NodeInfo, TaskInfo
-from schemas.job import JobSpec
-from schemas.messages import (
-    TERMINAL_TASK_STATES,
-    JobState,
-    NodeState,
-    Resources,
-    RunningTask,
-    TaskState,
-)
+from master.model import ACTIVE_TASK_STATES, Job, Node, Task, slot_done, task_id_for
+from schemas.messages import JobState
 
-ACTIVE_TASK_STATES: frozenset[str] = frozenset({"assigned", "running"})
+__all__ = ["ACTIVE_TASK_STATES", "ClusterState", "Job", "Node", "Task", "task_id_for"]
 
 
-def task_id_for(job_id: str, slot: int, attempt: int, submission: str = "") -> str:
-    """`<job>-<submission>-<slot>-<attempt>`, e.g. `web-3f9a1c-0-0`.
-
-    The submission token differs each time a name is submitted, also across master
-    restarts, so no task id (and container name) ever stands for two different tasks.
-    """
-    if submission:
-        return f"{job_id}-{submission}-{slot}-{attempt}"
-    return f"{job_id}-{slot}-{attempt}"
+E = TypeVar("E", bound=ev.Event)
+_Handler = Callable[["ClusterState", Any], None]
+_HANDLERS: dict[type[ev.Event], _Handler] = {}
 
 
-def _timestamp(at: float) -> datetime:
-    return datetime.fromtimestamp(at, UTC)
+def _handles(kind: type[E]) -> Callable[[Callable[[ClusterState, E], None]], _Handler]:
+    """Register a method as `apply`'s handler of one event class."""
+
+    def register(method: Callable[[ClusterState, E], None]) -> _Handler:
+        _HANDLERS[kind] = method
+        return method
+
+    return register
 
 
-@dataclass
-class Task:
-    task_id: str
-    job_id: str
-    slot: int
-    attempt: int
-    created_at: float
-    state: TaskState = "pending"
-    node_id: str | None = None
-    container_id: str = ""
-    exit_code: int | None = None
-    reason: str = ""
-    retryable: bool = True
-    not_before: float = 0.0
-    updated_at: float = 0.0
-    started_at: float | None = None
-
-    @property
-    def terminal(self) -> bool:
-        return self.state in TERMINAL_TASK_STATES
-
-    def info(self) -> TaskInfo:
-        return TaskInfo(
-            task_id=self.task_id,
-            job_id=self.job_id,
-            slot=self.slot,
-            attempt=self.attempt,
-            state=self.state,
-            node_id=self.node_id,
-            container_id=self.container_id,
-            exit_code=self.exit_code,
-            reason=self.reason,
-            updated_at=_timestamp(self.updated_at),
-        )
-
-
-@dataclass
-class Job:
-    job_id: str
-    spec: JobSpec
-    submitted_at: float
-    submission: str = ""  # this submission's token, part of its task ids
-    cancelled: bool = False
-    failed_reason: str = ""
-    # slot -> its attempts, oldest first
-    slots: dict[int, list[str]] = field(default_factory=dict)
-
-    @property
-    def replicas(self) -> int:
-        """The desired number of slots (`corral scale` changes the spec's count)."""
-        return self.spec.replicas
-
-
-@dataclass
-class Node:
-    node_id: str
-    state: NodeState
-    capacity: Resources
-    labels: dict[str, str]
-    boot_id: str
-    last_seen: float
-    reported: list[RunningTask] = field(default_factory=list)
-    used_cpu: float = 0.0
-    used_memory: int = 0
-    task_ids: set[str] = field(default_factory=set)
-
-    @property
-    def free_cpu(self) -> float:
-        return self.capacity.cpus - self.used_cpu
-
-    @property
-    def free_memory(self) -> int:
-        return self.capacity.memory - self.used_memory
-
-    def info(self) -> NodeInfo:
-        return NodeInfo(
-            node_id=self.node_id,
-            state=self.state,
-            capacity=self.capacity,
-            allocated=Resources(cpus=round(max(self.used_cpu, 0.0), 6), memory=self.used_memory),
-            labels=self.labels,
-            tasks=len(self.task_ids),
-            last_seen=_timestamp(self.last_seen),
-        )
+def _add(counter: Counter[Any], key: Any, amount: int) -> None:
+    """Add to a count, dropping keys that reach zero (counters of gone things stay empty)."""
+    counter[key] += amount
+    if counter[key] == 0:
+        del counter[key]
 
 
 class ClusterState:
@@ -132,49 +56,60 @@ class ClusterState:
         self.jobs: dict[str, Job] = {}
         self.tasks: dict[str, Task] = {}
         self.nodes: dict[str, Node] = {}
+        self.pending: dict[str, Task] = {}
+        self.ended: dict[str, None] = {}  # job ids, in the order the jobs ended
+        self.placeable_version = 0
 
     # -- the only mutation --
 
-    @singledispatchmethod
     def apply(self, event: ev.Event) -> None:
-        raise TypeError(f"unknown event {type(event).__name__}")
+        handler = _HANDLERS.get(type(event))
+        if handler is None:
+            raise TypeError(f"unknown event {type(event).__name__}")
+        handler(self, event)
 
-    @apply.register
+    @_handles(ev.JobSubmitted)
     def _job_submitted(self, event: ev.JobSubmitted) -> None:
         old = self.jobs.get(event.job_id)
         if old is not None:  # a finished job's name is reused: forget the old one
-            for attempts in old.slots.values():
-                for task_id in attempts:
-                    self._unbind(self.tasks[task_id])
-                    del self.tasks[task_id]
-        self.jobs[event.job_id] = Job(
-            event.job_id,
-            event.spec,
-            event.at,
-            submission=event.submission,
-        )
+            self._drop_job(old)
+        job = Job(event.job_id, event.spec, event.at, submission=event.submission)
+        self.jobs[event.job_id] = job
+        self._check_ended(job)  # a batch job of 0 replicas has nothing to do
 
-    @apply.register
+    @_handles(ev.JobScaled)
     def _job_scaled(self, event: ev.JobScaled) -> None:
         if job := self.jobs.get(event.job_id):
             job.spec = job.spec.model_copy(update={"replicas": event.replicas})
+            self._recount(job)
+            self._check_ended(job)
 
-    @apply.register
+    @_handles(ev.JobCancelled)
     def _job_cancelled(self, event: ev.JobCancelled) -> None:
         if job := self.jobs.get(event.job_id):
             job.cancelled = True
+            self._check_ended(job)
 
-    @apply.register
+    @_handles(ev.JobFailed)
     def _job_failed(self, event: ev.JobFailed) -> None:
         if job := self.jobs.get(event.job_id):
             job.failed_reason = event.reason
+            self._check_ended(job)
 
-    @apply.register
+    @_handles(ev.JobForgotten)
+    def _job_forgotten(self, event: ev.JobForgotten) -> None:
+        if job := self.jobs.get(event.job_id):
+            self._drop_job(job)
+
+    @_handles(ev.TaskCreated)
     def _task_created(self, event: ev.TaskCreated) -> None:
         job = self.jobs.get(event.job_id)
-        if job is None:
+        if job is None or event.task_id in self.tasks:
             return
-        self.tasks[event.task_id] = Task(
+        attempts = job.slots.setdefault(event.slot, [])
+        if attempts:  # the previous attempt is no longer the slot's current one
+            self._tally(job, self.tasks[attempts[-1]], -1)
+        task = Task(
             task_id=event.task_id,
             job_id=event.job_id,
             slot=event.slot,
@@ -183,30 +118,45 @@ class ClusterState:
             not_before=event.not_before,
             reason=event.reason,
             updated_at=event.at,
+            failures=event.failures,
         )
-        job.slots.setdefault(event.slot, []).append(event.task_id)
+        self.tasks[task.task_id] = task
+        attempts.append(task.task_id)
+        self.pending[task.task_id] = task
+        self._tally(job, task, +1)
+        self.placeable_version += 1
+        self._check_ended(job)
 
-    @apply.register
+    @_handles(ev.TaskUnplaced)
     def _task_unplaced(self, event: ev.TaskUnplaced) -> None:
         if (task := self.tasks.get(event.task_id)) and task.state == "pending":
             task.reason = event.reason
 
-    @apply.register
+    @_handles(ev.TaskAssigned)
     def _task_assigned(self, event: ev.TaskAssigned) -> None:
         task = self.tasks.get(event.task_id)
         if task is None or task.state != "pending":
             return
+        job = self._current_job(task)
+        if job is not None:
+            self._tally(job, task, -1)
         task.state = "assigned"
         task.node_id = event.node_id
         task.reason = ""
         task.updated_at = event.at
+        if job is not None:
+            self._tally(job, task, +1)
+        del self.pending[task.task_id]
         self._bind(task)
 
-    @apply.register
+    @_handles(ev.TaskUpdated)
     def _task_updated(self, event: ev.TaskUpdated) -> None:
         task = self.tasks.get(event.task_id)
         if task is None or task.terminal:
             return
+        job = self._current_job(task)
+        if job is not None:
+            self._tally(job, task, -1)
         task.state = event.state
         task.exit_code = event.exit_code
         task.reason = event.reason
@@ -215,10 +165,45 @@ class ClusterState:
         task.updated_at = event.at
         if event.state == "running" and task.started_at is None:
             task.started_at = event.at
+        if job is not None:
+            self._tally(job, task, +1)
+            self._check_ended(job)
+        self.pending.pop(task.task_id, None)
         if task.terminal:
             self._unbind(task)
 
-    @apply.register
+    @_handles(ev.TaskUndelivered)
+    def _task_undelivered(self, event: ev.TaskUndelivered) -> None:
+        if node := self.nodes.get(event.node_id):
+            node.held_until = max(node.held_until, event.hold_until)
+            node.held_reason = event.reason
+        task = self.tasks.get(event.task_id)
+        if task is None or task.state != "assigned" or task.node_id != event.node_id:
+            return
+        job = self._current_job(task)
+        if job is not None:
+            self._tally(job, task, -1)
+        task.state = "lost"
+        task.reason = f"node {event.node_id} {event.reason}"
+        task.undelivered = True
+        task.updated_at = event.at
+        if job is not None:
+            self._tally(job, task, +1)
+        self._unbind(task)
+
+    @_handles(ev.TaskForgotten)
+    def _task_forgotten(self, event: ev.TaskForgotten) -> None:
+        task = self.tasks.get(event.task_id)
+        job = self.jobs.get(task.job_id) if task is not None else None
+        if task is None or job is None or not task.terminal:
+            return
+        attempts = job.slots.get(task.slot, [])
+        if task.task_id not in attempts[:-1]:  # never the slot's current attempt
+            return
+        attempts.remove(task.task_id)
+        del self.tasks[task.task_id]
+
+    @_handles(ev.NodeObserved)
     def _node_observed(self, event: ev.NodeObserved) -> None:
         node = self.nodes.get(event.node_id)
         if node is None:
@@ -231,17 +216,66 @@ class ClusterState:
                 event.at,
                 list(event.tasks),
             )
+            self.placeable_version += 1
             return
+        if node.capacity != event.capacity or node.labels != event.labels:
+            self.placeable_version += 1
+        if node.boot_id != event.boot_id and node.held_until:
+            # A new agent there: whatever made us hold the node may be fixed.
+            node.held_until, node.held_reason = 0.0, ""
+            self.placeable_version += 1
         node.capacity = event.capacity
         node.labels = event.labels
         node.boot_id = event.boot_id
         node.last_seen = event.at
         node.reported = list(event.tasks)
 
-    @apply.register
+    @_handles(ev.NodeStateChanged)
     def _node_state_changed(self, event: ev.NodeStateChanged) -> None:
-        if node := self.nodes.get(event.node_id):
+        node = self.nodes.get(event.node_id)
+        if node is not None and node.state != event.state:
             node.state = event.state
+            if event.state == "ready":
+                self.placeable_version += 1
+
+    # -- indexes --
+
+    def _current_job(self, task: Task) -> Job | None:
+        """The task's job if the task is its slot's current attempt, else None."""
+        job = self.jobs.get(task.job_id)
+        if job is None or job.slots.get(task.slot, [""])[-1] != task.task_id:
+            return None
+        return job
+
+    @staticmethod
+    def _tally(job: Job, task: Task, sign: int) -> None:
+        _add(job.task_counts, task.state, sign)
+        if task.slot < job.replicas:
+            _add(job.wanted, task.state, sign)
+            if slot_done(job.spec, task):
+                job.wanted_done += sign
+
+    def _recount(self, job: Job) -> None:
+        job.task_counts.clear()
+        job.wanted.clear()
+        job.wanted_done = 0
+        for attempts in job.slots.values():
+            self._tally(job, self.tasks[attempts[-1]], +1)
+
+    def _check_ended(self, job: Job) -> None:
+        if self.job_done(job):
+            self.ended.setdefault(job.job_id)
+        else:
+            self.ended.pop(job.job_id, None)
+
+    def _drop_job(self, job: Job) -> None:
+        for attempts in job.slots.values():
+            for task_id in attempts:
+                task = self.tasks.pop(task_id)
+                self._unbind(task)
+                self.pending.pop(task_id, None)
+        del self.jobs[job.job_id]
+        self.ended.pop(job.job_id, None)
 
     def _bind(self, task: Task) -> None:
         node = self.nodes.get(task.node_id or "")
@@ -251,6 +285,9 @@ class ClusterState:
         node.task_ids.add(task.task_id)
         node.used_cpu += job.spec.cpu
         node.used_memory += job.spec.memory
+        _add(node.job_counts, job.job_id, +1)
+        for port in job.spec.ports:
+            _add(node.ports, (port.host, port.protocol), +1)
 
     def _unbind(self, task: Task) -> None:
         node = self.nodes.get(task.node_id or "")
@@ -260,6 +297,10 @@ class ClusterState:
         node.task_ids.discard(task.task_id)
         node.used_cpu -= job.spec.cpu
         node.used_memory -= job.spec.memory
+        _add(node.job_counts, job.job_id, -1)
+        for port in job.spec.ports:
+            _add(node.ports, (port.host, port.protocol), -1)
+        self.placeable_version += 1
 
     # -- reading --
 
@@ -271,43 +312,41 @@ class ClusterState:
         return [task for task in self.current_tasks(job) if not task.terminal]
 
     def pending_tasks(self) -> list[Task]:
-        return [task for task in self.tasks.values() if task.state == "pending"]
+        return list(self.pending.values())
+
+    def job_done(self, job: Job) -> bool:
+        """Whether the job has ended: complete, failed or cancelled. O(1)."""
+        if job.cancelled or job.failed_reason:
+            return True
+        if job.replicas == 0 and job.spec.kind == "service":
+            return False
+        return job.wanted_done == job.replicas
 
     def job_state(self, job: Job) -> tuple[JobState, str]:
-        """A job's state and why, derived from its tasks."""
+        """A job's state and why, derived from its slots' counts.
+
+        Constant time except for a pending job's reason, found by a walk over its
+        slots up to the first pending task that has one.
+        """
         if job.cancelled:
             return "cancelled", ""
         if job.failed_reason:
             return "failed", job.failed_reason
-        current = [t for t in self.current_tasks(job) if t.slot < job.replicas]
         if job.replicas == 0 and job.spec.kind == "service":
             return "running", "scaled to 0 replicas"
-        if len(current) == job.replicas and all(self._slot_done(job, t) for t in current):
+        if job.wanted_done == job.replicas:
             return "complete", ""
-        waiting = [t for t in current if t.state in ("pending", "assigned")]
-        if any(t.state == "running" for t in current) and (job.spec.kind == "batch" or not waiting):
+        waiting = job.wanted["pending"] + job.wanted["assigned"]
+        if job.wanted["running"] and (job.spec.kind == "batch" or not waiting):
             return "running", ""
-        pending = next((t for t in current if t.state == "pending" and t.reason), None)
-        return "pending", pending.reason if pending else ""
+        return "pending", self._pending_reason(job)
 
-    @staticmethod
-    def _slot_done(job: Job, task: Task) -> bool:
-        if task.state != "exited":
-            return False
-        if job.spec.kind == "batch":
-            return task.exit_code == 0
-        return job.spec.restart_condition == "never" or (
-            job.spec.restart_condition == "on-failure" and task.exit_code == 0
-        )
-
-    def job_info(self, job: Job) -> JobInfo:
-        state, reason = self.job_state(job)
-        tasks = [self.tasks[t].info() for attempts in job.slots.values() for t in attempts]
-        return JobInfo(
-            job_id=job.job_id,
-            state=state,
-            reason=reason,
-            spec=job.spec,
-            submitted_at=_timestamp(job.submitted_at),
-            tasks=sorted(tasks, key=lambda t: (t.slot, t.attempt)),
-        )
+    def _pending_reason(self, job: Job) -> str:
+        if not job.wanted["pending"]:
+            return ""
+        for slot in range(job.replicas):
+            attempts = job.slots.get(slot)
+            task = self.tasks[attempts[-1]] if attempts else None
+            if task is not None and task.state == "pending" and task.reason:
+                return task.reason
+        return ""

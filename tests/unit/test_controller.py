@@ -6,10 +6,17 @@ from typing import Literal
 
 import pytest
 
-from master.controller import ApiProblem, Command, Controller, StartCommand, StopCommand
+from master.controller import (
+    UNROUTABLE_REASON,
+    ApiProblem,
+    Command,
+    Controller,
+    StartCommand,
+    StopCommand,
+)
 from master.settings import MasterSettings
 from schemas.messages import JobEvent, NodeEvent, Payload, TaskStatus
-from tests.unit.factories import heartbeat, job_spec, running
+from tests.unit.factories import GiB, heartbeat, job_spec, running
 
 Status = Literal["running", "exited", "failed", "stopped"]
 
@@ -230,16 +237,46 @@ def test_a_running_container_whose_status_was_lost_is_taken_as_running() -> None
     assert master.drain() == ([], [JobEvent(job_id="web", state="running")])
 
 
-def test_an_unroutable_assignment_loses_the_task_and_places_another() -> None:
-    master = controller("a")
+def test_an_unroutable_assignment_holds_the_node_and_backs_off_the_replacement() -> None:
+    master = controller("a", "b")
     master.submit(job_spec(), 1.0)
     master.drain()
     master.assignment_unroutable("web-0-0", 2.0)
     task = master.state.tasks["web-0-0"]
-    assert (task.state, task.reason) == ("lost", "node a has no assignment queue")
-    assert starts(master.drain()[0]) == {"web-0-1": "a"}
+    assert (task.state, task.reason) == ("lost", f"node a {UNROUTABLE_REASON}")
+    assert starts(master.drain()[0]) == {}  # the replacement waits for its backoff
+    replacement = master.state.tasks["web-0-1"]
+    assert replacement.reason == (
+        "replacing web-0-0, whose assignment could not be delivered (in 1 s)"
+    )
+    for node_id in ("a", "b"):
+        master.heartbeat(heartbeat(node_id, seq=1), 3.0)
+    master.tick(3.0)
+    assert starts(master.drain()[0]) == {"web-0-1": "b"}  # not a: it is held
     master.assignment_unroutable("web-0-0", 3.0)  # not assigned any more: ignored
     assert master.drain()[0] == []
+
+
+def test_a_node_without_a_queue_cannot_make_the_master_spin() -> None:
+    """It heartbeats with room for everything but never consumes: records stay few."""
+    master = controller("real")
+    master.heartbeat(heartbeat("fake", cpus=1000, memory=1000 * GiB), 0.0)
+    master.submit(job_spec(kind="service", replicas=4, cpu=1), 0.0)
+    now = 0.0
+    while now < 120.0:
+        commands, _ = master.drain()
+        for start in (c for c in commands if isinstance(c, StartCommand)):
+            if start.node_id == "fake":
+                master.assignment_unroutable(start.task_id, now)
+            else:
+                report(master, start.task_id, "running", now)
+        now += 0.25
+        master.heartbeat(heartbeat("real", seq=int(now * 4)), now)
+        master.heartbeat(heartbeat("fake", cpus=1000, memory=1000 * GiB), now)
+        master.tick(now)
+    assert master.job_info("web").state == "running"
+    assert len(master.state.tasks) == 6  # 2 lost on the fake node, 4 running
+    assert {t.node_id for t in master.state.live_tasks(master.state.jobs["web"])} == {"real"}
 
 
 def test_journal_receives_only_journaled_events() -> None:

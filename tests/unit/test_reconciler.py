@@ -223,3 +223,54 @@ def test_new_attempt_without_a_reason_says_it_waits() -> None:
     created = reconciler.new_attempt(job, 0, 4, now=10.0, delay=2.5)
     assert (created.task_id, created.not_before) == ("web-0-4", 12.5)
     assert created.reason == "waiting 2.5 s"
+
+
+# -- counts that survive forgetting --
+
+
+def test_each_new_attempt_carries_the_slots_failures() -> None:
+    cluster = cluster_with(kind="service")
+    created = only_attempt(end(cluster, "web-0-0", "exited", 1))
+    assert created.failures == 1
+    cluster.apply(created)
+    lost = only_attempt(end(cluster, created.task_id, "lost"))
+    assert lost.failures == 1  # a loss is not a failure, and does not reset the count
+    cluster.apply(lost, ev.TaskForgotten(at=cluster.now, task_id="web-0-0"))
+    cluster.apply(ev.TaskForgotten(at=cluster.now, task_id=created.task_id))
+    again = only_attempt(end(cluster, lost.task_id, "exited", 1))
+    assert (again.failures, again.not_before) == (2, cluster.now + 2.0)
+
+
+def test_scaling_back_up_keeps_the_count_and_numbers_attempts_on() -> None:
+    cluster = cluster_with(kind="service", replicas=2)
+    cluster.apply(only_attempt(end(cluster, "web-1-0", "exited", 1)))
+    cluster.apply(ev.JobScaled(at=cluster.now, job_id="web", replicas=1))
+    cluster.update("web-1-1", "stopped")
+    cluster.apply(ev.TaskForgotten(at=cluster.now, task_id="web-1-0"))
+    cluster.apply(ev.JobScaled(at=cluster.now, job_id="web", replicas=2))
+    (refill,) = reconciler.fill_slots(cluster.state, cluster.state.jobs["web"], cluster.now)
+    assert isinstance(refill, ev.TaskCreated)
+    assert (refill.task_id, refill.failures) == ("web-1-2", 1)
+
+
+def undeliver(cluster: Cluster, task_id: str) -> list[ev.Event]:
+    cluster.assign(task_id, "a")
+    cluster.apply(
+        ev.TaskUndelivered(
+            at=cluster.now, task_id=task_id, node_id="a", hold_until=cluster.now, reason="x"
+        )
+    )
+    return reconciler.after_task_ended(cluster.state, cluster.state.tasks[task_id], cluster.now)
+
+
+def test_undelivered_assignments_are_replaced_after_a_growing_backoff() -> None:
+    cluster = cluster_with(kind="service")
+    task_id, delays = "web-0-0", []
+    for _ in range(4):
+        created = only_attempt(undeliver(cluster, task_id))
+        assert created.failures == 0  # the job did nothing wrong
+        delays.append(created.not_before - cluster.now)
+        cluster.apply(created)
+        task_id = created.task_id
+    assert delays == [1.0, 2.0, 4.0, 8.0]
+    assert "could not be delivered" in created.reason

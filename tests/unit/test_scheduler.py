@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from collections import Counter
 from typing import Literal
 
@@ -13,20 +14,24 @@ from master.state import Task
 from tests.unit.factories import Cluster, GiB, MiB, job_spec
 
 
+def run_pass(cluster: Cluster, *, epoch: int = 1) -> list[ev.Event]:
+    """One scheduling pass, applying each event before the next placement, as the master does."""
+    events = []
+    for event in scheduler.plan(cluster.state, epoch=epoch, now=cluster.now):
+        cluster.apply(event)
+        events.append(event)
+    return events
+
+
 def place_all(cluster: Cluster, job_id: str) -> Counter[str]:
-    """Schedule every pending task of `job_id`, applying each event before the next placement."""
-    for task in scheduler.ready_to_place(cluster.state, cluster.now):
-        if task.job_id != job_id:
-            continue
-        event = scheduler.schedule_one(cluster.state, task, epoch=1, now=cluster.now)
-        if event is not None:
-            cluster.apply(event)
+    """Schedule every pending task; where the tasks of `job_id` went."""
+    run_pass(cluster)
     job = cluster.state.jobs[job_id]
     return Counter(t.node_id for t in cluster.state.current_tasks(job) if t.node_id)
 
 
 def node_of(cluster: Cluster, task: Task) -> str | None:
-    node = scheduler.place(cluster.state, task)
+    node = scheduler.place(cluster.state, task, cluster.now)
     return node.node_id if node else None
 
 
@@ -160,7 +165,7 @@ def test_binpack_prefers_the_fuller_node() -> None:
 
 def reason(cluster: Cluster, **fields: object) -> str:
     spec = job_spec("probe", **fields)
-    return scheduler.unplaced_reason(cluster.state, spec, cluster.state.nodes.values())
+    return scheduler.unplaced_reason(spec, cluster.state.nodes.values(), cluster.now)
 
 
 def test_reason_for_too_few_cpus() -> None:
@@ -208,26 +213,26 @@ def test_reason_for_ports_in_plural() -> None:
     )
 
 
-def test_schedule_one_reports_a_new_reason_once() -> None:
+def test_a_pass_reports_a_new_reason_once() -> None:
     cluster = Cluster(now=5.0)
     task = cluster.state.tasks[cluster.job(job_spec(cpu=8)).slots[0][0]]
-    first = scheduler.schedule_one(cluster.state, task, epoch=3, now=5.0)
+    (first,) = run_pass(cluster, epoch=3)
     assert isinstance(first, ev.TaskUnplaced)
-    assert (first.task_id, first.at) == (task.task_id, 5.0)
-    cluster.apply(first)
-    assert task.reason == first.reason
-    assert scheduler.schedule_one(cluster.state, task, epoch=3, now=6.0) is None
+    assert (first.task_id, first.at, task.reason) == (task.task_id, 5.0, first.reason)
+    cluster.now = 6.0
+    assert run_pass(cluster) == []
     cluster.node("a", cpus=2)  # a different reason now
-    second = scheduler.schedule_one(cluster.state, task, epoch=3, now=7.0)
+    (second,) = run_pass(cluster)
     assert isinstance(second, ev.TaskUnplaced) and "1 node has less than 8" in second.reason
 
 
-def test_schedule_one_assigns_with_the_epoch() -> None:
-    cluster = Cluster()
+def test_a_pass_assigns_with_the_epoch() -> None:
+    cluster = Cluster(now=4.0)
     cluster.node("a")
     task = cluster.state.tasks[cluster.job(job_spec()).slots[0][0]]
-    event = scheduler.schedule_one(cluster.state, task, epoch=9, now=4.0)
-    assert event == ev.TaskAssigned(at=4.0, task_id=task.task_id, node_id="a", epoch=9)
+    assert run_pass(cluster, epoch=9) == [
+        ev.TaskAssigned(at=4.0, task_id=task.task_id, node_id="a", epoch=9)
+    ]
 
 
 def test_ready_to_place_honours_not_before_oldest_first() -> None:
@@ -246,3 +251,91 @@ def test_ready_to_place_honours_not_before_oldest_first() -> None:
     cluster.node("a")
     cluster.assign("a-job-0-0", "a")
     assert ready(10.0) == ["late-0-1", "b-job-0-0"]
+
+
+# -- a whole pass --
+
+
+def test_ten_thousand_replicas_nothing_can_run_all_wait_with_one_reason() -> None:
+    cluster = Cluster()
+    for index in range(100):
+        cluster.node(f"n{index:03}", cpus=2)
+    job = cluster.job(job_spec(cpu=64, replicas=10_000))
+    events = run_pass(cluster)
+    assert len(events) == 10_000 and all(isinstance(e, ev.TaskUnplaced) for e in events)
+    reasons = {t.reason for t in cluster.state.current_tasks(job)}
+    assert reasons == {
+        "no node can run it: 100 nodes have less than 64 free CPUs (the most free: 2 CPUs)"
+    }
+    assert run_pass(cluster) == []  # nothing changed: nothing to say
+
+
+@pytest.mark.parametrize("nodes", [1000])
+def test_ten_thousand_replicas_spread_evenly(nodes: int) -> None:
+    cluster = Cluster()
+    for index in range(nodes):
+        cluster.node(f"n{index:04}", cpus=64, memory=64 * GiB)
+    cluster.job(job_spec(cpu=0.01, memory="6m", replicas=10_000))
+    placed = place_all(cluster, "web")
+    assert sorted(set(placed.values())) == [10_000 // nodes]
+    assert len(placed) == nodes
+
+
+def test_a_pass_places_as_one_task_at_a_time_would() -> None:
+    """The heap of candidates gives the same placements as scoring every node per task."""
+    rng = random.Random(7)
+    sizes = [(rng.choice([1, 2, 4]), rng.choice([1, 4]) * GiB) for _ in range(12)]
+    fast, slow = Cluster(), Cluster()
+    for cluster in (fast, slow):
+        for index, (cpus, memory) in enumerate(sizes):
+            cluster.node(f"n{index:02}", cpus=cpus, memory=memory)
+        for name, placement in (("spread", "spread"), ("packed", "binpack"), ("ports", "spread")):
+            ports = ["8080:80"] if name == "ports" else []
+            cluster.job(job_spec(name, cpu=0.5, replicas=15, placement=placement, ports=ports))
+    run_pass(fast)
+    for task in scheduler.ready_to_place(slow.state, slow.now):
+        node = scheduler.place(slow.state, task, slow.now)
+        if node is not None:
+            slow.assign(task.task_id, node.node_id)
+    assert {t.task_id: t.node_id for t in fast.state.tasks.values()} == {
+        t.task_id: t.node_id for t in slow.state.tasks.values()
+    }
+
+
+def test_a_job_without_room_does_not_keep_others_waiting() -> None:
+    cluster = Cluster()
+    cluster.node("a", cpus=2)
+    cluster.job(job_spec("big", cpu=4, replicas=3))
+    cluster.job(job_spec("small", cpu=1, replicas=2))
+    assert place_all(cluster, "small") == {"a": 2}
+    big = cluster.state.current_tasks(cluster.state.jobs["big"])
+    assert {t.state for t in big} == {"pending"} and len({t.reason for t in big}) == 1
+
+
+def test_a_held_node_takes_nothing_until_its_hold_ends() -> None:
+    cluster = Cluster(now=10.0)
+    cluster.node("a")
+    cluster.job(job_spec("x"))
+    cluster.assign("x-0-0", "a")
+    cluster.apply(
+        ev.TaskUndelivered(
+            at=10.0, task_id="x-0-0", node_id="a", hold_until=40.0, reason="has no queue"
+        )
+    )
+    cluster.job(job_spec())
+    assert place_all(cluster, "web") == {}
+    assert cluster.state.tasks["web-0-0"].reason == "no node can run it: 1 node has no queue"
+    assert scheduler.next_due(cluster.state, cluster.now) == 40.0
+    cluster.now = 40.0
+    assert place_all(cluster, "web") == {"a": 1}
+
+
+def test_next_due_is_the_earliest_backoff_to_end() -> None:
+    cluster = Cluster(now=1.0)
+    cluster.job(job_spec(), tasks=False)
+    assert scheduler.next_due(cluster.state, 1.0) == float("inf")
+    cluster.attempt("web", 0, 1, not_before=9.0)
+    cluster.job(job_spec("other"), tasks=False)
+    cluster.attempt("other", 0, 1, not_before=5.0)
+    assert scheduler.next_due(cluster.state, 1.0) == 5.0
+    assert scheduler.next_due(cluster.state, 5.0) == 9.0

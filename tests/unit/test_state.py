@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from master import events as ev
+from master import views
 from master.state import ClusterState
 from schemas.messages import Resources
 from tests.unit.factories import Cluster, GiB, MiB, TaskUpdate, job_spec
@@ -22,9 +23,11 @@ def two_nodes() -> Cluster:
 def snapshot(state: ClusterState) -> Any:
     """Everything a client can see of the state."""
     return (
-        [state.job_info(job) for job in state.jobs.values()],
-        [node.info() for node in state.nodes.values()],
+        [views.job_detail(state, job) for job in state.jobs.values()],
+        [views.node_info(node) for node in state.nodes.values()],
         sorted(state.tasks),
+        sorted(state.pending),
+        list(state.ended),
     )
 
 
@@ -60,7 +63,7 @@ def test_assigning_takes_resources_and_running_does_not_add_more() -> None:
     assert (node.used_cpu, node.used_memory, node.task_ids) == (3.0, GiB, {"web-0-0", "web-1-0"})
     assert (node.free_cpu, node.free_memory) == (1.0, 7 * GiB)
     assert cluster.state.nodes["b"].used_cpu == 0
-    assert node.info().allocated == Resources(cpus=3.0, memory=GiB)
+    assert views.node_info(node).allocated == Resources(cpus=3.0, memory=GiB)
 
 
 @pytest.mark.parametrize("end", ["exited", "failed", "lost", "stopped"])
@@ -222,6 +225,10 @@ UNKNOWN_REFERENCES: list[ev.Event] = [
     ev.TaskAssigned(at=1.0, task_id="nope-0-0", node_id="a", epoch=1),
     ev.TaskUpdated(at=1.0, task_id="nope-0-0", state="lost"),
     ev.NodeStateChanged(at=1.0, node_id="nope", state="down"),
+    ev.JobForgotten(at=1.0, job_id="nope"),
+    ev.TaskForgotten(at=1.0, task_id="nope-0-0"),
+    ev.TaskForgotten(at=1.0, task_id="web-0-0"),  # the current attempt is never forgotten
+    ev.TaskUndelivered(at=1.0, task_id="nope-0-0", node_id="nope", hold_until=9.0, reason="x"),
 ]
 
 
@@ -260,10 +267,103 @@ def test_replaying_the_same_events_gives_the_same_state() -> None:
     for event in cluster.history:
         replayed.apply(event)
     assert snapshot(replayed) == snapshot(cluster.state)
-    info = replayed.job_info(replayed.jobs["batch"])
+    info = views.job_detail(replayed, replayed.jobs["batch"])
     assert [(t.task_id, t.state) for t in info.tasks] == [
         ("batch-0-0", "exited"),
         ("batch-0-1", "pending"),
         ("batch-1-0", "pending"),
     ]
     assert info.exit_codes == {0: None, 1: None}
+
+
+# -- indexes kept by apply --
+
+
+def test_task_counts_follow_each_slots_current_attempt() -> None:
+    cluster = two_nodes()
+    job = cluster.job(job_spec(kind="service", replicas=3))
+    assert job.task_counts == {"pending": 3}
+    cluster.assign("web-0-0", "a")
+    cluster.assign("web-1-0", "b")
+    cluster.update("web-0-0", "running")
+    cluster.update("web-1-0", "exited", 1)
+    assert job.task_counts == {"pending": 1, "running": 1, "exited": 1}
+    cluster.attempt("web", 1, 1)  # the exited attempt is no longer current
+    assert job.task_counts == {"pending": 2, "running": 1}
+    cluster.apply(ev.JobScaled(at=100.0, job_id="web", replicas=1))
+    assert (job.task_counts, job.wanted) == ({"pending": 2, "running": 1}, {"running": 1})
+
+
+def test_the_pending_index_holds_exactly_the_pending_tasks() -> None:
+    cluster = two_nodes()
+    cluster.job(job_spec(replicas=3))
+    cluster.assign("web-0-0", "a")
+    cluster.update("web-1-0", "stopped")
+    assert sorted(cluster.state.pending) == ["web-2-0"]
+    assert [t.task_id for t in cluster.state.pending_tasks()] == ["web-2-0"]
+
+
+def test_ended_jobs_are_listed_in_the_order_they_ended() -> None:
+    cluster = two_nodes()
+    for name in ("one", "two", "three"):
+        cluster.job(job_spec(name))
+    cluster.apply(ev.JobCancelled(at=100.0, job_id="three"))
+    cluster.assign("one-0-0", "a")
+    cluster.update("one-0-0", "exited", 0)
+    assert list(cluster.state.ended) == ["three", "one"]
+    cluster.job(job_spec("three"))  # the name is reused: a new job, not ended
+    assert list(cluster.state.ended) == ["one"]
+
+
+def test_nodes_count_their_tasks_by_job_and_their_ports() -> None:
+    cluster = two_nodes()
+    cluster.job(job_spec(ports=["8080:80", "53:53/udp"], replicas=2))
+    cluster.assign("web-0-0", "a")
+    node = cluster.state.nodes["a"]
+    assert (node.job_counts, node.ports) == ({"web": 1}, {(8080, "tcp"): 1, (53, "udp"): 1})
+    cluster.update("web-0-0", "exited", 0)
+    assert (node.job_counts, node.ports) == ({}, {})
+
+
+@pytest.mark.parametrize(
+    ("change", "bumps"),
+    [
+        (lambda c: c.attempt("web", 1, 0), True),
+        (lambda c: c.update("web-0-0", "exited", 0), True),
+        (lambda c: c.node("c"), True),
+        (lambda c: c.node("a", cpus=8), True),
+        (lambda c: c.node("a"), False),  # a heartbeat that changes nothing
+        (lambda c: c.node_state("a", "suspect"), False),
+        (lambda c: c.update("web-0-0", "running"), False),
+        (lambda c: c.apply(ev.TaskUnplaced(at=100.0, task_id="web-0-0", reason="x")), False),
+    ],
+)
+def test_placeable_version_moves_only_when_a_pending_task_may_fit(change: Any, bumps: bool) -> None:
+    cluster = two_nodes()
+    cluster.job(job_spec(replicas=2), tasks=False)
+    cluster.attempt("web", 0, 0)
+    cluster.assign("web-0-0", "a")
+    before = cluster.state.placeable_version
+    change(cluster)
+    assert (cluster.state.placeable_version != before) is bumps
+
+
+def test_an_undelivered_task_is_lost_and_holds_its_node() -> None:
+    cluster = two_nodes()
+    cluster.job(job_spec(cpu=1))
+    cluster.assign("web-0-0", "a")
+    cluster.apply(
+        ev.TaskUndelivered(
+            at=100.0, task_id="web-0-0", node_id="a", hold_until=130.0, reason="has no queue"
+        )
+    )
+    task, node = cluster.state.tasks["web-0-0"], cluster.state.nodes["a"]
+    assert (task.state, task.undelivered, task.reason) == ("lost", True, "node a has no queue")
+    assert (node.used_cpu, node.held_until, node.held_reason) == (0.0, 130.0, "has no queue")
+    cluster.node("a")  # the same agent: still held
+    assert node.held_until == 130.0
+    rebooted = ev.NodeObserved(
+        at=101.0, node_id="a", boot_id="new", capacity=node.capacity, labels={}
+    )
+    cluster.apply(rebooted)  # a new agent: maybe it consumes now
+    assert (node.held_until, node.held_reason) == (0.0, "")

@@ -1,0 +1,98 @@
+"""What clients see of the state: TaskInfo, NodeInfo and JobInfo, within a size budget.
+
+A JobInfo never grows with its job: `task_counts` is always complete (read from
+the job's counters), and its `tasks` stop once the reply would pass
+`limits.PAGE_BYTES`, the current attempt of each slot first, the rest counted
+in `tasks_omitted`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+from master.model import Job, Node, Task
+from master.state import ClusterState
+from schemas.api import JobInfo, NodeInfo, TaskInfo
+from schemas.limits import PAGE_BYTES
+from schemas.messages import Resources
+
+
+def timestamp(at: float) -> datetime:
+    return datetime.fromtimestamp(at, UTC)
+
+
+def json_size(info: TaskInfo | JobInfo | NodeInfo) -> int:
+    """Bytes of the item's compact JSON, as it travels inside a reply."""
+    return len(info.__pydantic_serializer__.to_json(info))
+
+
+def task_info(task: Task) -> TaskInfo:
+    return TaskInfo(
+        task_id=task.task_id,
+        job_id=task.job_id,
+        slot=task.slot,
+        attempt=task.attempt,
+        state=task.state,
+        node_id=task.node_id,
+        container_id=task.container_id,
+        exit_code=task.exit_code,
+        reason=task.reason,
+        updated_at=timestamp(task.updated_at),
+    )
+
+
+def node_info(node: Node) -> NodeInfo:
+    return NodeInfo(
+        node_id=node.node_id,
+        state=node.state,
+        capacity=node.capacity,
+        allocated=Resources(cpus=round(max(node.used_cpu, 0.0), 6), memory=node.used_memory),
+        labels=node.labels,
+        tasks=len(node.task_ids),
+        last_seen=timestamp(node.last_seen),
+    )
+
+
+def job_summary(state: ClusterState, job: Job) -> JobInfo:
+    """The job without its tasks (as listings show it), with complete `task_counts`."""
+    status, reason = state.job_state(job)
+    return JobInfo(
+        job_id=job.job_id,
+        state=status,
+        reason=reason,
+        spec=job.spec,
+        submitted_at=timestamp(job.submitted_at),
+        task_counts=dict(sorted(job.task_counts.items())),
+    )
+
+
+def _by_priority(state: ClusterState, job: Job) -> Iterator[Task]:
+    """The current attempt of each slot (by slot), then older attempts, newest first."""
+    slots = sorted(job.slots.items())
+    for _, attempts in slots:
+        yield state.tasks[attempts[-1]]
+    for _, attempts in slots:
+        for task_id in reversed(attempts[:-1]):
+            yield state.tasks[task_id]
+
+
+def job_detail(state: ClusterState, job: Job, budget: int = PAGE_BYTES) -> JobInfo:
+    """The job with as many of its tasks as fit in `budget` bytes of JSON, in all.
+
+    Tasks are chosen current attempts first and listed by (slot, attempt); the
+    ones left out are counted in `tasks_omitted` (`api.tasks` pages through all).
+    """
+    summary = job_summary(state, job)
+    room = budget - json_size(summary)
+    chosen: list[TaskInfo] = []
+    total = sum(len(attempts) for attempts in job.slots.values())
+    for task in _by_priority(state, job):
+        info = task_info(task)
+        size = json_size(info) + 1  # and its comma
+        if size > room:
+            break
+        chosen.append(info)
+        room -= size
+    chosen.sort(key=lambda t: (t.slot, t.attempt))
+    return summary.model_copy(update={"tasks": chosen, "tasks_omitted": total - len(chosen)})
