@@ -67,12 +67,23 @@ NOT_FOUND = 404
 RESOURCE_LOCKED = 405
 # The same failure to connect is logged again after this long (a new cause at once).
 REPEAT_LOG_SECONDS = 60.0
+# A connection lost sooner than this after it was made counts as short-lived: the next
+# reconnect waits with backoff even though connecting itself succeeded.
+SHORT_LIVED = 5.0
 
 MessageHandler = Callable[[Message, Delivery], None]
 
 
 class _ChannelBroken(ConnectionLost):
-    """The broker closed one of our channels (or cancelled a consumer) on a live connection."""
+    """The broker closed one of our channels (or cancelled a consumer) on a live connection.
+
+    `publishing`: it was the publishing channel, so what was in flight there may be the
+    cause (see `ConfirmingPublisher.detach`).
+    """
+
+    def __init__(self, reason: str, *, publishing: bool) -> None:
+        super().__init__(reason)
+        self.publishing = publishing
 
 
 class Bus:
@@ -105,7 +116,9 @@ class Bus:
         self._consumers: list[Consumer] = []
         self._on_connected: list[Callable[[bool], None]] = []
         self._timers = Timers()
-        self._broken: str | None = None
+        self._broken: tuple[str, bool] | None = None  # (why, the publishing channel?)
+        self._connected_at = 0.0
+        self._short_lived = 0  # connections in a row lost within SHORT_LIVED seconds
         self._last_failure: tuple[str, float] = ("", 0.0)
         self._rpc = Requester(self)
 
@@ -330,6 +343,8 @@ class Bus:
         """Serve until `stop` is set: I/O, handlers, timers, threadsafe calls, reconnects."""
         while not stop.is_set():
             if not self.connected:
+                if self._short_lived:  # connections that die at once: don't spin
+                    stop.wait(min(self.max_backoff, 0.2 * 2.0 ** min(self._short_lived, 8)))
                 try:
                     self.connect(stop)
                 except BusError:
@@ -422,8 +437,13 @@ class Bus:
             raise ConnectionLost(_describe(exc)) from None
         self._last_failure = ("", 0.0)
         log.info("%s: connected to the broker%s", self.name, " again" if reconnected else "")
-        for callback in self._on_connected:
-            callback(reconnected)
+        self._connected_at = time.monotonic()
+        try:
+            for callback in self._on_connected:
+                self._guarded(callback, reconnected)
+        except CONNECTION_ERRORS as exc:
+            self.close()
+            raise ConnectionLost(_describe(exc)) from None
 
     def _report_failure(self, error: BaseException | None, pause: float | None) -> None:
         text = f"{type(error).__name__}: {error}" if error is not None else "unknown failure"
@@ -452,7 +472,7 @@ class Bus:
         self._rpc.reset()
         # Publishing first: a consumer's handler may reply as soon as it is registered.
         publish_channel = self._connection.channel()
-        self._watch(publish_channel, "publishing")
+        self._watch(publish_channel, "publishing", publishing=True)
         selected = threading.Event()
         publish_channel._impl.confirm_delivery(
             ack_nack_callback=self._publisher.on_confirm,
@@ -464,7 +484,7 @@ class Bus:
         for consumer in self._consumers:
             self._start_consumer(consumer)
 
-    def _watch(self, channel: Any, what: str) -> None:
+    def _watch(self, channel: Any, what: str, *, publishing: bool = False) -> None:
         """Turn the broker closing `channel`, or cancelling its consumer, into a reconnect.
 
         Without this a master whose publishing channel the broker closed went on
@@ -474,25 +494,24 @@ class Bus:
 
         def closed(_channel: Any, reason: BaseException) -> None:
             if isinstance(reason, pika.exceptions.ChannelClosedByBroker):
-                self._break(generation, f"the broker closed the {what} channel ({reason})")
+                why = f"the broker closed the {what} channel ({reason})"
+                self._break(generation, why, publishing=publishing)
 
         channel._impl.add_on_close_callback(closed)
         channel.add_on_cancel_callback(
             lambda _frame: self._break(generation, f"the broker cancelled the {what} consumer")
         )
 
-    def _break(self, generation: int, reason: str) -> None:
+    def _break(self, generation: int, reason: str, *, publishing: bool = False) -> None:
         if generation == self.generation and self._broken is None:
-            self._broken = reason
-
-    # -- internals: consuming --
+            self._broken = (reason, publishing)
 
     # -- internals: consuming and I/O --
 
     def _start_consumer(self, consumer: Consumer) -> None:
         channel = self._connection.channel()
-        channel.basic_qos(prefetch_count=consumer.prefetch)
         channel, consumer.current_name = declare_queue(self._connection, channel, consumer.queue)
+        channel.basic_qos(prefetch_count=consumer.prefetch)  # on the channel declare returned
         self._watch(channel, f"{consumer.queue.name or 'private'} queue's")
         on_message = on_message_callback(self, consumer, self.generation)
         channel.basic_consume(consumer.current_name, on_message)
@@ -504,14 +523,15 @@ class Bus:
             raise ConnectionLost("not connected")
         self._connection.process_data_events(time_limit=time_limit)
         if self._broken is not None:
-            reason, self._broken = self._broken, None
-            raise _ChannelBroken(reason)
+            (reason, publishing), self._broken = self._broken, None
+            raise _ChannelBroken(reason, publishing=publishing)
 
     @staticmethod
-    def _guarded(fn: Callable[[], None]) -> None:
-        """Run a timer or threadsafe call; a bug in one must not stop the daemon."""
+    def _guarded(fn: Callable[..., None], *args: Any) -> None:
+        """Run a timer, threadsafe call or on_connected callback; a bug in one must not stop
+        the daemon. A lost connection still propagates, for the caller to handle."""
         try:
-            fn()
+            fn(*args)
         except CONNECTION_ERRORS:
             raise
         except Exception:
@@ -520,7 +540,11 @@ class Bus:
     def lost(self, exc: BaseException) -> None:
         """Log why the connection is unusable and drop it; `run` reconnects."""
         log.warning("%s: lost the broker connection (%s)", self.name, _describe(exc))
-        self._drop_connection(channel_error=isinstance(exc, _ChannelBroken))
+        if time.monotonic() - self._connected_at < SHORT_LIVED:
+            self._short_lived += 1
+        else:
+            self._short_lived = 0
+        self._drop_connection(channel_error=isinstance(exc, _ChannelBroken) and exc.publishing)
 
     def _drop_connection(self, *, channel_error: bool) -> None:
         connection, self._connection = self._connection, None

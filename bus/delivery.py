@@ -16,6 +16,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("corral.bus")
 
 REASON_CHARS = 2000
+# Dead letters waiting for the broker's confirm beyond which new ones are only logged: a
+# flood of junk while corral.dead confirms slowly must not fill the outbox.
+OUTBOX_LIMIT = 2000
 
 
 @dataclass
@@ -55,7 +58,8 @@ class Delivery:
 
         At most DEAD_LETTER_BODY_BYTES of the body are kept (the header
         `x-corral-truncated` then gives the original size); the sender's own
-        headers are not copied.
+        headers are not copied. While more than OUTBOX_LIMIT messages await the
+        broker's confirms, the message is acked and logged, not copied.
         """
         if self.settled:
             return
@@ -67,6 +71,10 @@ class Delivery:
             topology.SOURCE_EXCHANGE_HEADER: self.exchange,
             topology.SOURCE_KEY_HEADER: self.routing_key[:255],
         }
+        if self.bus.unconfirmed > OUTBOX_LIMIT:
+            log.error("not keeping a copy in corral.dead: %d messages await confirms", OUTBOX_LIMIT)
+            self.ack()
+            return
         body = self.body
         if len(body) > DEAD_LETTER_BODY_BYTES:
             headers[topology.TRUNCATED_HEADER] = len(body)

@@ -117,7 +117,10 @@ class ConfirmingPublisher:
             if out.properties.message_id == properties.message_id:
                 log.debug("unroutable: %s %s", method.exchange, method.routing_key)
                 if out.on_returned is not None:
-                    out.on_returned()
+                    try:
+                        out.on_returned()
+                    except Exception:  # a caller's bug must not look like a lost connection
+                        log.exception("on_returned callback for %s failed", method.routing_key)
                 return
 
     def _pump(self) -> None:

@@ -12,8 +12,10 @@ A request names its reply queue in `reply_to`, and the sender is not trusted:
   could knock a master off the broker. A reply to a node never seen before
   therefore goes out on a short-lived connection of its own, with a publisher
   confirm: a confirm proves the node good (later replies to it use the bus's
-  own connection), a closed connection marks it bad for a while (later
-  replies to it are dropped unsent).
+  own connection), the broker closing that connection with 541 marks it bad
+  for a while (later replies to it are dropped unsent). Probes run on a thread
+  of their own, at most PROBES_PER_SECOND and PROBE_QUEUE waiting, so forged
+  names cost the bus thread nothing.
 """
 
 from __future__ import annotations
@@ -21,7 +23,9 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
+import queue
 import re
+import threading
 import time
 from collections import OrderedDict
 from typing import Any
@@ -48,6 +52,10 @@ MAX_REMEMBERED = 1000
 # At most this many first-contact connections per second; more replies to unknown nodes wait
 # for the next second's budget and are dropped meanwhile (a flood of forged names).
 PROBES_PER_SECOND = 5
+PROBE_QUEUE = 32
+# Replies to one node waiting for its probe (a master just started, many clients at once).
+WAITING_PER_NODE = 256
+INTERNAL_ERROR = 541  # what RabbitMQ closes the connection with for an unknown node
 
 
 def direct_reply_node(name: str) -> bytes | None:
@@ -84,42 +92,78 @@ def is_direct_reply(name: str) -> bool:
 
 
 class ReplyGuard:
-    """Decides which direct reply-to names are safe on the bus's connection; probes the rest."""
+    """Decides which direct reply-to names are safe on the bus's connection; probes the rest.
+
+    `trusted` and `send_untrusted` are called on the bus thread; probes run on a
+    daemon thread started on first use, which owns its short-lived connections.
+    """
 
     def __init__(self, parameters: pika.ConnectionParameters) -> None:
         self._parameters = parameters
+        self._lock = threading.Lock()
         self._good: OrderedDict[bytes, None] = OrderedDict()
         self._bad: OrderedDict[bytes, float] = OrderedDict()
         self._budget_second = 0
         self._budget = PROBES_PER_SECOND
+        self._probes: queue.Queue[bytes] = queue.Queue(PROBE_QUEUE)
+        self._waiting: dict[bytes, list[tuple[str, bytes, Any]]] = {}
+        self._thread: threading.Thread | None = None
 
     def trusted(self, name: str) -> bool:
         """Safe to publish to on the bus's own connection."""
         if _PRIVATE.fullmatch(name):
             return True
         node = direct_reply_node(name)
-        return node is not None and node in self._good
+        with self._lock:
+            return node is not None and node in self._good
 
     def send_untrusted(self, name: str, body: bytes, properties: Any) -> None:
-        """Publish a reply to a node not yet known to be good, on a connection of its own.
-
-        Blocks the calling thread for one connection set-up and one confirm (a few
-        milliseconds on a healthy broker, at most a few seconds). Never raises.
-        """
+        """Hand a reply to a node not yet known to be good to the probe thread. Never blocks,
+        never raises; a reply that cannot be probed soon is dropped (the client times out)."""
         node = direct_reply_node(name)
         if node is None:
             log.debug("dropping a reply to %r: not a reply queue", name[:100])
             return
-        bad_since = self._bad.get(node)
+        with self._lock:
+            bad_since = self._bad.get(node)
+            waiting = self._waiting.get(node)
+            if waiting is not None:  # its probe is under way: go out right after it
+                if len(waiting) < WAITING_PER_NODE:
+                    waiting.append((name, body, properties))
+                return
         if bad_since is not None and time.monotonic() - bad_since < BAD_NODE_SECONDS:
             return
         if not self._spend_budget():
             log.debug("dropping a reply to an unknown broker node: too many at once")
             return
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._serve, name="reply-probe", daemon=True)
+            self._thread.start()
+        with self._lock:
+            self._waiting[node] = [(name, body, properties)]
         try:
-            self._probe(name, body, properties)
+            self._probes.put_nowait(node)
+        except queue.Full:
+            with self._lock:
+                self._waiting.pop(node, None)
+            log.debug("dropping a reply to an unknown broker node: the probe queue is full")
+
+    def _serve(self) -> None:
+        while True:
+            self._probe_node(self._probes.get())
+
+    def _probe_node(self, node: bytes) -> None:
+        """Send the node's waiting replies on one short-lived connection; judge the node."""
+        try:
+            self._send_waiting(node)
         except pika.exceptions.ConnectionClosedByBroker as exc:
-            self._remember(self._bad, node, time.monotonic())
+            with self._lock:
+                self._waiting.pop(node, None)
+                if exc.reply_code == INTERNAL_ERROR:
+                    self._remember(self._bad, node, time.monotonic())
+            if exc.reply_code != INTERNAL_ERROR:
+                log.warning("could not send a reply: the broker closed the connection (%s)", exc)
+                return
             log.warning(
                 "the broker closed a reply connection (%s %s): a request named a reply_to "
                 "it cannot route to; replies to that node are dropped for %g s",
@@ -128,17 +172,29 @@ class ReplyGuard:
                 BAD_NODE_SECONDS,
             )
         except Exception as exc:
+            with self._lock:
+                self._waiting.pop(node, None)
             log.warning("could not send a reply (%s: %s)", type(exc).__name__, exc)
-        else:
-            self._bad.pop(node, None)
-            self._remember(self._good, node, None)
 
-    def _probe(self, name: str, body: bytes, properties: Any) -> None:
+    def _send_waiting(self, node: bytes) -> None:
         connection = pika.BlockingConnection(self._parameters)
         try:
             channel = connection.channel()
             channel.confirm_delivery()
-            channel.basic_publish(topology.DEFAULT_EXCHANGE, name, body, properties=properties)
+            while True:
+                with self._lock:
+                    batch = self._waiting.get(node) or []
+                    if not batch:
+                        # Proven: from now on the bus publishes to it on its own connection.
+                        self._waiting.pop(node, None)
+                        self._bad.pop(node, None)
+                        self._remember(self._good, node, None)
+                        return
+                    self._waiting[node] = []
+                for name, body, properties in batch:
+                    channel.basic_publish(
+                        topology.DEFAULT_EXCHANGE, name, body, properties=properties
+                    )
         finally:
             if connection.is_open:
                 connection.close()

@@ -29,6 +29,7 @@ class Requester:
         self._channel: Any = None
         self._replies: dict[str, bytes] = {}
         self._returned: set[str] = set()
+        self._pending: set[str] = set()  # replies and returns for anything else are dropped
 
     def reset(self) -> None:
         """The connection is gone: so is the reply channel."""
@@ -44,9 +45,10 @@ class Requester:
                 f"the {payload.TYPE} request is {len(body)} bytes, over the "
                 f"{MAX_MESSAGE_BYTES}-byte message limit"
             )
+        correlation_id = uuid.uuid4().hex
+        self._pending.add(correlation_id)
         try:
             channel = self._reply_channel()
-            correlation_id = uuid.uuid4().hex
             channel.basic_publish(
                 exchange,
                 routing_key,
@@ -73,6 +75,9 @@ class Requester:
         except CONNECTION_ERRORS as exc:
             self.bus.lost(exc)
             raise ConnectionLost(str(exc) or type(exc).__name__) from None
+        finally:
+            self._pending.discard(correlation_id)
+            self._returned.discard(correlation_id)
         return decode(self._replies.pop(correlation_id))
 
     def consumer_count(self, queue: str) -> int | None:
@@ -96,11 +101,11 @@ class Requester:
             channel = self.bus.channel()
 
             def on_reply(_ch: Any, _method: Any, properties: Any, body: bytes) -> None:
-                if properties.correlation_id:
+                if properties.correlation_id in self._pending:
                     self._replies[properties.correlation_id] = body
 
             def on_return(_ch: Any, _method: Any, properties: Any, _body: bytes) -> None:
-                if properties.correlation_id:
+                if properties.correlation_id in self._pending:
                     self._returned.add(properties.correlation_id)
 
             channel.add_on_return_callback(on_return)

@@ -45,6 +45,8 @@ class Subscription:
                         log.warning("skipping an invalid message on %s: %s", self.name, exc)
                 if time.monotonic() >= deadline:
                     return None
+        except StopIteration:  # pika ends the generator when the broker cancels the consumer
+            raise ConnectionLost(f"the broker cancelled the subscription to {self.name}") from None
         except CONNECTION_ERRORS as exc:
             raise ConnectionLost(str(exc) or type(exc).__name__) from None
 

@@ -179,6 +179,7 @@ class Session:
             )
             confirmed = bus.flush(self.timeout)
         except bus_errors.CONNECTION_ERRORS as exc:
+            bus.lost(exc)  # a closed channel leaves the connection up: start afresh next time
             raise BrokerUnreachable(self.url, str(exc), lost=True) from None
         return confirmed and not unroutable
 

@@ -288,6 +288,11 @@ class Controller:
             for attempts in job.slots.values():
                 for task_id in attempts:
                     self._fenced.pop(task_id, None)
+                    task = self.state.tasks[task_id]
+                    # Containers that may still exist: ended ones kept for their logs, and
+                    # lost ones whose node may come back.
+                    if task.node_id is not None and task.state in ("lost", "exited", "failed"):
+                        self._send_stop(task_id, job_id, task.node_id, "job forgotten")
             self._commit(ev.JobForgotten(at=now, job_id=job_id), now)
             self._job_states.pop(job_id, None)
             self._reuses.pop(job_id, None)

@@ -61,6 +61,7 @@ class TaskCreated(Event):
     not_before: float = 0.0
     reason: str = ""
     failures: int = 0  # consecutive failures of the slot before this attempt
+    undelivered: int = 0  # the slot's attempts lost undelivered in a row before this one
 
 
 class TaskUnplaced(Event):

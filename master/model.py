@@ -51,6 +51,9 @@ class Task:
     failures: int = 0
     # Lost because its assignment could not be delivered (the node had no queue).
     undelivered: bool = False
+    # The slot's attempts lost undelivered in a row before this one (carried, like
+    # `failures`, so that forgetting old attempts does not reset the backoff).
+    undelivered_before: int = 0
 
     @property
     def terminal(self) -> bool:

@@ -54,14 +54,9 @@ def consecutive_failures(state: ClusterState, job: Job, slot: int) -> int:
     return failures_after(job, state.tasks[attempts[-1]]) if attempts else 0
 
 
-def undelivered_losses(state: ClusterState, job: Job, slot: int) -> int:
-    """How many of the slot's newest attempts in a row were lost undelivered (of those kept)."""
-    count = 0
-    for task_id in reversed(job.slots.get(slot, [])):
-        if not state.tasks[task_id].undelivered:
-            break
-        count += 1
-    return count
+def undelivered_losses(task: Task) -> int:
+    """How many of its slot's attempts in a row, up to `task`, were lost undelivered."""
+    return task.undelivered_before + 1 if task.undelivered else 0
 
 
 def _wants_restart(job: Job, task: Task) -> bool:
@@ -119,11 +114,19 @@ def _replacement(state: ClusterState, job: Job, task: Task, failures: int, now: 
     node that takes tasks but never runs them cannot make the master spin.
     """
     delay, reason = 0.0, ""
-    if task.undelivered:
-        delay = restart_delay(job.spec.restart, undelivered_losses(state, job, task.slot))
+    losses = undelivered_losses(task)
+    if losses:
+        delay = restart_delay(job.spec.restart, losses)
         reason = f"replacing {task.task_id}, whose assignment could not be delivered"
     return new_attempt(
-        job, task.slot, task.attempt + 1, now=now, delay=delay, reason=reason, failures=failures
+        job,
+        task.slot,
+        task.attempt + 1,
+        now=now,
+        delay=delay,
+        reason=reason,
+        failures=failures,
+        undelivered=losses,
     )
 
 
@@ -140,6 +143,7 @@ def new_attempt(
     delay: float = 0.0,
     reason: str = "",
     failures: int = 0,
+    undelivered: int = 0,
 ) -> ev.TaskCreated:
     if delay:
         reason = f"{reason} (in {delay:g} s)" if reason else f"waiting {delay:g} s"
@@ -152,6 +156,7 @@ def new_attempt(
         not_before=now + delay,
         reason=reason,
         failures=failures,
+        undelivered=undelivered,
     )
 
 

@@ -3,7 +3,8 @@
 Each function compares a report with what the master wants and returns the
 verdict: an event to commit, a `Fence` (stop a container the master no longer
 wants there), or None (nothing to do). Reports about jobs the master never
-saw, or has forgotten, are not its to judge and are left alone.
+saw are not its to judge and are left alone; a running container of a job it
+forgot lately (`ClusterState.forgotten`) is stopped.
 
 Pure: reads the state, returns verdicts.
 """
@@ -32,7 +33,7 @@ Verdict = ev.TaskUpdated | Fence | None
 
 def judge_status(state: ClusterState, status: TaskStatus, now: float) -> Verdict:
     task = state.tasks.get(status.task_id)
-    if task is None and status.job_id not in state.jobs:
+    if task is None and not _ours(state, status.job_id):
         return None
     if task is None or task.node_id != status.node_id or task.terminal:
         # Unknown, or on another node, or ended here but alive there.
@@ -55,13 +56,17 @@ def judge_status(state: ClusterState, status: TaskStatus, now: float) -> Verdict
 def judge_reported(state: ClusterState, node_id: str, reported: RunningTask, now: float) -> Verdict:
     """A container a heartbeat lists, against what the master wants there."""
     task = state.tasks.get(reported.task_id)
-    if task is None and reported.job_id not in state.jobs:
+    if task is None and not _ours(state, reported.job_id):
         return None
     if task is None or task.node_id != node_id or task.state in ("lost", "stopped"):
         return Fence(reported.task_id, reported.job_id, node_id)
     if task.state == "assigned" and reported.state == "running":  # its status got lost
         return ev.TaskUpdated(at=now, task_id=task.task_id, state="running")
     return None
+
+
+def _ours(state: ClusterState, job_id: str) -> bool:
+    return job_id in state.jobs or job_id in state.forgotten
 
 
 def tasks_on(state: ClusterState, node_id: str, states: frozenset[str]) -> list[Task]:

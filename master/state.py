@@ -51,6 +51,9 @@ def _add(counter: Counter[Any], key: Any, amount: int) -> None:
         del counter[key]
 
 
+FORGOTTEN_JOBS_KEPT = 10_000
+
+
 class ClusterState:
     def __init__(self) -> None:
         self.jobs: dict[str, Job] = {}
@@ -58,6 +61,9 @@ class ClusterState:
         self.nodes: dict[str, Node] = {}
         self.pending: dict[str, Task] = {}
         self.ended: dict[str, None] = {}  # job ids, in the order the jobs ended
+        # Ids of jobs forgotten lately (bounded): a container of one that turns up
+        # running is still the master's to stop.
+        self.forgotten: dict[str, None] = {}
         self.placeable_version = 0
 
     # -- the only mutation --
@@ -75,6 +81,7 @@ class ClusterState:
             self._drop_job(old)
         job = Job(event.job_id, event.spec, event.at, submission=event.submission)
         self.jobs[event.job_id] = job
+        self.forgotten.pop(event.job_id, None)
         self._check_ended(job)  # a batch job of 0 replicas has nothing to do
 
     @_handles(ev.JobScaled)
@@ -100,6 +107,9 @@ class ClusterState:
     def _job_forgotten(self, event: ev.JobForgotten) -> None:
         if job := self.jobs.get(event.job_id):
             self._drop_job(job)
+            self.forgotten[event.job_id] = None
+            while len(self.forgotten) > FORGOTTEN_JOBS_KEPT:
+                del self.forgotten[next(iter(self.forgotten))]
 
     @_handles(ev.TaskCreated)
     def _task_created(self, event: ev.TaskCreated) -> None:
@@ -119,6 +129,7 @@ class ClusterState:
             reason=event.reason,
             updated_at=event.at,
             failures=event.failures,
+            undelivered_before=event.undelivered,
         )
         self.tasks[task.task_id] = task
         attempts.append(task.task_id)

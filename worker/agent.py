@@ -36,6 +36,7 @@ from typing import Literal
 
 from bus import Bus, Delivery, topology
 from schemas.envelope import Message
+from schemas.limits import MAX_NODE_TASKS
 from schemas.messages import (
     Heartbeat,
     LogsRequest,
@@ -172,21 +173,27 @@ class WorkerAgent:
                 cpus=round(sum(c.cpu for c in running), 6), memory=sum(c.memory for c in running)
             ),
             labels=self.settings.labels,
-            tasks=[
-                RunningTask(
-                    task_id=c.task_id,
-                    job_id=c.job_id,
-                    container_id=c.container_id,
-                    state=c.state,
-                    cpu=c.cpu,
-                    memory=c.memory,
-                )
-                for c in self.containers.values()
-                if c.state != "created" and c.task_id not in self.stopper
-            ],
+            tasks=self._listed(running),
             max_epoch=self.max_epoch,
         )
         self.bus.publish(topology.HEARTBEAT_EXCHANGE, "", beat, transient=True)
+
+    def _listed(self, running: list[ContainerInfo]) -> list[RunningTask]:
+        """The containers a heartbeat lists: running ones first, at most MAX_NODE_TASKS
+        (ended ones past that are left out: only fencing reads them)."""
+        ended = [c for c in self.containers.values() if c.state == "exited"]
+        listed = [c for c in (*running, *ended) if c.task_id not in self.stopper]
+        return [
+            RunningTask(
+                task_id=c.task_id,
+                job_id=c.job_id,
+                container_id=c.container_id,
+                state="running" if c.state == "running" else "exited",
+                cpu=c.cpu,
+                memory=c.memory,
+            )
+            for c in listed[:MAX_NODE_TASKS]
+        ]
 
     # -- assignments --
 

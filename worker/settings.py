@@ -17,12 +17,12 @@ class WorkerSettings(BaseModel):
 
     amqp_url: str
     node_id: str | None = None  # None: the id kept in state_dir, or a new one saved there
-    cpus: Annotated[float, Field(gt=0)] | None = None  # None: the machine's CPU count
+    cpus: Annotated[float, Field(gt=0, le=1_000_000)] | None = None  # None: the machine's CPU count
     memory: Annotated[int, Field(gt=0)] | None = None  # bytes; None: the machine's memory
     # Checked as heartbeats check them, so a bad --label fails at start, not every beat.
     labels: Labels = Field(default_factory=dict)
     state_dir: Path = DEFAULT_STATE_DIR
-    heartbeat_interval: Annotated[float, Field(gt=0)] = 1.0
+    heartbeat_interval: Annotated[float, Field(gt=0, le=3600)] = 1.0
     # Threads for each kind of Docker call, so that none can starve another.
     start_threads: Annotated[int, Field(ge=1, le=64)] = 8  # create and start
     stop_threads: Annotated[int, Field(ge=1, le=64)] = 4  # signal and remove; never wait

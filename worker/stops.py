@@ -55,6 +55,9 @@ class StopRuntime(Protocol):
     def remove(self, task_id: str) -> bool: ...
 
 
+REMOVE_RETRY_MAX = 30.0
+
+
 @dataclass(eq=False)
 class _Stop:
     command: StopTask
@@ -63,6 +66,7 @@ class _Stop:
     timer: Timer | None = None
     exited: bool = False  # its die event came
     removing: bool = False
+    failures: int = 0  # removals the engine failed, in a row
 
 
 class Stopper:
@@ -71,8 +75,9 @@ class Stopper:
     `signalled(command)` is called on the bus thread once SIGTERM has been sent, or
     once the container turned out not to be running (and was removed) or absent: the
     caller settles the command's delivery then. `removed(command)` follows once the
-    container is gone, or once the engine failed to remove it (logged; the container
-    is then forgotten, as if removed).
+    container is gone. A removal the engine fails is logged and tried again, with
+    backoff up to REMOVE_RETRY_MAX seconds, until it succeeds: a container SIGTERM
+    did not end must not be forgotten while it may still run.
     """
 
     def __init__(
@@ -174,7 +179,15 @@ class Stopper:
             self._runtime.remove(stop.command.task_id)
         except Exception:
             log.exception("removing the container of %s failed", stop.command.task_id)
+            self._bus.call_threadsafe(functools.partial(self._retry, stop))
+            return
         self._bus.call_threadsafe(functools.partial(self._finish, stop))
+
+    def _retry(self, stop: _Stop) -> None:
+        stop.failures += 1
+        stop.removing = False
+        delay = min(REMOVE_RETRY_MAX, 0.5 * 2.0 ** min(stop.failures, 10))
+        stop.timer = self._bus.call_later(delay, functools.partial(self._kill, stop))
 
     def _finish(self, stop: _Stop) -> None:
         if self._stops.get(stop.command.task_id) is stop:

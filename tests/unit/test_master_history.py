@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from master import events as ev
 from master import views
-from master.controller import Controller, StartCommand
+from master.controller import Controller, StartCommand, StopCommand
 from master.settings import MasterSettings
 from master.state import ClusterState
 from schemas.messages import TaskStatus
-from tests.unit.factories import heartbeat, job_spec
+from tests.unit.factories import heartbeat, job_spec, running
 
 
 class RecordingState(ClusterState):
@@ -150,3 +150,41 @@ def test_replaying_what_was_applied_forgets_the_same_things() -> None:
     assert [views.job_detail(replayed, j) for j in replayed.jobs.values()] == [
         views.job_detail(recorded, j) for j in recorded.jobs.values()
     ]
+
+
+def test_a_forgotten_jobs_containers_are_stopped_and_a_late_one_is_fenced() -> None:
+    """A lost task's node comes back after its job was forgotten: its container goes."""
+    controller = Controller(MasterSettings(amqp_url="amqp://x", keep_ended_jobs=0), epoch=1)
+    controller.heartbeat(heartbeat("n1"), 0.0)
+    controller.submit(job_spec("web", kind="service"), 0.0, submission="s1")
+    task_id = next(iter(controller.state.tasks))
+    status = TaskStatus(task_id=task_id, job_id="web", node_id="n1", state="running")
+    controller.task_status(status, 0.1)
+    for second in range(1, 6):
+        controller.tick(float(second))  # n1 goes silent: down, its task lost
+    controller.drain()
+    controller.cancel("web", 6.0)
+    stops = [c for c in controller.drain()[0] if isinstance(c, StopCommand)]
+    assert "web" not in controller.state.jobs  # forgotten at once (keep_ended_jobs=0)
+    assert [(s.task_id, s.node_id) for s in stops] == [(task_id, "n1")]
+
+    controller.heartbeat(heartbeat("n1", tasks=[running(task_id)], seq=1), 7.0)
+    fences = [c for c in controller.drain()[0] if isinstance(c, StopCommand)]
+    assert [(s.task_id, s.reason) for s in fences] == [(task_id, "fenced")]
+
+
+def test_undelivered_backoff_does_not_depend_on_the_attempts_kept() -> None:
+    """Each undelivered loss in a row doubles the wait, however few attempts are kept."""
+    controller = master(keep_attempts=0, unroutable_hold=1)
+    controller.submit(job_spec("web", restart={"backoff_initial": 1, "backoff_max": 64}), 0.0)
+    delays = []
+    now = 0.0
+    for _ in range(5):
+        start = next(c for c in controller.drain()[0] if isinstance(c, StartCommand))
+        controller.assignment_unroutable(start.task_id, now)
+        pending = next(t for t in controller.state.tasks.values() if t.state == "pending")
+        delays.append(pending.not_before - now)
+        now = max(pending.not_before, now + 1.0) + 0.5  # past the backoff and the node's hold
+        controller.heartbeat(heartbeat("a", cpus=64, seq=int(now)), now)  # same boot
+        controller.tick(now)
+    assert delays == [1.0, 2.0, 4.0, 8.0, 16.0]

@@ -189,17 +189,32 @@ def test_a_shorter_grace_while_sigterm_is_on_its_way_is_kept() -> None:
     assert [timer.delay for timer in rig.bus.live_timers()] == [2]
 
 
-def test_an_engine_failure_still_ends_the_stop() -> None:
+def test_an_engine_failure_is_retried_until_the_container_is_removed() -> None:
+    """A container SIGTERM may not have ended must not be forgotten while it may run."""
+
     class Broken(FakeRuntime):
+        failures = 2
+
         def terminate(self, task_id: str) -> StopOutcome:
             raise RuntimeError("engine down")
 
         def remove(self, task_id: str) -> bool:
-            raise RuntimeError("engine down")
+            if self.failures:
+                self.failures -= 1
+                raise RuntimeError("engine down")
+            return super().remove(task_id)
 
     rig = Rig(runtime=Broken())
     rig.stopper.stop(stop())
+    rig.step()  # SIGTERM fails: remove by force at once, which fails too
     rig.step()
-    rig.step()
+    assert rig.log == ["signalled t1"] and "t1" in rig.stopper
+    delays = []
+    while "t1" in rig.stopper:
+        (timer,) = rig.bus.live_timers()
+        delays.append(timer.delay)
+        rig.bus.fire()
+        rig.step()
+    assert delays == [1.0, 2.0]  # backoff between tries
     assert rig.log == ["signalled t1", "removed t1"]
-    assert len(rig.stopper) == 0
+    assert rig.runtime.calls[-1] == "remove t1"
