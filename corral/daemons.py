@@ -58,6 +58,9 @@ def master(
         float,
         typer.Option(metavar="S", help="Seconds a node with an unconsumed queue gets no tasks."),
     ] = 30.0,
+    forget_down_nodes_after: Annotated[
+        float, typer.Option(metavar="S", help="Forget a node down this long with no tasks.")
+    ] = 600.0,
     amqp: Amqp = DEFAULT_URL,
     log_level: LogLevelOpt = LogLevel.info,
 ) -> None:
@@ -73,6 +76,7 @@ def master(
             keep_attempts=keep_attempts,
             remember_requests=remember_requests,
             unroutable_hold=unroutable_hold,
+            forget_down_nodes_after=forget_down_nodes_after,
         )
     except ValidationError as exc:
         usage_error(f"invalid master settings: {describe_errors(exc)}")

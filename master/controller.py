@@ -174,6 +174,7 @@ class Controller:
         """Periodic: judge liveness, place tasks whose backoff has passed."""
         self._fenced = {k: t for k, t in self._fenced.items() if now - t < FENCE_RESEND_SECONDS}
         self._commit_all(self.liveness.check(self.state, now), now)
+        self._forget_down_nodes(now)
         self._settle(now)
 
     def reconnected(self, now: float) -> None:
@@ -297,6 +298,12 @@ class Controller:
             self._job_states.pop(job_id, None)
             self._reuses.pop(job_id, None)
             self._touched.pop(job_id, None)
+
+    def _forget_down_nodes(self, now: float) -> None:
+        horizon = now - self.settings.forget_down_nodes_after
+        for node in list(self.state.nodes.values()):
+            if node.state == "down" and node.last_seen <= horizon and not node.task_ids:
+                self._commit(ev.NodeForgotten(at=now, node_id=node.node_id), now)
 
     def _forget_old_attempts(self, created: ev.TaskCreated, now: float) -> None:
         """Keep `keep_attempts` ended attempts per slot besides the current one."""

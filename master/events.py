@@ -135,6 +135,13 @@ class NodeStateChanged(Event):
     reason: str = ""
 
 
+class NodeForgotten(Event):
+    """A node down for long, with nothing booked on it, leaves the master's table."""
+
+    kind: Literal["node.forgotten"] = "node.forgotten"
+    node_id: str
+
+
 AnyEvent = Annotated[
     JobSubmitted
     | JobScaled
@@ -148,6 +155,7 @@ AnyEvent = Annotated[
     | TaskUndelivered
     | TaskForgotten
     | NodeObserved
-    | NodeStateChanged,
+    | NodeStateChanged
+    | NodeForgotten,
     Field(discriminator="kind"),
 ]

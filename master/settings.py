@@ -30,3 +30,6 @@ class MasterSettings(BaseModel):
     # A node whose assignment came back unroutable (no queue: its agent is not
     # consuming) takes no new tasks for this many seconds.
     unroutable_hold: Annotated[float, Field(gt=0)] = 30.0
+    # A node down this long with nothing booked on it is forgotten (it joins again with
+    # its next heartbeat), so invented or retired node ids do not pile up.
+    forget_down_nodes_after: Annotated[float, Field(gt=0)] = 600.0

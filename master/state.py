@@ -241,6 +241,12 @@ class ClusterState:
         node.last_seen = event.at
         node.reported = list(event.tasks)
 
+    @_handles(ev.NodeForgotten)
+    def _node_forgotten(self, event: ev.NodeForgotten) -> None:
+        node = self.nodes.get(event.node_id)
+        if node is not None and node.state == "down" and not node.task_ids:
+            del self.nodes[event.node_id]
+
     @_handles(ev.NodeStateChanged)
     def _node_state_changed(self, event: ev.NodeStateChanged) -> None:
         node = self.nodes.get(event.node_id)

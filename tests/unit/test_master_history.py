@@ -188,3 +188,18 @@ def test_undelivered_backoff_does_not_depend_on_the_attempts_kept() -> None:
         controller.heartbeat(heartbeat("a", cpus=64, seq=int(now)), now)  # same boot
         controller.tick(now)
     assert delays == [1.0, 2.0, 4.0, 8.0, 16.0]
+
+
+def test_a_node_down_for_long_with_nothing_on_it_is_forgotten_until_it_returns() -> None:
+    """Invented or retired node ids do not pile up in the master's table."""
+    settings = MasterSettings(amqp_url="amqp://x", forget_down_nodes_after=60)
+    controller = Controller(settings, epoch=1)
+    controller.heartbeat(heartbeat("gone"), 0.0)
+    for second in range(1, 40):
+        controller.tick(float(second))
+    assert controller.state.nodes["gone"].state == "down"  # shown as down for a while
+    for second in range(40, 70):
+        controller.tick(float(second))
+    assert "gone" not in controller.state.nodes
+    controller.heartbeat(heartbeat("gone", seq=2), 70.0)
+    assert "gone" in controller.state.nodes and controller.state.nodes["gone"].state != "down"
