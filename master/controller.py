@@ -111,8 +111,7 @@ class Controller:
                 field="name",
             )
         if existing is not None:  # its containers go; the name is reused
-            for task in self._placed_tasks(existing):
-                self._send_stop(task.task_id, task.job_id, task.node_id or "", "job resubmitted")
+            self._stop_leftovers(existing, "job resubmitted")
             self._reuses[spec.name] = self._reuses.get(spec.name, 1) + 1
             submission = submission or f"v{self._reuses[spec.name]}"
         event = ev.JobSubmitted(at=now, job_id=spec.name, spec=spec, submission=submission)
@@ -289,11 +288,7 @@ class Controller:
             for attempts in job.slots.values():
                 for task_id in attempts:
                     self._fenced.pop(task_id, None)
-                    task = self.state.tasks[task_id]
-                    # Containers that may still exist: ended ones kept for their logs, and
-                    # lost ones whose node may come back.
-                    if task.node_id is not None and task.state in ("lost", "exited", "failed"):
-                        self._send_stop(task_id, job_id, task.node_id, "job forgotten")
+            self._stop_leftovers(job, "job forgotten")
             self._commit(ev.JobForgotten(at=now, job_id=job_id), now)
             self._job_states.pop(job_id, None)
             self._reuses.pop(job_id, None)
@@ -321,9 +316,17 @@ class Controller:
             raise ApiProblem("not_found", f"no job named {job_id!r} (see `corral jobs`)", "job_id")
         return job
 
-    def _placed_tasks(self, job: Job) -> list[Task]:
-        tasks = (self.state.tasks[t] for attempts in job.slots.values() for t in attempts)
-        return [task for task in tasks if task.node_id is not None]
+    def _stop_leftovers(self, job: Job, reason: str) -> None:
+        """Stop the containers an ended job may still have: each slot's newest attempt if
+        it ended there (kept for its logs; older ones were removed when replaced), and any
+        lost attempt (its node may come back). Stopped attempts were stopped already."""
+        for attempts in job.slots.values():
+            for index, task_id in enumerate(attempts):
+                task = self.state.tasks[task_id]
+                newest = index == len(attempts) - 1
+                ended_here = newest and task.state in ("exited", "failed")
+                if task.node_id is not None and (ended_here or task.state == "lost"):
+                    self._send_stop(task_id, job.job_id, task.node_id, reason)
 
     def _stop_tasks(self, tasks: list[Task], reason: str, now: float) -> None:
         for task in tasks:

@@ -347,3 +347,22 @@ def test_a_resubmitted_name_removes_the_old_containers() -> None:
     commands, _ = master.drain()
     assert stops(commands) == {"web-0-0": ("a", "job resubmitted")}
     assert starts(commands) == {"web-v2-0-0": "a"}
+
+
+def test_a_resubmission_stops_only_the_containers_that_may_be_left() -> None:
+    """Replaced attempts were removed when they were replaced: no second stop for them."""
+    master = controller("a")
+    master.submit(job_spec(restart={"max_retries": 2, "backoff_initial": 0.5}), 1.0)
+    now = 1.0
+    for attempt in range(3):
+        task_id = f"web-0-{attempt}"
+        master.heartbeat(heartbeat("a", seq=attempt + 1), now)
+        master.tick(now)
+        report(master, task_id, "running", now)
+        report(master, task_id, "exited", now + 0.1, code=1)
+        now += 5.0
+    assert master.job_info("web").state == "failed"
+    master.drain()
+    master.submit(job_spec(), now)
+    commands, _ = master.drain()
+    assert stops(commands) == {"web-0-2": ("a", "job resubmitted")}
