@@ -44,11 +44,14 @@ from bus.declare import declare_queue
 from bus.delivery import Delivery
 from bus.errors import (
     CONNECTION_ERRORS,
+    NOT_FOUND,
+    RESOURCE_LOCKED,
     AccessRefused,
     BusError,
     ConnectionLost,
     MessageTooLarge,
     TopologyError,
+    check_size,
 )
 from bus.params import connection_parameters, probe_parameters
 from bus.publisher import ConfirmingPublisher, Outgoing
@@ -58,13 +61,10 @@ from bus.subscription import Subscription
 from bus.timers import Timer, Timers
 from schemas.api import ApiError, Reply
 from schemas.envelope import Message, decode, encode
-from schemas.limits import MAX_MESSAGE_BYTES
 from schemas.messages import Payload
 
 log = logging.getLogger("corral.bus")
 
-NOT_FOUND = 404
-RESOURCE_LOCKED = 405
 # The same failure to connect is logged again after this long (a new cause at once).
 REPEAT_LOG_SECONDS = 60.0
 # A connection lost sooner than this after it was made counts as short-lived: the next
@@ -223,11 +223,7 @@ class Bus:
     ) -> None:
         """`publish` for a body already encoded. Direct reply-to names the bus has not yet
         seen work are sent through `bus.replies.ReplyGuard`, never on this connection."""
-        if len(body) > MAX_MESSAGE_BYTES:
-            raise MessageTooLarge(
-                f"a {len(body)}-byte message to {exchange or 'the default exchange'} "
-                f"({routing_key[:100]}) is over the {MAX_MESSAGE_BYTES}-byte limit; not sent"
-            )
+        check_size(body, f"a message to {exchange or 'the default exchange'} ({routing_key[:100]})")
         properties = pika.BasicProperties(
             content_type="application/json",
             delivery_mode=1 if transient else 2,

@@ -8,10 +8,9 @@ from typing import Any
 import pika.exceptions
 
 from bus import topology
+from bus.errors import PRECONDITION_FAILED
 
 log = logging.getLogger("corral.bus")
-
-PRECONDITION_FAILED = 406
 
 
 def declare_queue(connection: Any, channel: Any, q: topology.Queue) -> tuple[Any, str]:

@@ -4,6 +4,14 @@ from __future__ import annotations
 
 import pika.exceptions
 
+from schemas.limits import MAX_MESSAGE_BYTES
+
+# AMQP reply codes the bus acts on.
+NOT_FOUND = 404
+RESOURCE_LOCKED = 405
+PRECONDITION_FAILED = 406
+INTERNAL_ERROR = 541
+
 
 class BusError(Exception):
     """Something went wrong talking to the broker."""
@@ -38,6 +46,15 @@ class NoRoute(BusError):
 
 class MessageTooLarge(BusError):
     """A message over schemas.limits.MAX_MESSAGE_BYTES; it was not sent."""
+
+
+def check_size(body: bytes, what: str) -> None:
+    """Raise MessageTooLarge, naming `what`, if `body` is over MAX_MESSAGE_BYTES."""
+    if len(body) > MAX_MESSAGE_BYTES:
+        raise MessageTooLarge(
+            f"{what} is {len(body)} bytes, over the {MAX_MESSAGE_BYTES}-byte message limit;"
+            " not sent"
+        )
 
 
 # What pika raises when a connection or a channel is gone or going.

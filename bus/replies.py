@@ -34,6 +34,7 @@ import pika
 import pika.exceptions
 
 from bus import topology
+from bus.errors import INTERNAL_ERROR  # how RabbitMQ closes a connection for an unknown node
 
 log = logging.getLogger("corral.bus")
 
@@ -55,7 +56,6 @@ PROBES_PER_SECOND = 5
 PROBE_QUEUE = 32
 # Replies to one node waiting for its probe (a master just started, many clients at once).
 WAITING_PER_NODE = 256
-INTERNAL_ERROR = 541  # what RabbitMQ closes the connection with for an unknown node
 
 
 def direct_reply_node(name: str) -> bytes | None:

@@ -10,15 +10,19 @@ import pika
 import pika.exceptions
 
 from bus import topology
-from bus.errors import CONNECTION_ERRORS, ConnectionLost, MessageTooLarge, NoRoute, RequestTimeout
+from bus.errors import (
+    CONNECTION_ERRORS,
+    NOT_FOUND,
+    ConnectionLost,
+    NoRoute,
+    RequestTimeout,
+    check_size,
+)
 from schemas.envelope import Message, decode, encode
-from schemas.limits import MAX_MESSAGE_BYTES
 from schemas.messages import Payload
 
 if TYPE_CHECKING:
     from bus.connection import Bus
-
-NOT_FOUND = 404
 
 
 class Requester:
@@ -40,11 +44,7 @@ class Requester:
     ) -> Message:
         """See `Bus.request`."""
         body = encode(payload, sender=self.bus.name)
-        if len(body) > MAX_MESSAGE_BYTES:
-            raise MessageTooLarge(
-                f"the {payload.TYPE} request is {len(body)} bytes, over the "
-                f"{MAX_MESSAGE_BYTES}-byte message limit"
-            )
+        check_size(body, f"the {payload.TYPE} request")
         correlation_id = uuid.uuid4().hex
         self._pending.add(correlation_id)
         try:

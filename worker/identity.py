@@ -7,8 +7,10 @@ import socket
 import uuid
 from pathlib import Path
 
+from schemas.base import NODE_ID_PATTERN
+
 NODE_ID_FILE = "node-id"
-_VALID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
+_VALID = re.compile(NODE_ID_PATTERN)  # the id heartbeats and assignments carry
 
 
 class IdentityError(ValueError):
