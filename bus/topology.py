@@ -9,7 +9,12 @@
     worker ──task.*─────▶ [corral.status topic] ─task.#──▶ (corral.master.status quorum) ─▶ master
     master ──job.*/node.*▶ [corral.status topic] ──▶ dashboards, `corral watch` (own queues)
     client ──logs.request▶ [corral.rpc direct] ─key=node─▶ (corral.node.<id>.rpc) ─▶ worker
-    master ──announce───▶ [corral.control fanout] ──▶ workers
+    master ──announce───▶ [corral.control fanout] ──▶ workers, masters (own queues)
+    master ──beat───────▶ [corral.masters fanout] ──▶ masters (own queues)
+    master ──ping───────▶ (corral.leader quorum, single active consumer) ──▶ the active master
+    master ──record─────▶ (corral.journal stream) ──▶ every master tails it
+    master ──snapshot───▶ (corral.snapshots stream) ──▶ a starting master reads the newest
+    worker ──refused.*──▶ [corral.status topic] ──▶ dashboards, `corral watch`
     broker / consumers ─▶ [corral.dlx fanout] ──▶ (corral.dead) ──▶ operators
 
 Status routing keys: ``task.<job>.<task>.<state>``, ``job.<job>.<state>``,
@@ -29,12 +34,16 @@ ASSIGN_EXCHANGE = "corral.assign"
 STATUS_EXCHANGE = "corral.status"
 CONTROL_EXCHANGE = "corral.control"
 RPC_EXCHANGE = "corral.rpc"
+MASTERS_EXCHANGE = "corral.masters"
 DEAD_LETTER_EXCHANGE = "corral.dlx"
 DEFAULT_EXCHANGE = ""
 
 API_QUEUE = "corral.api"
 MASTER_STATUS_QUEUE = "corral.master.status"
 DEAD_QUEUE = "corral.dead"
+LEADER_QUEUE = "corral.leader"
+JOURNAL_STREAM = "corral.journal"
+SNAPSHOT_STREAM = "corral.snapshots"
 DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
 
 # Headers Corral adds to a message it dead-letters itself.
@@ -78,11 +87,16 @@ EXCHANGES = (
     Exchange(STATUS_EXCHANGE, "topic"),
     Exchange(CONTROL_EXCHANGE, "fanout"),
     Exchange(RPC_EXCHANGE, "direct"),
+    Exchange(MASTERS_EXCHANGE, "fanout"),
     Exchange(DEAD_LETTER_EXCHANGE, "fanout"),
 )
 
+# Durable queues and streams are replicated on up to this many broker nodes.
+REPLICAS = 3
+
 _QUORUM: dict[str, Any] = {
     "x-queue-type": "quorum",
+    "x-quorum-initial-group-size": REPLICAS,
     "x-dead-letter-exchange": DEAD_LETTER_EXCHANGE,
 }
 
@@ -90,6 +104,7 @@ DEAD_QUEUE_DECL = Queue(
     DEAD_QUEUE,
     arguments={
         "x-queue-type": "quorum",
+        "x-quorum-initial-group-size": REPLICAS,
         "x-max-length": DEAD_LETTERS_MAX,
         "x-max-length-bytes": DEAD_LETTERS_MAX_BYTES,
         "x-overflow": "drop-head",  # the oldest letters go first
@@ -102,6 +117,52 @@ MASTER_STATUS_QUEUE_DECL = Queue(
     MASTER_STATUS_QUEUE,
     arguments=dict(_QUORUM),
     bindings=((STATUS_EXCHANGE, "task.#"),),
+)
+
+# Election: every master consumes corral.leader (single active consumer) and pings it;
+# the one the broker delivers to is the active master. Pings are tiny and short-lived.
+LEADER_PING_TTL_MS = 5_000
+LEADER_QUEUE_DECL = Queue(
+    LEADER_QUEUE,
+    arguments={
+        "x-queue-type": "quorum",
+        "x-quorum-initial-group-size": REPLICAS,
+        "x-single-active-consumer": True,
+        "x-max-length": 100,
+        "x-overflow": "drop-head",
+        "x-message-ttl": LEADER_PING_TTL_MS,
+    },
+)
+
+# The journal keeps at least a week and at most JOURNAL_MAX_BYTES; the active master
+# writes a snapshot often enough (master settings) that the newest one is always newer
+# than the oldest record retention keeps.
+JOURNAL_MAX_AGE = "7D"
+JOURNAL_MAX_BYTES = 2 * 1024**3
+JOURNAL_SEGMENT_BYTES = 64 * 1024**2
+SNAPSHOTS_MAX_AGE = "7D"
+SNAPSHOTS_MAX_BYTES = 2 * 1024**3
+SNAPSHOTS_SEGMENT_BYTES = 64 * 1024**2
+
+
+def _stream(name: str, max_age: str, max_bytes: int, segment: int) -> Queue:
+    return Queue(
+        name,
+        arguments={
+            "x-queue-type": "stream",
+            "x-initial-cluster-size": REPLICAS,
+            "x-max-age": max_age,
+            "x-max-length-bytes": max_bytes,
+            "x-stream-max-segment-size-bytes": segment,
+        },
+    )
+
+
+JOURNAL_STREAM_DECL = _stream(
+    JOURNAL_STREAM, JOURNAL_MAX_AGE, JOURNAL_MAX_BYTES, JOURNAL_SEGMENT_BYTES
+)
+SNAPSHOT_STREAM_DECL = _stream(
+    SNAPSHOT_STREAM, SNAPSHOTS_MAX_AGE, SNAPSHOTS_MAX_BYTES, SNAPSHOTS_SEGMENT_BYTES
 )
 
 # Declared by every daemon (not by clients), so that no message is published into nothing.
@@ -148,6 +209,22 @@ def control_queue() -> Queue:
     return Queue(
         "", durable=False, exclusive=True, auto_delete=True, bindings=((CONTROL_EXCHANGE, ""),)
     )
+
+
+def masters_queue() -> Queue:
+    """A master's private view of the other masters' beats; stale beats expire unread."""
+    return Queue(
+        "",
+        durable=False,
+        exclusive=True,
+        auto_delete=True,
+        arguments={"x-message-ttl": HEARTBEAT_TTL_MS},
+        bindings=((MASTERS_EXCHANGE, ""),),
+    )
+
+
+def refused_key(node_id: str) -> str:
+    return f"refused.{node_id}"
 
 
 def status_queue(patterns: tuple[str, ...] = ("#",)) -> Queue:

@@ -6,12 +6,14 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from schemas.base import NODE_ID_PATTERN
+
 
 class MasterSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    amqp_url: str
-    name: str = "master"
+    amqp_url: str  # one AMQP URL, or several (broker cluster nodes) separated by commas
+    name: Annotated[str, Field(pattern=NODE_ID_PATTERN)] = "master"
     heartbeat_interval: Annotated[float, Field(gt=0)] = 1.0
     suspect_after: Annotated[float, Field(gt=0)] = 2.0
     dead_after: Annotated[float, Field(gt=0)] = 3.0
@@ -33,3 +35,15 @@ class MasterSettings(BaseModel):
     # A node down this long with nothing booked on it is forgotten (it joins again with
     # its next heartbeat), so invented or retired node ids do not pile up.
     forget_down_nodes_after: Annotated[float, Field(gt=0)] = 600.0
+    # -- the master group (election, journal, snapshots) --
+    # AMQP heartbeat: a master frozen this long (times about two) loses its broker
+    # connection, and with it its leadership.
+    amqp_heartbeat: Annotated[int, Field(ge=1, le=60)] = 2
+    # How often each master pings corral.leader (the active one receives the pings).
+    ping_interval: Annotated[float, Field(gt=0, le=5)] = 0.2
+    # A new leader gives nodes this long to be heard before judging them down.
+    takeover_grace: Annotated[float, Field(ge=0, le=60)] = 3.0
+    # The active master writes a snapshot after this many journal records, or after
+    # snapshot_max_age seconds with records since the last one, whichever comes first.
+    snapshot_every: Annotated[int, Field(ge=1)] = 1000
+    snapshot_max_age: Annotated[float, Field(gt=0)] = 3600.0

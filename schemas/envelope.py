@@ -22,7 +22,10 @@ from schemas.api import API_REQUESTS, Reply
 from schemas.base import Count, Int64, Open, Sender, Strict, Timestamp, Token
 from schemas.limits import MAX_JSON_DEPTH, MAX_MESSAGE_BYTES
 from schemas.messages import (
+    CommandRefused,
     Heartbeat,
+    LeaderAnnounced,
+    MasterBeat,
     JobEvent,
     LogChunk,
     LogsRequest,
@@ -44,6 +47,9 @@ _ALL_PAYLOADS: tuple[type[Payload], ...] = (
     NodeEvent,
     LogsRequest,
     LogChunk,
+    LeaderAnnounced,
+    CommandRefused,
+    MasterBeat,
     Reply,
     *API_REQUESTS,
 )

@@ -27,6 +27,7 @@ from schemas.base import (
 )
 from schemas.job import JobSpec
 from schemas.limits import (
+    MAX_INT,
     MAX_CPU,
     MAX_GRACE,
     MAX_LOG_CHUNK_CHARS,
@@ -148,6 +149,58 @@ class NodeEvent(Payload):
     node_id: NodeId
     state: NodeState
     reason: Text = ""
+
+
+class LeaderAnnounced(Payload):
+    """Active master -> workers and masters (corral.control): who leads, with which epoch.
+
+    Sent when a master takes over and every few seconds after. A worker raises the
+    newest epoch it has heard of to `epoch`, so a deposed master's late commands are
+    refused as stale even before the new leader has sent it anything."""
+
+    model_config = Open.model_config
+    TYPE: ClassVar[str] = "leader.announce"
+
+    master: NodeId
+    epoch: Count
+
+
+class CommandRefused(Payload):
+    """Worker -> everyone (corral.status, key refused.<node>): a command it dropped.
+
+    Most often a deposed master's late command (its epoch is older than the newest
+    this node has heard of); the reason says which."""
+
+    model_config = Open.model_config
+    TYPE: ClassVar[str] = "command.refused"
+
+    node_id: NodeId
+    command: Annotated[str, Field(max_length=64), Token] = ""
+    task_id: Annotated[str, Field(max_length=256), Token] = ""
+    epoch: Count | None = None
+    max_epoch: Count = 0
+    reason: Text = ""
+
+
+MasterRole = Literal["active", "claiming", "standby"]
+
+
+class MasterBeat(Payload):
+    """Every master -> masters (corral.masters fanout), every second: who is there.
+
+    `applied` is the journal offset its state includes (-1: none yet); the active
+    master's minus a standby's is that standby's lag."""
+
+    model_config = Open.model_config
+    TYPE: ClassVar[str] = "master.beat"
+
+    master: NodeId
+    instance: Annotated[str, Field(min_length=1), Token]
+    role: MasterRole
+    epoch: Count | None = None
+    applied: Annotated[int, Field(ge=-1, le=MAX_INT)] = -1
+    started_at: float = 0.0
+    interval: Annotated[float, Field(gt=0, le=3600)] = 1.0
 
 
 class LogsRequest(Payload):
