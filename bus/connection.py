@@ -39,21 +39,21 @@ from tenacity import (
 )
 
 from bus import topology
-from bus.consuming import Consumer, Handler, on_message_callback
+from bus.consuming import ConsumeArguments, Consumer, Handler, on_message_callback
 from bus.declare import declare_queue
 from bus.delivery import Delivery
 from bus.errors import (
     CONNECTION_ERRORS,
     NOT_FOUND,
     RESOURCE_LOCKED,
-    AccessRefused,
     BusError,
     ConnectionLost,
     MessageTooLarge,
     TopologyError,
     check_size,
 )
-from bus.params import connection_parameters, probe_parameters
+from bus.params import connect_first, connection_parameters, probe_parameters, redacted, split_urls
+from bus.params import describe as _describe
 from bus.publisher import ConfirmingPublisher, Outgoing
 from bus.replies import ReplyGuard, is_direct_reply
 from bus.rpc import Requester
@@ -87,7 +87,8 @@ class _ChannelBroken(ConnectionLost):
 
 
 class Bus:
-    """See the module docstring. `url` is an AMQP URL such as amqp://guest:guest@127.0.0.1/.
+    """See the module docstring. `url` is an AMQP URL such as amqp://guest:guest@127.0.0.1/,
+    or several, the nodes of one broker cluster, separated by commas (`bus.params`).
 
     Raises InvalidUrl at once for a malformed URL. `declare_topology=False` (clients)
     declares no exchange or queue of Corral's, only the caller's private queues.
@@ -109,12 +110,16 @@ class Bus:
         self.max_backoff = max_backoff
         self.declare_topology = declare_topology
         self._parameters = connection_parameters(url, name=name, heartbeat=heartbeat)
+        self._urls = split_urls(url)  # one per broker node, in the order given
+        self._node: int | None = None  # the node of the current connection
+        self._next_node = 0  # the node the next connection attempt tries first
         self._reply_guard = ReplyGuard(probe_parameters(url, name=f"{name} (reply)"))
         self._connection: Any = None
         self._publisher = ConfirmingPublisher(window)
         self._declared: list[topology.Queue] = []
         self._consumers: list[Consumer] = []
         self._on_connected: list[Callable[[bool], None]] = []
+        self._on_lost: list[Callable[[], None]] = []
         self._timers = Timers()
         self._broken: tuple[str, bool] | None = None  # (why, the publishing channel?)
         self._connected_at = 0.0
@@ -133,22 +138,40 @@ class Bus:
                 channel, _ = declare_queue(self._connection, channel, q)
             channel.close()
 
-    def consume(self, queue_decl: topology.Queue, handler: Handler, *, prefetch: int = 50) -> None:
+    def consume(
+        self,
+        queue_decl: topology.Queue,
+        handler: Handler,
+        *,
+        prefetch: int = 50,
+        arguments: ConsumeArguments = None,
+    ) -> Consumer:
         """Deliver messages from `queue_decl` to `handler` on the bus thread (manual ack).
 
         A body over MAX_MESSAGE_BYTES is dead-lettered without reaching the
         handler. A handler that raises has its delivery dead-lettered with the
         error as the reason, and a sender that gave `reply_to` gets an error
         reply; the consumer keeps running.
+
+        `arguments` go to basic.consume each time the consumer (re)starts; a callable
+        is called at each start, so a stream consumer can resume where it was:
+        ``lambda: {"x-stream-offset": last_seen + 1}``. Returns the consumer: its
+        `cancel()` stops it for good.
         """
-        consumer = Consumer(queue_decl, handler, prefetch)
+        consumer = Consumer(queue_decl, handler, prefetch, arguments, stop=self._cancel)
         self._consumers.append(consumer)
         if self.connected:
             self._start_consumer(consumer)
+        return consumer
 
     def consume_messages(
-        self, queue_decl: topology.Queue, handler: MessageHandler, *, prefetch: int = 50
-    ) -> None:
+        self,
+        queue_decl: topology.Queue,
+        handler: MessageHandler,
+        *,
+        prefetch: int = 50,
+        arguments: ConsumeArguments = None,
+    ) -> Consumer:
         """Like `consume`, but decodes envelopes first.
 
         Undecodable or invalid messages are dead-lettered with the reason, and
@@ -160,11 +183,16 @@ class Bus:
         def decode_then_handle(delivery: Delivery) -> None:
             handler(decode(delivery.body), delivery)
 
-        self.consume(queue_decl, decode_then_handle, prefetch=prefetch)
+        return self.consume(queue_decl, decode_then_handle, prefetch=prefetch, arguments=arguments)
 
     def on_connected(self, callback: Callable[[bool], None]) -> None:
         """Call `callback(reconnected)` on the bus thread after each (re)connect."""
         self._on_connected.append(callback)
+
+    def on_lost(self, callback: Callable[[], None]) -> None:
+        """Call `callback()` on the bus thread each time `lost` drops the connection, before
+        any reconnect (a master steps down at once). `close` does not call it."""
+        self._on_lost.append(callback)
 
     def queue_name(self, queue_decl: topology.Queue) -> str:
         """The current name of a consumed queue (server-named queues change on reconnect)."""
@@ -308,6 +336,15 @@ class Bus:
     def connected(self) -> bool:
         return self._connection is not None and self._connection.is_open
 
+    @property
+    def connected_url(self) -> str | None:
+        """The URL (password hidden) of the broker node this bus is connected to; None while
+        disconnected. With several URLs, each (re)connect tries them in turn from the one after
+        the node used last."""
+        if self._node is None or not self.connected:
+            return None
+        return redacted(self._urls[self._node])
+
     def connect(self, stop: threading.Event | None = None, *, attempts: int | None = None) -> None:
         """Connect and declare, retrying every failure with backoff and jitter.
 
@@ -403,14 +440,10 @@ class Bus:
 
     def _connect_once(self) -> None:
         """One attempt. Every failure, whatever pika raised, leaves as a BusError."""
-        try:
-            connection = pika.BlockingConnection(self._parameters)
-        except pika.exceptions.ProbableAuthenticationError:
-            raise AccessRefused("the broker refused the user name or password") from None
-        except pika.exceptions.ProbableAccessDeniedError as exc:
-            raise AccessRefused(f"the broker refused access to the vhost ({exc})") from None
-        except Exception as exc:  # a timeout, a reset, a refused socket, a broker in recovery…
-            raise ConnectionLost(_describe(exc)) from None
+        # From the node after the one used last: a node that just dropped us is tried last.
+        start, self._next_node = self._next_node, (self._next_node + 1) % len(self._parameters)
+        index, connection = connect_first(self._parameters, start, pika.BlockingConnection)
+        self._node, self._next_node = index, (index + 1) % len(self._parameters)
         self._connection = connection
         self._broken = None
         self.generation += 1
@@ -432,13 +465,15 @@ class Bus:
             self.close()
             raise ConnectionLost(_describe(exc)) from None
         self._last_failure = ("", 0.0)
-        log.info("%s: connected to the broker%s", self.name, " again" if reconnected else "")
+        again = " again" if reconnected else ""
+        where = f" at {self.connected_url}" if len(self._urls) > 1 else ""
+        log.info("%s: connected to the broker%s%s", self.name, again, where)
         self._connected_at = time.monotonic()
         try:
             for callback in self._on_connected:
                 self._guarded(callback, reconnected)
         except CONNECTION_ERRORS as exc:
-            self.close()
+            self.lost(exc)  # callbacks may have acted on the connection: on_lost must hear of it
             raise ConnectionLost(_describe(exc)) from None
 
     def _report_failure(self, error: BaseException | None, pause: float | None) -> None:
@@ -510,7 +545,24 @@ class Bus:
         channel.basic_qos(prefetch_count=consumer.prefetch)  # on the channel declare returned
         self._watch(channel, f"{consumer.queue.name or 'private'} queue's")
         on_message = on_message_callback(self, consumer, self.generation)
-        channel.basic_consume(consumer.current_name, on_message)
+        consumer.channel = channel
+        consumer.tag = channel.basic_consume(
+            consumer.current_name, on_message, arguments=consumer.start_arguments()
+        )
+
+    def _cancel(self, consumer: Consumer) -> None:
+        """`Consumer.cancel`: forget it (no restart on reconnect) and stop it now."""
+        if consumer in self._consumers:
+            self._consumers.remove(consumer)
+        channel, consumer.channel = consumer.channel, None
+        if channel is None or not self.connected or not channel.is_open:
+            return  # gone with its connection: there is nothing to stop
+        try:
+            channel.basic_cancel(consumer.tag)  # unhandled deliveries go back to the queue
+            channel.close()  # and so do the handled ones not yet settled
+        except CONNECTION_ERRORS as exc:
+            # The connection is going: run() notices; the consumer will not come back.
+            log.debug("cancelling a consumer of %s: %s", consumer.current_name, _describe(exc))
 
     def process(self, time_limit: float) -> None:
         """Serve I/O for up to `time_limit` s on the owning thread. Raises ConnectionLost
@@ -540,7 +592,13 @@ class Bus:
             self._short_lived += 1
         else:
             self._short_lived = 0
+        had_connection = self._connection is not None  # else on_lost has been told already
         self._drop_connection(channel_error=isinstance(exc, _ChannelBroken) and exc.publishing)
+        for callback in list(self._on_lost) if had_connection else []:
+            try:
+                callback()
+            except Exception:
+                log.exception("on_lost callback %r failed", callback)
 
     def _drop_connection(self, *, channel_error: bool) -> None:
         connection, self._connection = self._connection, None
@@ -551,8 +609,3 @@ class Bus:
                 connection.close()
             except Exception:
                 log.debug("error while closing", exc_info=True)
-
-
-def _describe(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

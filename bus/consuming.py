@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from bus import topology
@@ -21,14 +21,42 @@ if TYPE_CHECKING:
 log = logging.getLogger("corral.bus")
 
 Handler = Callable[[Delivery], None]
+# basic.consume arguments, or what gives them at each (re)start of the consumer.
+ConsumeArguments = dict[str, Any] | Callable[[], dict[str, Any]] | None
 
 
-@dataclass
+@dataclass(eq=False)
 class Consumer:
+    """A consumer registered with `Bus.consume`, restarted on every reconnect until cancelled.
+
+    For a stream queue (x-queue-type stream), `arguments` may say where to start:
+    {"x-stream-offset": "first" | "last" | "next" | <offset>}; each delivery's
+    `headers["x-stream-offset"]` is its offset.
+    """
+
     queue: topology.Queue
     handler: Handler
     prefetch: int
+    arguments: ConsumeArguments = None
+    stop: Callable[[Consumer], None] | None = field(default=None, repr=False)
     current_name: str = ""
+    channel: Any = field(default=None, repr=False)  # while started on a connection
+    tag: str = ""
+
+    def start_arguments(self) -> dict[str, Any] | None:
+        """The basic.consume arguments for starting now."""
+        arguments = self.arguments() if callable(self.arguments) else self.arguments
+        return dict(arguments) if arguments else None
+
+    def cancel(self) -> None:
+        """Stop this consumer now and for good: no more deliveries, no restart on reconnect.
+
+        Its deliveries not yet settled go back to the queue (settling one later does
+        nothing). Bus thread only, like every consumer's handler; idempotent.
+        """
+        stop, self.stop = self.stop, None
+        if stop is not None:
+            stop(self)
 
 
 def on_message_callback(bus: Bus, consumer: Consumer, generation: int) -> Callable[..., None]:

@@ -26,8 +26,9 @@ class Delivery:
     """A message taken from a queue. Exactly one of ack / reject / dead_letter settles it.
 
     Settling must happen on the bus thread; from another thread use the
-    `*_threadsafe` variants. Settling a delivery from before a reconnect is a
-    no-op: the broker has already put it back in the queue.
+    `*_threadsafe` variants. Settling a delivery from before a reconnect, or from a
+    consumer cancelled since, is a no-op: the broker has already put it back in the
+    queue.
 
     `reply_to` is None unless the sender named a queue that may receive replies
     (`bus.replies.is_reply_queue`): handlers never answer anywhere else.
@@ -91,5 +92,5 @@ class Delivery:
         if self.settled:
             return
         self.settled = True
-        if self.generation == self.bus.generation:
+        if self.generation == self.bus.generation and self.channel.is_open:
             action()

@@ -1,22 +1,60 @@
-"""AMQP URLs checked once, at the edge, into pika's connection parameters."""
+"""AMQP URLs checked once, at the edge, into pika's connection parameters; which node to try.
+
+A URL setting is one string that may hold several AMQP URLs, the nodes of one
+RabbitMQ cluster, separated by commas: ``amqp://u:p@rabbit1/,amqp://u:p@rabbit2/``.
+A comma starts another URL only where a scheme (``amqp://``) follows it, so
+a comma inside a password still works; one URL alone behaves exactly as a
+single-URL setting always did.
+"""
 
 from __future__ import annotations
 
+import re
 import unicodedata
-from urllib.parse import SplitResult, urlsplit
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+from urllib.parse import SplitResult, urlsplit, urlunsplit
 
 import pika
+import pika.exceptions
 
-from bus.errors import InvalidUrl
+from bus.errors import AccessRefused, BusError, ConnectionLost, InvalidUrl
 
 EXPECTED = "expected amqp://USER:PASSWORD@HOST:PORT/VHOST"
+SEVERAL = "several separated by commas"
 SCHEMES = ("amqp", "amqps")
+
+# A comma (blanks around it allowed) followed by a scheme: where one URL ends and the next starts.
+_SEPARATOR = re.compile(r"\s*,\s*(?=[A-Za-z][A-Za-z0-9+.-]*://)")
+
+C = TypeVar("C")
+
+
+def split_urls(url: str) -> list[str]:
+    """The URLs of a URL setting, in order (see the module docstring); `[url]` for one."""
+    return _SEPARATOR.split(url)
 
 
 def url_problem(url: str) -> str | None:
-    """What is wrong with `url` as an AMQP URL, as a short phrase (never quoting the
-    password); None if its structure is right: scheme, host, port, vhost, no stray
-    characters. pika judges the ?options when `connection_parameters` parses it."""
+    """What is wrong with `url` (one AMQP URL or several) as a short phrase, never quoting a
+    password; None if each one's structure is right: scheme, host, port, vhost, no stray
+    characters. With several, the phrase says which one: "URL 2 of 3: …". pika judges
+    the ?options when `connection_parameters` parses them."""
+    urls = split_urls(url)
+    for index, one in enumerate(urls, 1):
+        problem = single_url_problem(one)
+        if problem is not None:
+            return which_url(index, len(urls), problem)
+    return None
+
+
+def which_url(index: int, count: int, problem: str) -> str:
+    """`problem` of URL `index` (from 1) of `count`, saying which when there are several."""
+    return problem if count == 1 else f"URL {index} of {count}: {problem}"
+
+
+def single_url_problem(url: str) -> str | None:
+    """`url_problem` for one URL."""
     if not url.strip():
         return "it is empty"
     if any(ch.isspace() or unicodedata.category(ch).startswith("C") for ch in url):
@@ -29,11 +67,15 @@ def url_problem(url: str) -> str | None:
         return "it does not start with amqp:// or amqps://"
     if not parts.hostname:
         return "it names no host"
-    return _port_problem(parts) or _vhost_problem(parts)
+    return _port_problem(parts) or _comma_problem(parts) or _vhost_problem(parts)
+
+
+def _host_port(parts: SplitResult) -> str:
+    return parts.netloc.rpartition("@")[2]
 
 
 def _port_problem(parts: SplitResult) -> str | None:
-    host_port = parts.netloc.rpartition("@")[2]
+    host_port = _host_port(parts)
     if host_port.startswith("["):  # an IPv6 literal: [::1]:5672
         host_port = host_port.partition("]")[2]
     _host, colon, port = host_port.partition(":")
@@ -46,6 +88,17 @@ def _port_problem(parts: SplitResult) -> str | None:
     return None
 
 
+def _comma_problem(parts: SplitResult) -> str | None:
+    # Several nodes written as one URL (amqp://h1,h2/), or a list whose second URL lacks
+    # its scheme (amqp://h1/,h2:5672): pika would resolve "h1,h2" or use the vhost ",h2:5672".
+    if "," in _host_port(parts) or "," in parts.path:
+        return (
+            "it holds a ',' outside the password: give each broker node a URL of its own, "
+            "amqp://…,amqp://… (a ',' in a vhost name is written %2C)"
+        )
+    return None
+
+
 def _vhost_problem(parts: SplitResult) -> str | None:
     if "/" in parts.path[1:]:
         # pika would silently use only the part before the second slash.
@@ -54,19 +107,35 @@ def _vhost_problem(parts: SplitResult) -> str | None:
 
 
 def check_url(url: str) -> None:
-    """Raise InvalidUrl, naming the problem (never the password), unless `url` is usable."""
-    problem = url_problem(url)
-    if problem is not None:
-        raise InvalidUrl(f"the AMQP URL is not valid: {problem}; {EXPECTED}")
+    """Raise InvalidUrl, naming the problem (and which URL, of several; never the password),
+    unless every URL of `url` is usable."""
+    urls = split_urls(url)
+    for index, one in enumerate(urls, 1):
+        problem = single_url_problem(one)
+        if problem is None:
+            continue
+        if len(urls) == 1:
+            raise InvalidUrl(f"the AMQP URL is not valid: {problem}; {EXPECTED}")
+        raise InvalidUrl(
+            f"AMQP URL {index} of {len(urls)} is not valid: {problem}; {EXPECTED}, {SEVERAL}"
+        )
 
 
-def connection_parameters(url: str, *, name: str, heartbeat: int) -> pika.URLParameters:
-    """pika's parameters for `url`: one attempt, short timeouts (the bus retries itself)."""
+def connection_parameters(url: str, *, name: str, heartbeat: int) -> list[pika.URLParameters]:
+    """pika's parameters for each URL of `url`, in order: one attempt each, short timeouts
+    (the bus retries itself)."""
     check_url(url)
+    urls = split_urls(url)
+    count = len(urls)
+    return [_parameters(one, index, count, name, heartbeat) for index, one in enumerate(urls, 1)]
+
+
+def _parameters(url: str, index: int, count: int, name: str, heartbeat: int) -> pika.URLParameters:
     try:
         parameters = pika.URLParameters(url)
     except Exception as exc:
-        raise InvalidUrl(f"the AMQP URL is not valid ({type(exc).__name__}); {EXPECTED}") from None
+        problem = which_url(index, count, f"the AMQP URL is not valid ({type(exc).__name__})")
+        raise InvalidUrl(f"{problem}; {EXPECTED}") from None
     parameters.heartbeat = heartbeat
     parameters.blocked_connection_timeout = 30
     parameters.connection_attempts = 1
@@ -76,10 +145,77 @@ def connection_parameters(url: str, *, name: str, heartbeat: int) -> pika.URLPar
     return parameters
 
 
-def probe_parameters(url: str, *, name: str) -> pika.URLParameters:
+def probe_parameters(url: str, *, name: str) -> list[pika.URLParameters]:
     """Parameters for short-lived connections: no heartbeats, quick to give up."""
-    probe = connection_parameters(url, name=name, heartbeat=0)
-    probe.socket_timeout = 2
-    probe.stack_timeout = 4
-    probe.blocked_connection_timeout = 4
-    return probe
+    probes = connection_parameters(url, name=name, heartbeat=0)
+    for probe in probes:
+        probe.socket_timeout = 2
+        probe.stack_timeout = 4
+        probe.blocked_connection_timeout = 4
+    return probes
+
+
+def redacted(url: str) -> str:
+    """One well-formed URL (it passed `check_url`) with its password shown as ***."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.netloc.rpartition("@")[0].partition(":")[0]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{_host_port(parts)}"))
+
+
+def node_name(parameters: Any) -> str:
+    """HOST:PORT of a node's connection parameters, for messages."""
+    host = str(parameters.host)
+    return f"[{host}]:{parameters.port}" if ":" in host else f"{host}:{parameters.port}"
+
+
+def rotation(start: int, count: int) -> list[int]:
+    """The indexes 0 … count-1 in the order to try them: from `start`, round to `start - 1`."""
+    return [(start + step) % count for step in range(count)]
+
+
+def connect_first(
+    parameters: Sequence[Any], start: int, connect: Callable[[Any], C]
+) -> tuple[int, C]:
+    """`connect(p)` for each of `parameters` in `rotation(start, …)` order until one works:
+    that one's index and connection.
+
+    When none works, raises AccessRefused if a node refused our credentials or vhost
+    (worth telling the user before "unreachable"), else ConnectionLost. With one node the
+    text is that failure's; with several it names each node's failure.
+    """
+    failures: list[tuple[str, BusError]] = []
+    for index in rotation(start, len(parameters)):
+        try:
+            return index, connect(parameters[index])
+        except Exception as exc:
+            failures.append((node_name(parameters[index]), _failure(exc)))
+    if len(failures) == 1:
+        raise failures[0][1]
+    text = "; ".join(f"{node}: {_detailed(str(error))}" for node, error in failures)
+    if any(isinstance(error, AccessRefused) for _node, error in failures):
+        raise AccessRefused(text)
+    raise ConnectionLost(f"no broker node accepts a connection ({text})")
+
+
+def _detailed(text: str) -> str:
+    # pika's AMQPConnectionError often says nothing more (the single-node text gets the
+    # same hint from corral.errors.BrokerUnreachable).
+    return text if ":" in text else f"{text} (nothing listens there, or it is not RabbitMQ)"
+
+
+def _failure(exc: BaseException) -> BusError:
+    """What a failed connection attempt means, as a BusError."""
+    if isinstance(exc, pika.exceptions.ProbableAuthenticationError):
+        return AccessRefused("the broker refused the user name or password")
+    if isinstance(exc, pika.exceptions.ProbableAccessDeniedError):
+        return AccessRefused(f"the broker refused access to the vhost ({exc})")
+    # A timeout, a reset, a refused socket, a broker in recovery…
+    return ConnectionLost(describe(exc))
+
+
+def describe(exc: BaseException) -> str:
+    """`Type: text` of an exception, or its type alone when it says nothing."""
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

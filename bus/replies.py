@@ -28,6 +28,7 @@ import re
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Sequence
 from typing import Any
 
 import pika
@@ -98,8 +99,8 @@ class ReplyGuard:
     daemon thread started on first use, which owns its short-lived connections.
     """
 
-    def __init__(self, parameters: pika.ConnectionParameters) -> None:
-        self._parameters = parameters
+    def __init__(self, parameters: Sequence[pika.ConnectionParameters]) -> None:
+        self._parameters = list(parameters)  # the broker nodes, tried in order
         self._lock = threading.Lock()
         self._good: OrderedDict[bytes, None] = OrderedDict()
         self._bad: OrderedDict[bytes, float] = OrderedDict()

@@ -223,6 +223,10 @@ def masters_queue() -> Queue:
     )
 
 
+def leader_key(master: str) -> str:
+    return f"leader.{master}"
+
+
 def refused_key(node_id: str) -> str:
     return f"refused.{node_id}"
 

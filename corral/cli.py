@@ -21,13 +21,23 @@ from typing import Annotated, Any, TypeVar
 import typer
 from pydantic import BaseModel, ValidationError
 
-from corral import output
+from corral import brokers, output
 from corral.client import DEFAULT_URL, Client
-from corral.clitools import Amqp, fail, friendly_errors, parse_pairs, usage_error, warn
+from corral.clitools import (
+    DEFAULT_URLS,
+    Amqp,
+    AmqpUrls,
+    fail,
+    friendly_errors,
+    parse_pairs,
+    usage_error,
+    warn,
+)
 from corral.daemons import register_daemons
-from corral.errors import NoCluster, NoMaster
+from corral.errors import CorralError, NoCluster, NoMaster
 from corral.job import Job
 from corral.text import visible
+from corral.urls import join_urls
 from schemas.envelope import describe_errors
 from schemas.files import load_job_file
 from schemas.job import JobSpec
@@ -70,6 +80,7 @@ WaitTimeoutOpt = Annotated[
     float | None,
     typer.Option("--timeout", metavar="SECONDS", help="Give up waiting after this long."),
 ]
+
 
 # The JobSpec field a validation error names -> the `corral run` option that sets it.
 _FIELD_OPTIONS = {
@@ -271,6 +282,34 @@ def nodes(fmt: Output = OutputFormat.table, amqp: Amqp = DEFAULT_URL) -> None:
     """List worker nodes with their capacity and use."""
     with _client(amqp) as client:
         _show(fmt, client.iter_nodes(), output.NODE_HEADERS, output.node_row)
+
+
+@app.command()
+@friendly_errors
+def masters(fmt: Output = OutputFormat.table, amqp: AmqpUrls = DEFAULT_URLS) -> None:
+    """List the masters, the active one first (LAG: journal records behind it)."""
+    with _client(join_urls(amqp)) as client:  # the bus tries each node in turn
+        info = client.masters()
+    if fmt == OutputFormat.json:
+        typer.echo(output.to_json(info.masters))
+    else:
+        typer.echo(output.masters_table(info))
+
+
+@app.command()
+@friendly_errors
+def status(fmt: Output = OutputFormat.table, amqp: AmqpUrls = DEFAULT_URLS) -> None:
+    """Show the cluster on one screen: masters, broker nodes, workers, jobs, pending
+    tasks and dead letters. Exits 1 (after showing the broker nodes) if no master answers."""
+    nodes = brokers.probe(amqp)
+    render = output.status_json if fmt == OutputFormat.json else output.status_text
+    try:
+        with _client(brokers.reachable_first(nodes)) as client:
+            info = client.status()
+    except CorralError as exc:
+        typer.echo(render(None, nodes))
+        fail(str(exc))
+    typer.echo(render(info, nodes))
 
 
 @app.command(no_args_is_help=True)

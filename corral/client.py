@@ -23,7 +23,7 @@ request to a vhost where no master consumes `corral.api` fails at once (see
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -36,13 +36,18 @@ from corral.job import Job
 from corral.lookup import find_task
 from corral.session import Session
 from corral.streams import Event, event_stream, log_stream
+from corral.urls import join_urls
 from schemas.api import (
     CancelJob,
+    ClusterStatus,
     GetJob,
+    GetMasters,
+    GetStatus,
     JobInfo,
     ListJobs,
     ListNodes,
     ListTasks,
+    MastersInfo,
     NodeInfo,
     Page,
     ScaleJob,
@@ -66,19 +71,23 @@ class Client:
     """A connection to a Corral cluster. See the module docstring.
 
     `url` defaults to $CORRAL_AMQP_URL, then amqp://guest:guest@127.0.0.1:5672/;
-    a malformed one raises InvalidUrl here, before anything connects.
+    a malformed one raises InvalidUrl here, before anything connects. For the nodes
+    of a broker cluster give several: a list, or one string with the URLs separated by
+    commas (`self.url` is that string); each connection tries them in turn.
     Connecting makes 3 attempts with backoff, then raises BrokerUnreachable.
     `page_size` is how many items each listing request asks for.
     """
 
     def __init__(
         self,
-        url: str | None = None,
+        url: str | Sequence[str] | None = None,
         *,
         timeout: float = 10.0,
         name: str = "client",
         page_size: int = DEFAULT_PAGE_SIZE,
     ) -> None:
+        if url is not None and not isinstance(url, str):
+            url = join_urls(url)
         self.url = url or os.environ.get(URL_ENV) or DEFAULT_URL
         self.timeout = timeout
         self.name = name
@@ -168,6 +177,18 @@ class Client:
         """`nodes()` one page at a time."""
         limit = _limit(page_size or self.page_size)
         return self._pages(lambda cursor: ListNodes(limit=limit, cursor=cursor), NodeInfo)
+
+    def masters(self) -> MastersInfo:
+        """The masters of the group as the active master last heard them, active first.
+
+        A master from before master groups answers ApiFailure "invalid_message".
+        """
+        return self._call(GetMasters(), MastersInfo)
+
+    def status(self) -> ClusterStatus:
+        """The cluster in one small answer: masters, workers and their room, jobs by
+        state, pending tasks with their most common reasons, dead letters."""
+        return self._call(GetStatus(), ClusterStatus)
 
     def cancel(self, job_id: str) -> JobInfo:
         """Stop every task of a job; the job ends `cancelled`."""

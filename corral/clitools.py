@@ -11,10 +11,10 @@ from typing import Annotated, NoReturn, ParamSpec, TypeVar
 
 import typer
 
-from corral.client import URL_ENV
+from corral.client import DEFAULT_URL, URL_ENV
 from corral.errors import CorralError, InvalidUrl
 from corral.text import visible
-from corral.urls import check_url
+from corral.urls import check_url, join_urls, split_urls
 from schemas.files import JobFileError
 from schemas.job import parse_size
 
@@ -39,17 +39,49 @@ def check_amqp_option(ctx: typer.Context, param: typer.CallbackParam, value: str
         usage_error(f"{exc} (it came from {URL_ENV})" if from_env else str(exc))
 
 
-# Every command that talks to the broker takes this option.
+def check_amqp_urls(
+    ctx: typer.Context, param: typer.CallbackParam, values: list[str] | None
+) -> list[str]:
+    """`check_amqp_option` for a repeatable --amqp: every URL given, one per item, in order
+    (a comma-separated item counts as several)."""
+    # click splits CORRAL_AMQP_URL at blanks: "URL1, URL2" comes as ["URL1,", "URL2"].
+    items = [item.strip(",") for item in values or [DEFAULT_URL]]
+    url = check_amqp_option(ctx, param, join_urls(item for item in items if item))
+    return split_urls(url)
+
+
+AMQP_HELP = (
+    "RabbitMQ URL: amqp://USER:PASSWORD@HOST:PORT/VHOST. For the nodes of a broker"
+    " cluster, repeat --amqp or separate the URLs with commas."
+)
+
+# Every command that talks to the broker takes this option, with `= DEFAULT_URL`.
+# One URL, or several separated by commas (CORRAL_AMQP_URL too); not repeatable.
 Amqp = Annotated[
     str,
     typer.Option(
         "--amqp",
         envvar=URL_ENV,
         metavar="URL",
-        help="RabbitMQ URL: amqp://USER:PASSWORD@HOST:PORT/VHOST.",
+        help=AMQP_HELP,
         callback=check_amqp_option,
     ),
 ]
+
+# The same, repeatable (`--amqp URL1 --amqp URL2`), with `= DEFAULT_URLS`: the command gets
+# every URL, one per item (join them with `corral.urls.join_urls` for a URL setting).
+# CORRAL_AMQP_URL stays one value: URLs separated by commas (or blanks).
+AmqpUrls = Annotated[
+    list[str],
+    typer.Option(
+        "--amqp",
+        envvar=URL_ENV,
+        metavar="URL",
+        help=AMQP_HELP,
+        callback=check_amqp_urls,
+    ),
+]
+DEFAULT_URLS = [DEFAULT_URL]
 
 LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 

@@ -14,9 +14,9 @@ from typing import Annotated
 import typer
 from pydantic import ValidationError
 
-from corral.client import DEFAULT_URL
 from corral.clitools import (
-    Amqp,
+    DEFAULT_URLS,
+    AmqpUrls,
     LogLevel,
     fail,
     parse_pairs,
@@ -25,6 +25,7 @@ from corral.clitools import (
     usage_error,
 )
 from corral.errors import redact_url, scrub
+from corral.urls import join_urls
 from master.settings import MasterSettings
 from schemas.envelope import describe_errors
 from worker.settings import DEFAULT_STATE_DIR, WorkerSettings
@@ -61,13 +62,13 @@ def master(
     forget_down_nodes_after: Annotated[
         float, typer.Option(metavar="S", help="Forget a node down this long with no tasks.")
     ] = 600.0,
-    amqp: Amqp = DEFAULT_URL,
+    amqp: AmqpUrls = DEFAULT_URLS,
     log_level: LogLevelOpt = LogLevel.info,
 ) -> None:
     """Run a master (the control plane) until SIGTERM or Ctrl-C."""
     try:
         settings = MasterSettings(
-            amqp_url=amqp,
+            amqp_url=join_urls(amqp),
             name=name,
             heartbeat_interval=heartbeat_interval,
             suspect_after=suspect_after,
@@ -83,7 +84,7 @@ def master(
     setup_logging(log_level.value)
     from master.daemon import serve
 
-    _run_daemon(lambda: serve(settings), amqp)
+    _run_daemon(lambda: serve(settings), settings.amqp_url)
 
 
 def worker(
@@ -118,13 +119,13 @@ def worker(
     log_streams: Annotated[
         int, typer.Option(metavar="N", help="Log streams served at once (more: 'busy').")
     ] = 4,
-    amqp: Amqp = DEFAULT_URL,
+    amqp: AmqpUrls = DEFAULT_URLS,
     log_level: LogLevelOpt = LogLevel.info,
 ) -> None:
     """Run a worker (the node agent that runs containers) until SIGTERM or Ctrl-C."""
     try:
         settings = WorkerSettings(
-            amqp_url=amqp,
+            amqp_url=join_urls(amqp),
             node_id=node_id,
             cpus=cpus,
             memory=parse_size_option(memory, "--memory"),
@@ -141,7 +142,7 @@ def worker(
     setup_logging(log_level.value)
     from worker.agent import serve
 
-    _run_daemon(lambda: serve(settings), amqp)
+    _run_daemon(lambda: serve(settings), settings.amqp_url)
 
 
 def _run_daemon(serve: Callable[[], None], amqp: str) -> None:

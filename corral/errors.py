@@ -11,7 +11,7 @@
      ├── BrokerUnreachable   RabbitMQ cannot be reached, or the connection dropped
      └── WaitTimeout         Job.wait ran out of time (also TimeoutError)
 
-URLs in messages never show a password (see `redact_url`).
+URLs in messages never show a password (see `redact_url`), of one URL or of several.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from __future__ import annotations
 from urllib.parse import unquote
 
 from bus import topology
+from bus.params import split_urls
 
 
 def _split_password(url: str) -> tuple[str, str, str] | None:
@@ -40,10 +41,15 @@ def _split_password(url: str) -> tuple[str, str, str] | None:
 
 
 def redact_url(url: str) -> str:
-    """`url` with its password replaced by `***`: amqp://guest:***@host:5672/.
+    """`url` with its password replaced by `***`: amqp://guest:***@host:5672/. Of several
+    comma-separated URLs (`bus.params.split_urls`), every one's password.
 
     Total: any string is accepted, a malformed URL included.
     """
+    return ",".join(_redact_one(one) for one in split_urls(url))
+
+
+def _redact_one(url: str) -> str:
     parts = _split_password(url)
     if parts is None or not parts[1]:
         return url
@@ -52,13 +58,16 @@ def redact_url(url: str) -> str:
 
 
 def scrub(text: str, url: str) -> str:
-    """`text` with any copy of `url` (or its password) replaced by the redacted form."""
+    """`text` with any copy of `url`, of one of its URLs, or of a password in them, replaced
+    by the redacted form."""
     text = text.replace(url, redact_url(url))
-    parts = _split_password(url)
-    password = parts[1] if parts is not None else ""
-    for form in {password, unquote(password)}:
-        if len(form) > 2:
-            text = text.replace(form, "***")
+    for one in split_urls(url):
+        text = text.replace(one, _redact_one(one))
+        parts = _split_password(one)
+        password = parts[1] if parts is not None else ""
+        for form in {password, unquote(password)}:
+            if len(form) > 2:
+                text = text.replace(form, "***")
     return text
 
 
@@ -96,12 +105,13 @@ class InvalidUrl(CorralError, ValueError):
 
     EXPECTED = "amqp://USER:PASSWORD@HOST:PORT/VHOST"
 
-    def __init__(self, url: str, problem: str, *, option: str = "AMQP") -> None:
+    def __init__(
+        self, url: str, problem: str, *, option: str = "AMQP", several: bool = False
+    ) -> None:
         self.url = redact_url(url)
         self.problem = scrub(problem, url)
-        super().__init__(
-            f"invalid {option} URL {self.url!r} ({self.problem}): expected {self.EXPECTED}"
-        )
+        expected = f"{self.EXPECTED}, several separated by commas" if several else self.EXPECTED
+        super().__init__(f"invalid {option} URL {self.url!r} ({self.problem}): expected {expected}")
 
 
 class NoMaster(CorralError):

@@ -16,9 +16,10 @@ from typing import TypeVar
 
 from pydantic import BaseModel
 
+from corral.brokers import BrokerNode
 from corral.streams import Event
 from corral.text import visible
-from schemas.api import JobInfo, NodeInfo, TaskInfo
+from schemas.api import ClusterStatus, JobInfo, MasterInfo, MastersInfo, NodeInfo, TaskInfo
 from schemas.job import format_size
 from schemas.messages import JobEvent, NodeEvent, TaskStatus
 
@@ -28,6 +29,7 @@ OTHER_PAYLOAD_CHARS = 300
 JOB_HEADERS = ("JOB", "KIND", "STATE", "RUNNING", "IMAGE", "AGE", "REASON")
 TASK_HEADERS = ("TASK", "JOB", "NODE", "STATE", "EXIT", "UPDATED", "REASON")
 NODE_HEADERS = ("NODE", "STATE", "CPU", "MEMORY", "TASKS", "LABELS")
+MASTER_HEADERS = ("NAME", "ROLE", "EPOCH", "APPLIED", "LAG", "SEEN", "BROKER")
 
 T = TypeVar("T")
 
@@ -235,3 +237,128 @@ def event_json(event: Event) -> str:
             "payload": event.payload.model_dump(mode="json"),
         }
     )
+
+
+# -- the master group and the cluster status --
+
+ROLE_ORDER = ("active", "claiming", "standby")
+JOB_STATES = ("pending", "running", "complete", "failed", "cancelled")
+NODE_STATES = ("ready", "suspect", "down")
+INDENT = "  "
+
+
+def seconds_ago(seconds: float) -> str:
+    """A short time since: 0.4s under ten seconds, then as `age` (42s, 5m, 3h, 2d)."""
+    if seconds < 10:
+        return f"{max(seconds, 0.0):.1f}s"
+    return age(datetime.fromtimestamp(0, UTC), datetime.fromtimestamp(seconds, UTC))
+
+
+def _number(value: int | None) -> str:
+    return NONE if value is None or value < 0 else str(value)
+
+
+def master_row(master: MasterInfo) -> list[str]:
+    return [
+        master.name,
+        master.role,
+        _number(master.epoch),
+        _number(master.applied),
+        _number(master.lag),
+        seconds_ago(master.last_seen_ago),
+        master.broker or NONE,
+    ]
+
+
+def _by_role(masters: Iterable[MasterInfo]) -> list[MasterInfo]:
+    # The master sorts them already; a stable sort keeps its order within a role.
+    rank = {role: i for i, role in enumerate(ROLE_ORDER)}
+    return sorted(masters, key=lambda m: rank.get(m.role, len(rank)))
+
+
+def masters_table(info: MastersInfo) -> str:
+    """`corral masters`: one row per master, the active one first."""
+    text = table(MASTER_HEADERS, [master_row(m) for m in _by_role(info.masters)])
+    if info.omitted:
+        text += f"\n({info.omitted} more masters not shown)"
+    return text
+
+
+def _counts(counts: dict[str, int], known: Sequence[str], *, zeros: bool = False) -> str:
+    """`2 running, 1 failed`: the known states in their order (with zeros if asked),
+    then any others by name."""
+    order = [*known, *sorted(set(counts) - set(known))]
+    parts = [f"{counts.get(s, 0)} {s}" for s in order if (zeros and s in known) or counts.get(s)]
+    return visible(", ".join(parts)) or "none"
+
+
+def approximate_size(size: int) -> str:
+    """A byte size to one decimal in its largest unit (15.7Gi); exact if it is exact."""
+    for unit, factor in (("Ti", 1024**4), ("Gi", 1024**3), ("Mi", 1024**2), ("Ki", 1024)):
+        if size >= factor:
+            exact = format_size(size)
+            return exact if exact.endswith(unit) else f"{size / factor:.1f}{unit}"
+    return str(size)
+
+
+def _brokers_lines(brokers: Sequence[BrokerNode]) -> list[str]:
+    if not brokers:
+        return ["brokers: none given"]
+    rows = [
+        [node.address, {True: "yes", False: "no", None: NONE}[node.reachable]] for node in brokers
+    ]
+    return [
+        "brokers:",
+        *(INDENT + line for line in table(("BROKER", "REACHABLE"), rows).split("\n")),
+    ]
+
+
+def _status_body(status: ClusterStatus) -> tuple[list[str], list[str]]:
+    """The lines before the brokers (masters) and after them (the rest)."""
+    epoch = "" if status.epoch is None else f" (epoch {status.epoch})"
+    if status.masters:
+        rows = [master_row(m) for m in _by_role(status.masters)]
+        head = [f"masters: {len(status.masters)}{epoch}"]
+        head += [INDENT + line for line in table(MASTER_HEADERS, rows).split("\n")]
+    else:
+        head = [f"masters: none reported{epoch}"]
+    workers = status.workers
+    capacity, free = workers.capacity, workers.free
+    tail = [
+        f"workers: {_counts(workers.states, NODE_STATES, zeros=True)}",
+        f"{INDENT}cpu {cpus(free.cpus)} free of {cpus(capacity.cpus)}, memory"
+        f" {approximate_size(free.memory)} free of {approximate_size(capacity.memory)}"
+        " (ready nodes)",
+        f"jobs: {_counts(status.jobs, JOB_STATES)}",
+        f"pending tasks: {status.pending.count}",
+    ]
+    shown = 0
+    for item in status.pending.reasons:
+        reason = visible(item.reason) if item.reason else "(not looked at by the scheduler yet)"
+        tail.append(f"{INDENT}{item.count:>6}  {reason}")
+        shown += item.count
+    if status.pending.reasons and status.pending.count > shown:
+        tail.append(f"{INDENT}{status.pending.count - shown:>6}  (other reasons)")
+    letters = "unknown" if status.dead_letters is None else str(status.dead_letters)
+    tail.append(f"dead letters: {letters}")
+    return head, tail
+
+
+def status_text(status: ClusterStatus | None, brokers: Sequence[BrokerNode]) -> str:
+    """`corral status` on one screen: masters, broker nodes, workers, jobs, pending
+    tasks, dead letters; only the broker nodes if the master could not be asked."""
+    if status is None:
+        return "\n".join(_brokers_lines(brokers))
+    head, tail = _status_body(status)
+    return "\n".join([*head, *_brokers_lines(brokers), *tail])
+
+
+def status_json(status: ClusterStatus | None, brokers: Sequence[BrokerNode]) -> str:
+    """The same as JSON: the broker nodes (address and reachable, never the URL), then
+    the master's ClusterStatus fields if it answered."""
+    document: dict[str, object] = {
+        "brokers": [{"address": n.address, "reachable": n.reachable} for n in brokers]
+    }
+    if status is not None:
+        document.update(status.model_dump(mode="json"))
+    return json.dumps(document, indent=2)

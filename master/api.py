@@ -9,71 +9,45 @@ master/pages.py) and returns the reply to publish.
 a request the master took but had not acknowledged when its connection dropped
 or it restarted; the client may never have seen the first reply. So the ids of
 the last `remember_requests` mutating requests (submit, cancel, scale) are kept
-with their outcome, oldest forgotten first. A request whose `message_id` and
-job are both remembered is not carried out again: it gets the same error, or
-success with the job as it is now (not `conflict` for its own submit). Reads
-are answered afresh. A client that retries on its own must therefore resend
-the same envelope (same `message_id`) to be safe; a new `message_id` is a new
-request.
+with their outcome, least recently used forgotten first. A request whose
+`message_id` and job are both remembered is not carried out again: it gets the
+same error, or success with the job as it is now (not `conflict` for its own
+submit). Reads are answered afresh. A client that retries on its own must
+therefore resend the same envelope (same `message_id`) to be safe; a new
+`message_id` is a new request.
+
+The outcomes are part of the cluster state (`ClusterState.requests`), recorded
+by a journaled `RequestDone` (`Controller.remember_request`), so a request
+redelivered to the next leader after a failover is recognised there too.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
 from typing import Any
 
-from master import pages
+from master import overview, pages
 from master.controller import Controller
 from master.errors import ApiProblem
+from master.model import Outcome, RequestMemory
+from master.overview import SeenMaster
 from schemas.api import (
     ApiError,
     CancelJob,
     GetJob,
+    GetMasters,
+    GetStatus,
     ListJobs,
     ListNodes,
     ListTasks,
+    MastersInfo,
     Reply,
     ScaleJob,
     SubmitJob,
 )
 from schemas.messages import Payload
 
-
-@dataclass(frozen=True)
-class Outcome:
-    """What a mutating request came to: its job, and the error if it failed."""
-
-    request_type: str
-    job_id: str
-    error: ApiError | None = None
-
-
-class RequestMemory:
-    """The outcomes of the last `size` mutating requests, by message id (an LRU)."""
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self._outcomes: OrderedDict[str, Outcome] = OrderedDict()
-
-    def __len__(self) -> int:
-        return len(self._outcomes)
-
-    def recall(self, message_id: str, request_type: str, job_id: str) -> Outcome | None:
-        """The outcome of an earlier request with this id, type and job, if remembered."""
-        outcome = self._outcomes.get(message_id)
-        if outcome is None or (outcome.request_type, outcome.job_id) != (request_type, job_id):
-            return None  # unknown, or an id reused for another request: a new request
-        self._outcomes.move_to_end(message_id)
-        return outcome
-
-    def remember(self, message_id: str, outcome: Outcome) -> None:
-        if not message_id or self.size == 0:
-            return
-        self._outcomes[message_id] = outcome
-        self._outcomes.move_to_end(message_id)
-        while len(self._outcomes) > self.size:
-            self._outcomes.popitem(last=False)
+__all__ = ["Api", "Outcome", "RequestMemory"]
 
 
 def _job_of(request: Payload) -> str | None:
@@ -94,9 +68,28 @@ def _failure(problem: ApiProblem) -> Reply:
 class Api:
     """The master's answers. Call `answer` on the thread that owns the controller."""
 
-    def __init__(self, controller: Controller) -> None:
+    def __init__(
+        self,
+        controller: Controller,
+        *,
+        masters: Callable[[], Iterable[SeenMaster]] = tuple,
+        applied: Callable[[], int] = lambda: -1,
+        dead_letters: Callable[[], int | None] = lambda: None,
+    ) -> None:
+        """`masters`: the last beat of each master (this one's included); `applied`: the
+        journal offset this master's state includes; `dead_letters`: the dead-letter
+        queue's depth as last measured (None: unknown). All three are read on the
+        controller's thread when api.masters / api.status are answered, so they must
+        not block: the daemon keeps the values and refreshes them on its own."""
         self.controller = controller
-        self.memory = RequestMemory(controller.settings.remember_requests)
+        self._masters = masters
+        self._applied = applied
+        self._dead_letters = dead_letters
+
+    @property
+    def memory(self) -> RequestMemory:
+        """The outcomes remembered (the controller's state holds them)."""
+        return self.controller.state.requests
 
     def answer(self, request: Payload, *, message_id: str, now: float, token: str) -> Reply:
         """The reply to `request`. ApiProblems become error replies; other exceptions
@@ -107,11 +100,12 @@ class Api:
         job_id = _job_of(request)
         if job_id is None:
             try:
-                return Reply(ok=True, result=self._read(request))
+                return Reply(ok=True, result=self._read(request, now))
             except ApiProblem as problem:
                 return _failure(problem)
         outcome = self.memory.recall(message_id, request.TYPE, job_id)
         if outcome is not None:  # a redelivery: the same outcome, not a second change
+            self.controller.remember_request(message_id, outcome, now)  # recently used
             if outcome.error is not None:
                 return Reply(ok=False, error=outcome.error)
             return self._current(job_id)
@@ -119,9 +113,10 @@ class Api:
             result = self._change(request, now, token)
         except ApiProblem as problem:
             reply = _failure(problem)
-            self.memory.remember(message_id, Outcome(request.TYPE, job_id, reply.error))
+            outcome = Outcome(request.TYPE, job_id, reply.error)
+            self.controller.remember_request(message_id, outcome, now)
             return reply
-        self.memory.remember(message_id, Outcome(request.TYPE, job_id))
+        self.controller.remember_request(message_id, Outcome(request.TYPE, job_id), now)
         return Reply(ok=True, result=result)
 
     def _current(self, job_id: str) -> Reply:
@@ -143,9 +138,16 @@ class Api:
                 raise ApiProblem("invalid", f"{request.TYPE!r} changes nothing", "type")
         return info.model_dump(mode="json")
 
-    def _read(self, request: Payload) -> Any:
+    def _read(self, request: Payload, now: float) -> Any:
         state = self.controller.state
         match request:
+            case GetMasters():
+                return self._masters_info(now).model_dump(mode="json")
+            case GetStatus():
+                status = overview.cluster_status(
+                    state, self._masters_info(now), self._dead_letters()
+                )
+                return status.model_dump(mode="json")
             case GetJob(job_id=job_id):
                 return self.controller.job_info(job_id).model_dump(mode="json")
             case ListJobs():
@@ -157,3 +159,6 @@ class Api:
             case ListNodes():
                 return pages.nodes_page(state, request).model_dump(mode="json")
         raise ApiProblem("invalid", f"{request.TYPE!r} is not an API request", "type")
+
+    def _masters_info(self, now: float) -> MastersInfo:
+        return overview.masters_info(self._masters(), now, self._applied())

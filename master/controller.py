@@ -14,6 +14,15 @@ So the work of an input follows what it changed, not what the master holds: a
 submit of 10,000 replicas is one pass and one job event. The daemon drains
 the commands and notifications and does the I/O. Tests drive this class
 directly.
+
+Commands and notifications only ever follow from committed events, and
+everything the controller must remember between inputs is in the state, changed
+by journaled events (the last state announced per job, strays fenced lately,
+the outcomes of recent requests). So a standby that `replay`s the leader's
+journal and `observe`s the heartbeats holds the leader's state, and once
+`promote`d acts as the leader would have. What stays here is per process:
+the liveness timers, the commands and notifications not yet drained, and when
+the last scheduling pass ran.
 """
 
 from __future__ import annotations
@@ -27,17 +36,26 @@ from master import events as ev
 from master import reconciler, reports, scheduler, views
 from master.errors import ApiProblem
 from master.liveness import Liveness
+from master.model import Outcome
 from master.settings import MasterSettings
-from master.state import ClusterState, Job, Task
+from master.state import FENCE_RESEND_SECONDS, ClusterState, Job, Node, Task, Unseen
 from schemas.api import JobInfo
 from schemas.job import JobSpec
 from schemas.messages import Heartbeat, JobEvent, NodeEvent, Payload, TaskStatus
 
-__all__ = ["ApiProblem", "Command", "Controller", "StartCommand", "StopCommand"]
+__all__ = [
+    "FENCE_RESEND_SECONDS",
+    "ApiProblem",
+    "Command",
+    "Controller",
+    "StartCommand",
+    "StopCommand",
+]
 
 log = logging.getLogger("corral.master")
 
-FENCE_RESEND_SECONDS = 5.0
+# Events that record what the master did; they change no job, so they settle nothing.
+_BOOKKEEPING = (ev.JobStateChanged, ev.TaskFenced, ev.RequestDone)
 # A node category in "why pending" reasons: "2 nodes have no assignment queue (...)".
 UNROUTABLE_REASON = "has no assignment queue (is `corral worker` consuming there?)"
 
@@ -62,17 +80,19 @@ Command = StartCommand | StopCommand
 
 class Controller:
     def __init__(self, settings: MasterSettings, epoch: int, state: ClusterState | None = None):
+        """`state` defaults to an empty one bounded by `settings` (a state given, e.g.
+        loaded from a snapshot, must be built with settings.remember_requests too)."""
         self.settings = settings
         self.epoch = epoch
-        self.state = state or ClusterState()
+        if state is None:
+            state = ClusterState(remember_requests=settings.remember_requests)
+        self.state = state
         self.liveness = Liveness(settings)
         self.commands: list[Command] = []
         self.notifications: list[Payload] = []
-        # The HA journal hooks in here: it is handed every journaled event, in order.
+        # The HA journal hooks in here: it is handed every journaled event, in commit
+        # order, right after it is applied (and before what follows from it).
         self.journal: Callable[[ev.Event], None] | None = None
-        self._fenced: dict[str, float] = {}
-        self._job_states: dict[str, str] = {}
-        self._reuses: dict[str, int] = {}
         self._touched: dict[str, None] = {}  # jobs the current input changed, in order
         # The state's placeable_version after the last pass, and when time alone
         # (a backoff, a node's hold) next changes what a pass could do.
@@ -90,18 +110,19 @@ class Controller:
             "jobs": len(self.state.jobs),
             "tasks": len(self.state.tasks),
             "nodes": len(self.state.nodes),
+            "unseen_nodes": len(self.state.unseen),
             "pending": len(self.state.pending),
             "ended_jobs": len(self.state.ended),
-            "job_states": len(self._job_states),
-            "fenced": len(self._fenced),
-            "reuses": len(self._reuses),
+            "fenced": len(self.state.fenced),
+            "requests": len(self.state.requests),
         }
 
     # -- inputs --
 
     def submit(self, spec: JobSpec, now: float, submission: str = "") -> JobInfo:
         """Accept a job. `submission` (the daemon passes a random token) makes its task ids
-        unique; without one, a reused name gets `v<n>`, unique within this master's life."""
+        unique; without one, a reused name gets `v<n>` (n: the job's `generation`), unique
+        while the previous job of that name is remembered."""
         existing = self.state.jobs.get(spec.name)
         if existing is not None and not self.state.job_done(existing):
             raise ApiProblem(
@@ -112,8 +133,7 @@ class Controller:
             )
         if existing is not None:  # its containers go; the name is reused
             self._stop_leftovers(existing, "job resubmitted")
-            self._reuses[spec.name] = self._reuses.get(spec.name, 1) + 1
-            submission = submission or f"v{self._reuses[spec.name]}"
+            submission = submission or f"v{existing.generation + 1}"
         event = ev.JobSubmitted(at=now, job_id=spec.name, spec=spec, submission=submission)
         self._commit(event, now)
         job = self.state.jobs[spec.name]
@@ -146,19 +166,12 @@ class Controller:
 
     def heartbeat(self, beat: Heartbeat, now: float) -> None:
         known = self.state.nodes.get(beat.node_id)  # read before apply mutates it
+        unseen = self.state.unseen.get(beat.node_id)  # named by the journal only, so far
         previous_boot = known.boot_id if known is not None else beat.boot_id
         previous_state = known.state if known is not None else None
-        self._commit(
-            ev.NodeObserved(
-                at=now,
-                node_id=beat.node_id,
-                boot_id=beat.boot_id,
-                capacity=beat.capacity,
-                labels=beat.labels,
-                tasks=beat.tasks,
-            ),
-            now,
-        )
+        if unseen is not None:
+            previous_state = unseen.state
+        self._commit(self._observed(beat, now), now)
         if previous_boot != beat.boot_id:
             self._commit_all(reports.lost_on_restart(self.state, beat, now), now)
         if previous_state is None:
@@ -171,7 +184,6 @@ class Controller:
 
     def tick(self, now: float) -> None:
         """Periodic: judge liveness, place tasks whose backoff has passed."""
-        self._fenced = {k: t for k, t in self._fenced.items() if now - t < FENCE_RESEND_SECONDS}
         self._commit_all(self.liveness.check(self.state, now), now)
         self._forget_down_nodes(now)
         self._settle(now)
@@ -204,9 +216,66 @@ class Controller:
                 node_id=task.node_id,
                 hold_until=hold_until,
                 reason=UNROUTABLE_REASON,
+                boot_id=node.boot_id if node is not None else "",
             ),
             now,
         )
+        self._settle(now)
+
+    def remember_request(self, message_id: str, outcome: Outcome, now: float) -> None:
+        """Record what a mutating request came to, by its envelope's message id (a
+        journaled `RequestDone`, so a redelivery after a failover gets the same outcome).
+        Called again for a recognised redelivery, which makes it the most recently used.
+        Nothing is recorded without a message id, or with `remember_requests` = 0."""
+        if not message_id or self.state.requests.size == 0:
+            return
+        error = outcome.error
+        event = ev.RequestDone(
+            at=now,
+            message_id=message_id,
+            request_type=outcome.request_type,
+            job_id=outcome.job_id,
+            error_code=error.code if error is not None else "",
+            error_message=error.message if error is not None else "",
+            error_field=error.field if error is not None else None,
+        )
+        self._commit(event, now)
+
+    # -- standby and takeover --
+
+    def replay(self, event: ev.Event) -> None:
+        """A standby applies one journaled event of the leader, in journal order.
+
+        Only the state changes: no command, no notification, no journal hook (the
+        leader did all that when it committed the event, and the journal holds what
+        followed from it as events of their own)."""
+        self.state.apply(event)
+
+    def observe(self, beat: Heartbeat, now: float) -> None:
+        """A standby hears a heartbeat: the node's soft state only (last seen, capacity,
+        labels, reported tasks). What the leader concluded from the same heartbeat
+        reaches the standby through the journal."""
+        self.state.apply(self._observed(beat, now))
+
+    def promote(self, epoch: int, now: float) -> None:
+        """This master leads from now on, with `epoch`; its state holds the journal up to
+        its own claim.
+
+        Nodes get `takeover_grace` to be heard before liveness judges them (nodes
+        the journal names but that were never heard from included). Every task still
+        `assigned` is sent its StartCommand again: the old leader's may never have
+        arrived, or been refused as stale, and a worker that has the container
+        already finds it by its label. Then one settling: a scheduling pass (the
+        pending tasks), and a job event for any job whose state differs from the
+        one last announced (none, unless the journal lost the end of an input).
+        """
+        self.epoch = epoch
+        self.liveness.grant_grace(now, self.settings.takeover_grace)
+        for task in self.state.tasks.values():
+            if task.state == "assigned" and task.node_id is not None:
+                self.commands.append(StartCommand(task.task_id, task.node_id))
+        self._planned_version, self._next_due = -1, 0.0
+        self._touched.update(dict.fromkeys(self.state.jobs))
         self._settle(now)
 
     # -- committing --
@@ -223,12 +292,20 @@ class Controller:
         if event.JOURNALED and self.journal is not None:
             self.journal(event)
         self._follow(event, task, now)
+        if isinstance(event, _BOOKKEEPING):
+            return
         job_id = getattr(event, "job_id", None) or (task.job_id if task else None)
         if isinstance(job_id, str):
             self._touched[job_id] = None
 
     def _follow(self, event: ev.Event, task: Task | None, now: float) -> None:
-        if isinstance(event, ev.TaskAssigned) and task is not None and task.node_id:
+        if isinstance(event, ev.JobStateChanged):
+            note = JobEvent(job_id=event.job_id, state=event.state, reason=event.reason)
+            self.notifications.append(note)
+        elif isinstance(event, ev.TaskFenced):
+            log.info("fencing %s on %s: it is not meant to run there", event.task_id, event.node_id)
+            self._send_stop(event.task_id, event.job_id, event.node_id, "fenced")
+        elif isinstance(event, ev.TaskAssigned) and task is not None and task.node_id:
             self.commands.append(StartCommand(task.task_id, task.node_id))
         elif isinstance(event, ev.TaskUpdated | ev.TaskUndelivered) and task and task.terminal:
             self._commit_all(reconciler.after_task_ended(self.state, task, now), now)
@@ -259,7 +336,7 @@ class Controller:
         self._schedule(now)
         touched, self._touched = self._touched, {}
         for job_id in touched:
-            self._notify_job(job_id)
+            self._notify_job(job_id, now)
         self._forget_ended_jobs(now)
 
     def _schedule(self, now: float) -> None:
@@ -271,32 +348,28 @@ class Controller:
         self._planned_version = self.state.placeable_version
         self._next_due = scheduler.next_due(self.state, now)
 
-    def _notify_job(self, job_id: str) -> None:
+    def _notify_job(self, job_id: str, now: float) -> None:
+        """Announce the job's state if it is not the one last announced."""
         job = self.state.jobs.get(job_id)
         if job is None:
             return
         state, reason = self.state.job_state(job)
-        if self._job_states.get(job_id) != state:
-            self._job_states[job_id] = state
-            self.notifications.append(JobEvent(job_id=job_id, state=state, reason=reason))
+        if job.announced != state:
+            self._commit(ev.JobStateChanged(at=now, job_id=job_id, state=state, reason=reason), now)
 
     def _forget_ended_jobs(self, now: float) -> None:
-        """Forget the oldest ended jobs beyond `keep_ended_jobs`, and what we kept about them."""
+        """Forget the oldest ended jobs beyond `keep_ended_jobs` (and with them, in the
+        state, what was kept about them)."""
         surplus = len(self.state.ended) - self.settings.keep_ended_jobs
         for job_id in list(islice(self.state.ended, max(surplus, 0))):
-            job = self.state.jobs[job_id]
-            for attempts in job.slots.values():
-                for task_id in attempts:
-                    self._fenced.pop(task_id, None)
-            self._stop_leftovers(job, "job forgotten")
+            self._stop_leftovers(self.state.jobs[job_id], "job forgotten")
             self._commit(ev.JobForgotten(at=now, job_id=job_id), now)
-            self._job_states.pop(job_id, None)
-            self._reuses.pop(job_id, None)
             self._touched.pop(job_id, None)
 
     def _forget_down_nodes(self, now: float) -> None:
         horizon = now - self.settings.forget_down_nodes_after
-        for node in list(self.state.nodes.values()):
+        nodes: list[Node | Unseen] = [*self.state.nodes.values(), *self.state.unseen.values()]
+        for node in nodes:
             if node.state == "down" and node.last_seen <= horizon and not node.task_ids:
                 self._commit(ev.NodeForgotten(at=now, node_id=node.node_id), now)
 
@@ -305,7 +378,6 @@ class Controller:
         attempts = self.state.jobs[created.job_id].slots.get(created.slot, [])
         surplus = len(attempts) - 1 - self.settings.keep_attempts
         for task_id in attempts[: max(surplus, 0)]:
-            self._fenced.pop(task_id, None)
             self._commit(ev.TaskForgotten(at=now, task_id=task_id), now)
 
     # -- internals --
@@ -355,11 +427,20 @@ class Controller:
 
     def _fence(self, task_id: str, job_id: str, node_id: str, now: float) -> None:
         """Stop a container the master no longer wants there (at most every few seconds)."""
-        if now - self._fenced.get(task_id, -FENCE_RESEND_SECONDS) < FENCE_RESEND_SECONDS:
+        last = self.state.fenced.get(task_id)
+        if last is not None and now - last < FENCE_RESEND_SECONDS:
             return
-        self._fenced[task_id] = now
-        log.info("fencing %s on %s: it is not meant to run there", task_id, node_id)
-        self._send_stop(task_id, job_id, node_id, "fenced")
+        self._commit(ev.TaskFenced(at=now, task_id=task_id, job_id=job_id, node_id=node_id), now)
+
+    def _observed(self, beat: Heartbeat, now: float) -> ev.NodeObserved:
+        return ev.NodeObserved(
+            at=now,
+            node_id=beat.node_id,
+            boot_id=beat.boot_id,
+            capacity=beat.capacity,
+            labels=beat.labels,
+            tasks=beat.tasks,
+        )
 
     def _send_stop(self, task_id: str, job_id: str, node_id: str, reason: str) -> None:
         job = self.state.jobs.get(job_id)

@@ -1,14 +1,14 @@
-"""`corral master`: the I/O around the controller.
+"""`corral master`: one process of the master group, serving term after term.
 
-One thread owns the bus. Every input — an API request (answered by
-`master.api.Api`), a heartbeat, a task status, a timer tick, an assignment the
-broker returned as unroutable — is handed to the `Controller` on that thread
-(the single writer), then the commands and notifications it produced are
-published: assignments to `corral.assign` (mandatory, confirmed, with this
-master's epoch), status events to `corral.status`.
+Any number of masters may run against one cluster; the broker makes exactly
+one of them active (see master/term.py for a term's life, and
+docs/architecture.md for the whole picture). A term that stepped down (its
+connection was lost while it led, or a newer leader claimed) is over; the
+daemon starts a fresh one, which begins as a standby from the journal. So a
+master only regains the lead through a fresh claim, with a higher epoch.
 
-This issue runs one master. Its epoch is its start time in milliseconds, so a
-restarted master always outranks the previous one.
+The daemon keeps what outlives a term: its instance id, its start time and
+the table of the masters it has heard from (`corral masters`).
 """
 
 from __future__ import annotations
@@ -20,131 +20,46 @@ import time
 import uuid
 from collections.abc import Callable
 
-from bus import Bus, Delivery, topology
-from master.api import Api
-from master.controller import Command, Controller, StartCommand, StopCommand
+from master.overview import SeenMaster
 from master.settings import MasterSettings
-from schemas.api import ApiError, Reply
-from schemas.envelope import Message
-from schemas.messages import (
-    Heartbeat,
-    JobEvent,
-    NodeEvent,
-    Payload,
-    StartTask,
-    StopTask,
-    TaskStatus,
-)
+from master.term import MASTERS_FORGOTTEN_AFTER, Term
+from schemas.messages import MasterBeat
 
 log = logging.getLogger("corral.master")
+
+PAUSE_BETWEEN_TERMS = 0.2
 
 
 class MasterDaemon:
     def __init__(self, settings: MasterSettings, *, clock: Callable[[], float] = time.time):
         self.settings = settings
         self.clock = clock
-        self.epoch = int(clock() * 1000)
-        self.controller = Controller(settings, self.epoch)
-        self.api = Api(self.controller)
-        self.bus = Bus(settings.amqp_url, name=f"master:{settings.name}")
-        self.bus.consume_messages(topology.API_QUEUE_DECL, self._on_api, prefetch=64)
-        self.bus.consume_messages(topology.heartbeat_queue(), self._on_heartbeat, prefetch=1000)
-        self.bus.consume_messages(topology.MASTER_STATUS_QUEUE_DECL, self._on_status, prefetch=500)
-        self.bus.on_connected(self._on_connected)
-        self.bus.every(settings.tick, self._on_tick)
+        self.instance = uuid.uuid4().hex[:12]
+        self.started_at = clock()
+        self.masters: dict[str, SeenMaster] = {}
+        self.term: Term | None = None
 
     def run(self, stop: threading.Event) -> None:
-        log.info("master %s starting with epoch %d", self.settings.name, self.epoch)
-        self.bus.run(stop)
+        log.info("master %s (%s) starting", self.settings.name, self.instance)
+        while not stop.is_set():
+            self.term = Term(
+                self.settings, self.instance, self.started_at, self.clock, self._seen, self.seen
+            )
+            self.term.run(stop)
+            if not stop.is_set():
+                stop.wait(PAUSE_BETWEEN_TERMS)
         log.info("master %s stopped", self.settings.name)
 
-    # -- inputs --
+    def _seen(self, beat: MasterBeat, at: float) -> None:
+        self.masters[beat.instance] = SeenMaster(beat, at, beat.broker)
 
-    def _on_connected(self, reconnected: bool) -> None:
-        self.controller.reconnected(self.clock())
-
-    def _on_tick(self) -> None:
-        self.controller.tick(self.clock())
-        self._publish_outputs()
-
-    def _on_heartbeat(self, message: Message, delivery: Delivery) -> None:
-        self.controller.heartbeat(message.expect(Heartbeat), self.clock())
-        self._publish_outputs()
-        delivery.ack()
-
-    def _on_status(self, message: Message, delivery: Delivery) -> None:
-        self.controller.task_status(message.expect(TaskStatus), self.clock())
-        self._publish_outputs()
-        delivery.ack()
-
-    def _on_api(self, message: Message, delivery: Delivery) -> None:
-        try:
-            reply = self.api.answer(
-                message.payload,
-                message_id=message.envelope.message_id,
-                now=self.clock(),
-                token=uuid.uuid4().hex[:6],
-            )
-        except Exception as exc:
-            log.exception("request %s failed", message.envelope.type)
-            reply = Reply(ok=False, error=ApiError(code="internal", message=f"master error: {exc}"))
-        self._publish_outputs()
-        self.bus.reply(delivery, reply)
-        delivery.ack()
-
-    # -- outputs --
-
-    def _publish_outputs(self) -> None:
-        commands, notifications = self.controller.drain()
-        for command in commands:
-            self._send(command)
-        for note in notifications:
-            if isinstance(note, JobEvent):
-                key = topology.job_key(note.job_id, note.state)
-            elif isinstance(note, NodeEvent):
-                key = topology.node_key(note.node_id, note.state)
-            else:
-                continue
-            self.bus.publish(topology.STATUS_EXCHANGE, key, note, epoch=self.epoch)
-
-    def _send(self, command: Command) -> None:
-        state = self.controller.state
-        if isinstance(command, StartCommand):
-            task = state.tasks.get(command.task_id)
-            if task is None:  # forgotten within the same input: nothing to start
-                return
-            payload: Payload = StartTask(
-                task_id=task.task_id,
-                job_id=task.job_id,
-                slot=task.slot,
-                node_id=command.node_id,
-                spec=state.jobs[task.job_id].spec,
-            )
-            on_returned = self._unroutable(task.task_id)
-        elif isinstance(command, StopCommand):
-            payload = StopTask(
-                task_id=command.task_id,
-                job_id=command.job_id,
-                node_id=command.node_id,
-                reason=command.reason,
-                grace=command.grace,
-            )
-            on_returned = None
-        self.bus.publish(
-            topology.ASSIGN_EXCHANGE,
-            command.node_id,
-            payload,
-            epoch=self.epoch,
-            mandatory=True,
-            on_returned=on_returned,
-        )
-
-    def _unroutable(self, task_id: str) -> Callable[[], None]:
-        def lost() -> None:
-            self.controller.assignment_unroutable(task_id, self.clock())
-            self._publish_outputs()
-
-        return lost
+    def seen(self) -> list[SeenMaster]:
+        """The masters heard from lately (this one included), oldest beat first forgotten."""
+        now = self.clock()
+        for instance, entry in list(self.masters.items()):
+            if now - entry.seen_at > MASTERS_FORGOTTEN_AFTER:
+                del self.masters[instance]
+        return list(self.masters.values())
 
 
 def serve(settings: MasterSettings, stop: threading.Event | None = None) -> None:

@@ -6,9 +6,14 @@ exactly these). Events carry their own time (`at`, seconds since the epoch)
 so that applying them never reads a clock.
 
 `NodeObserved` is soft state rebuilt from heartbeats; it is marked
-`JOURNALED = False` and a journal skips it. Forgetting is a change like any
-other (`TaskForgotten`, `JobForgotten`), so a replay forgets exactly what the
-master forgot.
+`JOURNALED = False` and a journal skips it (standbys observe heartbeats
+themselves). Forgetting is a change like any other (`TaskForgotten`,
+`JobForgotten`), so a replay forgets exactly what the master forgot.
+
+Besides the cluster itself, the state holds what a master must remember to act
+the same after a failover, each changed by its own event: the last state
+announced for each job (`JobStateChanged`), containers fenced lately
+(`TaskFenced`) and the outcomes of recent mutating requests (`RequestDone`).
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from typing import Annotated, ClassVar, Literal
 from pydantic import Field
 
 from schemas.job import JobSpec, Strict
-from schemas.messages import NodeState, Resources, RunningTask
+from schemas.messages import JobState, NodeState, Resources, RunningTask
 
 
 class Event(Strict):
@@ -93,13 +98,18 @@ class TaskUpdated(Event):
 
 class TaskUndelivered(Event):
     """An assignment came back unroutable: the task is lost, and its node takes no new
-    tasks until `hold_until` (its agent is not consuming its queue), for `reason`."""
+    tasks until `hold_until` (its agent is not consuming its queue), for `reason`.
+
+    `boot_id` is the node's agent when the master decided ("": unknown). The hold
+    is for that agent: a state that already knows a newer one ignores it, as the
+    master that decided dropped the hold when it saw the newer agent."""
 
     kind: Literal["task.undelivered"] = "task.undelivered"
     task_id: str
     node_id: str
     hold_until: float
     reason: str
+    boot_id: str = ""
 
 
 class TaskForgotten(Event):
@@ -114,6 +124,41 @@ class JobForgotten(Event):
 
     kind: Literal["job.forgotten"] = "job.forgotten"
     job_id: str
+
+
+class TaskFenced(Event):
+    """The master sent a stop to a container it does not want on `node_id` (a stray).
+
+    Remembered for a few seconds (`state.FENCE_RESEND_SECONDS`), so that a stray
+    reported by every heartbeat is not sent a stop each time, also by a new leader."""
+
+    kind: Literal["task.fenced"] = "task.fenced"
+    task_id: str
+    job_id: str
+    node_id: str
+
+
+class JobStateChanged(Event):
+    """The job's derived state changed, and was announced (a `JobEvent`)."""
+
+    kind: Literal["job.state"] = "job.state"
+    job_id: str
+    state: JobState
+    reason: str = ""
+
+
+class RequestDone(Event):
+    """A mutating API request was carried out (or refused): what it came to, by the
+    envelope's `message_id`, so that a redelivery gets the same outcome. Committed
+    again when a redelivery is recognised (the memory is least recently used)."""
+
+    kind: Literal["request.done"] = "request.done"
+    message_id: str
+    request_type: str
+    job_id: str
+    error_code: str = ""  # "" when the request succeeded
+    error_message: str = ""
+    error_field: str | None = None
 
 
 class NodeObserved(Event):
@@ -148,12 +193,15 @@ AnyEvent = Annotated[
     | JobCancelled
     | JobFailed
     | JobForgotten
+    | JobStateChanged
     | TaskCreated
     | TaskUnplaced
     | TaskAssigned
     | TaskUpdated
     | TaskUndelivered
     | TaskForgotten
+    | TaskFenced
+    | RequestDone
     | NodeObserved
     | NodeStateChanged
     | NodeForgotten,

@@ -5,7 +5,7 @@ guards keep a hiccup of the broker or of the master's own link from looking
 like a dead fleet:
 
 - after the master (re)connects to the broker it grants every node a grace
-  period of `dead_after` before judging it;
+  period of `dead_after` before judging it (a new leader: `takeover_grace`);
 - partition guard: if more than `partition_threshold` of the live nodes (and at
   least two) would go down in the same tick, hold them at `suspect` for up to
   `hold_max` seconds instead of rescheduling the world.
@@ -17,7 +17,7 @@ import logging
 
 from master import events as ev
 from master.settings import MasterSettings
-from master.state import ClusterState, Node
+from master.state import ClusterState, Node, Unseen
 from schemas.messages import NodeState
 
 log = logging.getLogger("corral.master")
@@ -30,11 +30,14 @@ class Liveness:
         self._grace_until = 0.0
         self._holding_since: float | None = None
 
-    def grant_grace(self, now: float) -> None:
-        """Forgive silence up to now: we could not have heard anyone."""
-        self._grace_until = now + self.settings.dead_after
+    def grant_grace(self, now: float, duration: float | None = None) -> None:
+        """Forgive silence up to now: we could not have heard anyone. No node is then
+        judged down before `now + duration` (default `dead_after`); a grace already
+        granted for longer stands."""
+        grace = self.settings.dead_after if duration is None else duration
+        self._grace_until = max(self._grace_until, now + grace)
 
-    def _target(self, node: Node, now: float) -> NodeState:
+    def _target(self, node: Node | Unseen, now: float) -> NodeState:
         silent = now - max(node.last_seen, self._grace_until - self.settings.dead_after)
         if silent >= self.settings.dead_after:
             return "down"
@@ -43,8 +46,13 @@ class Liveness:
         return "ready"
 
     def check(self, state: ClusterState, now: float) -> list[ev.Event]:
-        """State changes for nodes that went quiet. Heartbeats bring nodes back elsewhere."""
-        live = [n for n in state.nodes.values() if n.state != "down"]  # down: until a heartbeat
+        """State changes for nodes that went quiet. Heartbeats bring nodes back elsewhere.
+
+        Nodes the journal names but this master never heard (`state.unseen`) are
+        judged too, silent since they were last named (or since the grace)."""
+        nodes: list[Node | Unseen] = [*state.nodes.values(), *state.unseen.values()]
+        live = [n for n in nodes if n.state != "down"]  # down: until a heartbeat
+        by_id = {node.node_id: node for node in live}
         targets = {node.node_id: self._target(node, now) for node in live}
         changes = {
             node.node_id: targets[node.node_id]
@@ -75,8 +83,8 @@ class Liveness:
                 at=now,
                 node_id=node_id,
                 state=target,
-                reason=f"no heartbeat for {now - state.nodes[node_id].last_seen:.1f} s",
+                reason=f"no heartbeat for {now - by_id[node_id].last_seen:.1f} s",
             )
             for node_id, target in changes.items()
-            if target != state.nodes[node_id].state
+            if target != by_id[node_id].state
         ]

@@ -1,4 +1,5 @@
-"""The records the master keeps: jobs, their tasks (one per slot and attempt), nodes.
+"""The records the master keeps: jobs, their tasks (one per slot and attempt), nodes,
+nodes known only from the journal, and the outcomes of recent requests.
 
 Plain mutable dataclasses, changed only by `ClusterState.apply` (master/state.py).
 Besides what they describe, they carry the indexes that keep the master's work
@@ -8,11 +9,19 @@ state, a node's tasks by job and the host ports in use.
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 
+from schemas.api import ApiError
 from schemas.job import JobSpec
-from schemas.messages import TERMINAL_TASK_STATES, NodeState, Resources, RunningTask, TaskState
+from schemas.messages import (
+    TERMINAL_TASK_STATES,
+    JobState,
+    NodeState,
+    Resources,
+    RunningTask,
+    TaskState,
+)
 
 ACTIVE_TASK_STATES: frozenset[str] = frozenset({"assigned", "running"})
 
@@ -28,6 +37,11 @@ def task_id_for(job_id: str, slot: int, attempt: int, submission: str = "") -> s
     if submission:
         return f"{job_id}-{submission}-{slot}-{attempt}"
     return f"{job_id}-{slot}-{attempt}"
+
+
+def millicpus(cpus: float) -> int:
+    """CPUs in thousandths (a spec's step): bookings add up exactly, in any order."""
+    return round(cpus * 1000)
 
 
 @dataclass
@@ -66,6 +80,10 @@ class Job:
     spec: JobSpec
     submitted_at: float
     submission: str = ""  # this submission's token, part of its task ids
+    # 1 for a new name, one more each time the name is submitted again while the
+    # previous job is still remembered (`v<n>` tokens for submissions without one).
+    generation: int = 1
+    announced: JobState | None = None  # the last state announced (JobStateChanged)
     cancelled: bool = False
     failed_reason: str = ""
     # slot -> its attempts, oldest first; the last one is the slot's current attempt
@@ -102,7 +120,7 @@ class Node:
     boot_id: str
     last_seen: float
     reported: list[RunningTask] = field(default_factory=list)
-    used_cpu: float = 0.0
+    used_millicpus: int = 0
     used_memory: int = 0
     task_ids: set[str] = field(default_factory=set)
     # Tasks booked here, per job (the spread score), and the host ports they hold.
@@ -113,9 +131,88 @@ class Node:
     held_reason: str = ""
 
     @property
+    def used_cpu(self) -> float:
+        return self.used_millicpus / 1000
+
+    @property
     def free_cpu(self) -> float:
         return self.capacity.cpus - self.used_cpu
 
     @property
     def free_memory(self) -> int:
         return self.capacity.memory - self.used_memory
+
+
+@dataclass
+class Unseen:
+    """A node the journal names but no heartbeat has shown this master yet.
+
+    A standby replays the journal before it hears every node (and a starting
+    master replays it before any), so what the journal says about such a node is
+    kept here until its first heartbeat makes it a `Node`: its state (a node the
+    journal says is down stays down when it is first heard from, until the leader
+    says otherwise), its hold, and the active tasks booked on it (bound to it
+    then, without a scan of all tasks). The scheduler and the listings see only
+    `Node`s; liveness judges these too, so that on a new leader a node that died
+    during the failover goes down and its tasks are replaced.
+    """
+
+    node_id: str
+    # When the journal first named it (the old leader had heard from it then, or
+    # shortly before): liveness measures its silence from there, or from its grace.
+    last_seen: float
+    state: NodeState = "ready"
+    held_until: float = 0.0
+    held_reason: str = ""
+    held_boot: str = ""  # the agent the hold is for ("": any)
+    task_ids: set[str] = field(default_factory=set)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a mutating request came to: its job, and the error if it failed."""
+
+    request_type: str
+    job_id: str
+    error: ApiError | None = None
+
+
+class RequestMemory:
+    """The outcomes of the last `size` mutating requests, by message id (an LRU).
+
+    Part of the state: only `ClusterState.apply` (a `RequestDone`) calls
+    `remember`, which also makes an id the most recently used; `recall` reads.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._outcomes: OrderedDict[str, Outcome] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._outcomes)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, RequestMemory):
+            return NotImplemented
+        return self.size == other.size and self.items() == other.items()
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def items(self) -> list[tuple[str, Outcome]]:
+        """(message id, outcome), least recently used first."""
+        return list(self._outcomes.items())
+
+    def recall(self, message_id: str, request_type: str, job_id: str) -> Outcome | None:
+        """The outcome of an earlier request with this id, type and job, if remembered."""
+        outcome = self._outcomes.get(message_id)
+        if outcome is None or (outcome.request_type, outcome.job_id) != (request_type, job_id):
+            return None  # unknown, or an id reused for another request: a new request
+        return outcome
+
+    def remember(self, message_id: str, outcome: Outcome) -> None:
+        if not message_id or self.size == 0:
+            return
+        self._outcomes[message_id] = outcome
+        self._outcomes.move_to_end(message_id)
+        while len(self._outcomes) > self.size:
+            self._outcomes.popitem(last=False)

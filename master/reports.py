@@ -70,8 +70,9 @@ def _ours(state: ClusterState, job_id: str) -> bool:
 
 
 def tasks_on(state: ClusterState, node_id: str, states: frozenset[str]) -> list[Task]:
-    """The tasks booked on a node (in a stable order) whose state is in `states`."""
-    node = state.nodes.get(node_id)
+    """The tasks booked on a node (in a stable order) whose state is in `states`; also on a
+    node the journal names but no heartbeat has shown yet (`state.unseen`)."""
+    node = state.nodes.get(node_id) or state.unseen.get(node_id)
     if node is None:
         return []
     tasks = (state.tasks[task_id] for task_id in sorted(node.task_ids))

@@ -4,8 +4,21 @@ Applying never reads a clock, never does I/O and never fails on an event that
 refers to something gone (it is ignored): the same events in the same order
 always give the same state. Controllers read this state and return events.
 
-Besides jobs, tasks and nodes, `apply` keeps indexes so that no input costs
-time in proportion to all the master holds:
+Everything a master needs after a failover is here, so that a standby that
+applies the leader's journaled events (and sees the same heartbeats) holds the
+leader's state, and a snapshot plus the events after it gives it too
+(master/snapshot.py). Besides jobs, tasks and nodes, that is:
+
+- `unseen`: nodes the journal names but no heartbeat has shown yet (see
+  `model.Unseen`): their state, hold and booked tasks wait there for the node's
+  first heartbeat;
+- `fenced`: strays sent a stop lately, by task id, oldest first (bounded by age
+  and count), so that a stop is resent at most every FENCE_RESEND_SECONDS;
+- `requests`: the outcomes of the last `remember_requests` mutating requests;
+- per job, its `generation` and the state last `announced`.
+
+`apply` also keeps indexes so that no input costs time in proportion to all
+the master holds (`rebuild_indexes` recomputes them from the records):
 
 - `pending`: the pending tasks (the scheduler's work list);
 - `ended`: the jobs that have ended, oldest first (the first to be forgotten);
@@ -13,20 +26,45 @@ time in proportion to all the master holds:
 - per node, its tasks counted by job and the host ports they hold;
 - `placeable_version`: bumped by every change that may let a pending task be
   placed (a new pending task, a booking released, a node that joins, comes
-  back, changes its capacity or labels, or is no longer held).
+  back, changes its capacity or labels, or is no longer held). Not part of
+  what two states must share: it only tells one master when to plan again.
+
+`differences` compares two states field by field.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import fields
 from typing import Any, TypeVar
 
 from master import events as ev
-from master.model import ACTIVE_TASK_STATES, Job, Node, Task, slot_done, task_id_for
+from master.model import (
+    ACTIVE_TASK_STATES,
+    Job,
+    Node,
+    Outcome,
+    RequestMemory,
+    Task,
+    Unseen,
+    millicpus,
+    slot_done,
+    task_id_for,
+)
+from schemas.api import ApiError
 from schemas.messages import JobState
 
-__all__ = ["ACTIVE_TASK_STATES", "ClusterState", "Job", "Node", "Task", "task_id_for"]
+__all__ = [
+    "ACTIVE_TASK_STATES",
+    "FENCE_RESEND_SECONDS",
+    "ClusterState",
+    "Job",
+    "Node",
+    "Task",
+    "Unseen",
+    "task_id_for",
+]
 
 
 E = TypeVar("E", bound=ev.Event)
@@ -52,18 +90,30 @@ def _add(counter: Counter[Any], key: Any, amount: int) -> None:
 
 
 FORGOTTEN_JOBS_KEPT = 10_000
+# A stray container is sent a stop at most this often; at most FENCED_KEPT are remembered.
+FENCE_RESEND_SECONDS = 5.0
+FENCED_KEPT = 10_000
+REMEMBER_REQUESTS = 10_000  # MasterSettings.remember_requests's default
+
+# Node fields that heartbeats alone set (soft state, see `differences`).
+SOFT_NODE_FIELDS = ("capacity", "labels", "boot_id", "last_seen", "reported")
 
 
 class ClusterState:
-    def __init__(self) -> None:
+    def __init__(self, *, remember_requests: int = REMEMBER_REQUESTS) -> None:
+        """`remember_requests` bounds `requests` (settings.remember_requests); states
+        that must stay equal must be built with the same bound."""
         self.jobs: dict[str, Job] = {}
         self.tasks: dict[str, Task] = {}
         self.nodes: dict[str, Node] = {}
+        self.unseen: dict[str, Unseen] = {}
         self.pending: dict[str, Task] = {}
         self.ended: dict[str, None] = {}  # job ids, in the order the jobs ended
         # Ids of jobs forgotten lately (bounded): a container of one that turns up
         # running is still the master's to stop.
         self.forgotten: dict[str, None] = {}
+        self.fenced: dict[str, float] = {}  # task id -> when a stop was sent, oldest first
+        self.requests = RequestMemory(remember_requests)
         self.placeable_version = 0
 
     # -- the only mutation --
@@ -77,9 +127,17 @@ class ClusterState:
     @_handles(ev.JobSubmitted)
     def _job_submitted(self, event: ev.JobSubmitted) -> None:
         old = self.jobs.get(event.job_id)
+        generation = 1
         if old is not None:  # a finished job's name is reused: forget the old one
+            generation = old.generation + 1
             self._drop_job(old)
-        job = Job(event.job_id, event.spec, event.at, submission=event.submission)
+        job = Job(
+            event.job_id,
+            event.spec,
+            event.at,
+            submission=event.submission,
+            generation=generation,
+        )
         self.jobs[event.job_id] = job
         self.forgotten.pop(event.job_id, None)
         self._check_ended(job)  # a batch job of 0 replicas has nothing to do
@@ -110,6 +168,11 @@ class ClusterState:
             self.forgotten[event.job_id] = None
             while len(self.forgotten) > FORGOTTEN_JOBS_KEPT:
                 del self.forgotten[next(iter(self.forgotten))]
+
+    @_handles(ev.JobStateChanged)
+    def _job_state_changed(self, event: ev.JobStateChanged) -> None:
+        if job := self.jobs.get(event.job_id):
+            job.announced = event.state
 
     @_handles(ev.TaskCreated)
     def _task_created(self, event: ev.TaskCreated) -> None:
@@ -185,7 +248,13 @@ class ClusterState:
 
     @_handles(ev.TaskUndelivered)
     def _task_undelivered(self, event: ev.TaskUndelivered) -> None:
-        if node := self.nodes.get(event.node_id):
+        node = self.nodes.get(event.node_id)
+        if node is None:
+            record = self._unseen(event.node_id, event.at)
+            record.held_until = max(record.held_until, event.hold_until)
+            record.held_reason = event.reason
+            record.held_boot = event.boot_id
+        elif not event.boot_id or event.boot_id == node.boot_id:
             node.held_until = max(node.held_until, event.hold_until)
             node.held_reason = event.reason
         task = self.tasks.get(event.task_id)
@@ -213,21 +282,31 @@ class ClusterState:
             return
         attempts.remove(task.task_id)
         del self.tasks[task.task_id]
+        self.fenced.pop(task.task_id, None)
+
+    @_handles(ev.TaskFenced)
+    def _task_fenced(self, event: ev.TaskFenced) -> None:
+        self.fenced.pop(event.task_id, None)
+        self.fenced[event.task_id] = event.at
+        for task_id, at in list(self.fenced.items()):
+            if len(self.fenced) <= FENCED_KEPT and event.at - at < FENCE_RESEND_SECONDS:
+                break
+            del self.fenced[task_id]
+
+    @_handles(ev.RequestDone)
+    def _request_done(self, event: ev.RequestDone) -> None:
+        error = None
+        if event.error_code:  # built unchecked: it was checked when first answered
+            error = ApiError.model_construct(
+                code=event.error_code, message=event.error_message, field=event.error_field
+            )
+        self.requests.remember(event.message_id, Outcome(event.request_type, event.job_id, error))
 
     @_handles(ev.NodeObserved)
     def _node_observed(self, event: ev.NodeObserved) -> None:
         node = self.nodes.get(event.node_id)
         if node is None:
-            self.nodes[event.node_id] = Node(
-                event.node_id,
-                "ready",
-                event.capacity,
-                event.labels,
-                event.boot_id,
-                event.at,
-                list(event.tasks),
-            )
-            self.placeable_version += 1
+            self._node_joined(event)
             return
         if node.capacity != event.capacity or node.labels != event.labels:
             self.placeable_version += 1
@@ -241,16 +320,42 @@ class ClusterState:
         node.last_seen = event.at
         node.reported = list(event.tasks)
 
+    def _node_joined(self, event: ev.NodeObserved) -> None:
+        """A node's first heartbeat: ready, unless the journal said otherwise (`unseen`)."""
+        record = self.unseen.pop(event.node_id, None)
+        node = Node(
+            event.node_id,
+            record.state if record is not None else "ready",
+            event.capacity,
+            event.labels,
+            event.boot_id,
+            event.at,
+            list(event.tasks),
+        )
+        self.nodes[event.node_id] = node
+        self.placeable_version += 1
+        if record is None:
+            return
+        if record.held_boot in ("", event.boot_id):  # else held for an agent gone since
+            node.held_until, node.held_reason = record.held_until, record.held_reason
+        for task_id in sorted(record.task_ids):
+            self._bind(self.tasks[task_id])
+
     @_handles(ev.NodeForgotten)
     def _node_forgotten(self, event: ev.NodeForgotten) -> None:
         node = self.nodes.get(event.node_id)
         if node is not None and node.state == "down" and not node.task_ids:
             del self.nodes[event.node_id]
+        record = self.unseen.get(event.node_id)
+        if record is not None and record.state == "down" and not record.task_ids:
+            del self.unseen[event.node_id]
 
     @_handles(ev.NodeStateChanged)
     def _node_state_changed(self, event: ev.NodeStateChanged) -> None:
         node = self.nodes.get(event.node_id)
-        if node is not None and node.state != event.state:
+        if node is None:
+            self._unseen(event.node_id, event.at).state = event.state
+        elif node.state != event.state:
             node.state = event.state
             if event.state == "ready":
                 self.placeable_version += 1
@@ -291,16 +396,29 @@ class ClusterState:
                 task = self.tasks.pop(task_id)
                 self._unbind(task)
                 self.pending.pop(task_id, None)
+                self.fenced.pop(task_id, None)
         del self.jobs[job.job_id]
         self.ended.pop(job.job_id, None)
 
+    def _unseen(self, node_id: str, at: float) -> Unseen:
+        """The record of a node no heartbeat has shown, made (first named at `at`) if need be."""
+        record = self.unseen.get(node_id)
+        if record is None:
+            record = self.unseen[node_id] = Unseen(node_id, at)
+        return record
+
     def _bind(self, task: Task) -> None:
-        node = self.nodes.get(task.node_id or "")
         job = self.jobs.get(task.job_id)
-        if node is None or job is None or task.task_id in node.task_ids:
+        if job is None or task.node_id is None:
+            return
+        node = self.nodes.get(task.node_id)
+        if node is None:  # booked there when the node is first heard from
+            self._unseen(task.node_id, task.updated_at).task_ids.add(task.task_id)
+            return
+        if task.task_id in node.task_ids:
             return
         node.task_ids.add(task.task_id)
-        node.used_cpu += job.spec.cpu
+        node.used_millicpus += millicpus(job.spec.cpu)
         node.used_memory += job.spec.memory
         _add(node.job_counts, job.job_id, +1)
         for port in job.spec.ports:
@@ -309,15 +427,58 @@ class ClusterState:
     def _unbind(self, task: Task) -> None:
         node = self.nodes.get(task.node_id or "")
         job = self.jobs.get(task.job_id)
+        if node is None and (record := self.unseen.get(task.node_id or "")):
+            record.task_ids.discard(task.task_id)
         if node is None or job is None or task.task_id not in node.task_ids:
             return
         node.task_ids.discard(task.task_id)
-        node.used_cpu -= job.spec.cpu
+        node.used_millicpus -= millicpus(job.spec.cpu)
         node.used_memory -= job.spec.memory
         _add(node.job_counts, job.job_id, -1)
         for port in job.spec.ports:
             _add(node.ports, (port.host, port.protocol), -1)
         self.placeable_version += 1
+
+    def rebuild_indexes(self) -> None:
+        """Recompute, from the records alone, what `apply` keeps up to date: `pending`,
+        each job's counts and each node's (and unseen node's) bookings. For a state
+        restored from a snapshot; `ended`, `forgotten`, `fenced` and `requests` are
+        records (their order is history), not indexes."""
+        self.pending = {t.task_id: t for t in self.tasks.values() if t.state == "pending"}
+        for job in self.jobs.values():
+            self._recount(job)
+        for node in self.nodes.values():
+            node.task_ids.clear()
+            node.used_millicpus, node.used_memory = 0, 0
+            node.job_counts.clear()
+            node.ports.clear()
+        for record in self.unseen.values():
+            record.task_ids.clear()
+        for task in self.tasks.values():
+            if task.state in ACTIVE_TASK_STATES:
+                self._bind(task)
+        self.placeable_version += 1
+
+    # -- comparing --
+
+    def differences(self, other: ClusterState, *, soft: bool = True) -> list[str]:
+        """What differs between this state and `other`, field by field ([]: equal).
+
+        Compares every record and index, and the order of those whose order is
+        history (jobs, tasks, pending, ended, forgotten, fenced, requests). With
+        `soft=False`, what only heartbeats set (SOFT_NODE_FIELDS, the order of nodes)
+        is left out. `placeable_version` is never compared.
+        """
+        found: list[str] = []
+        for name in ("jobs", "tasks", "pending", "ended", "forgotten", "fenced", "unseen"):
+            found += _compare(name, getattr(self, name), getattr(other, name), ordered=True)
+        if soft:
+            found += _compare("nodes", self.nodes, other.nodes, ordered=True)
+        else:
+            found += _compare("nodes", _hard(self.nodes), _hard(other.nodes), ordered=False)
+        if self.requests != other.requests:
+            found.append(f"requests: {self.requests.items()!r} != {other.requests.items()!r}")
+        return found
 
     # -- reading --
 
@@ -367,3 +528,24 @@ class ClusterState:
             if task is not None and task.state == "pending" and task.reason:
                 return task.reason
         return ""
+
+
+def _compare(
+    name: str, mine: dict[str, Any], theirs: dict[str, Any], *, ordered: bool
+) -> list[str]:
+    found = [
+        f"{name}[{key!r}]: {mine.get(key)!r} != {theirs.get(key)!r}"
+        for key in sorted(mine.keys() | theirs.keys())
+        if key not in mine or key not in theirs or mine[key] != theirs[key]
+    ]
+    if ordered and not found and list(mine) != list(theirs):
+        found.append(f"{name}: the same entries in another order")
+    return found
+
+
+def _hard(nodes: dict[str, Node]) -> dict[str, Any]:
+    """The nodes without what only heartbeats set."""
+    names = [f.name for f in fields(Node) if f.name not in SOFT_NODE_FIELDS]
+    return {
+        node_id: {name: getattr(node, name) for name in names} for node_id, node in nodes.items()
+    }

@@ -5,9 +5,10 @@ with AMQP properties `reply_to` and `correlation_id`. The active master
 answers with an `api.reply` envelope carrying the same correlation id.
 
 Requests are closed (an unknown field is an error); the reply and the models in
-its `result` (JobInfo, TaskInfo, NodeInfo, Page) are open, except the job spec
-inside a JobInfo, which is read with the ECHOED context (schemas.base): its unknown
-fields are dropped, so a client can read a newer master's jobs.
+its `result` (JobInfo, TaskInfo, NodeInfo, Page, MastersInfo, ClusterStatus) are
+open, except the job spec inside a JobInfo, which is read with the ECHOED context
+(schemas.base): its unknown fields are dropped, so a client can read a newer
+master's jobs.
 """
 
 from __future__ import annotations
@@ -31,8 +32,21 @@ from schemas.base import (
     Token,
 )
 from schemas.job import JobSpec
-from schemas.limits import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, MAX_REPLICAS
-from schemas.messages import JobState, NodeState, Payload, Resources, Slot, TaskState
+from schemas.limits import DEFAULT_PAGE_SIZE, MAX_INT, MAX_PAGE_SIZE, MAX_REPLICAS
+from schemas.messages import (
+    JobState,
+    MasterRole,
+    NodeState,
+    Payload,
+    Resources,
+    Slot,
+    TaskState,
+)
+
+# The most masters an api.masters / api.status reply lists (a group is a handful).
+MAX_MASTERS = 64
+# The most distinct reasons an api.status reply gives for pending tasks.
+MAX_PENDING_REASONS = 10
 
 
 def _echoed_spec(value: Any) -> Any:
@@ -161,6 +175,102 @@ class Page(Open):
     next_cursor: Cursor | None = None
 
 
+class GetMasters(Payload):
+    """The masters of the group as the active master hears them; the result is a
+    MastersInfo."""
+
+    TYPE: ClassVar[str] = "api.masters"
+
+
+class GetStatus(Payload):
+    """The cluster on one screen: masters, workers, jobs, pending tasks, dead letters;
+    the result is a ClusterStatus."""
+
+    TYPE: ClassVar[str] = "api.status"
+
+
+class MasterInfo(Open):
+    """One master, from the last beat the active master received from it.
+
+    `lag` is how many journal records it is behind the active master (None if
+    either has applied none yet); `last_seen_ago` is seconds since that beat, on the
+    active master's clock; `broker` is the broker node its connection is on ("" if
+    unknown)."""
+
+    name: NodeId
+    instance: Token
+    role: MasterRole
+    epoch: Count | None = None
+    applied: Annotated[int, Field(ge=-1, le=MAX_INT)] = -1
+    lag: Count | None = None
+    last_seen_ago: Annotated[float, Field(ge=0, le=1e9)]
+    started_at: Timestamp | None = None
+    broker: Text = ""
+
+
+Masters = Annotated[list[MasterInfo], Field(max_length=MAX_MASTERS)]
+
+
+class MastersInfo(Open):
+    """The result of api.masters: the active master first, then the others by role and
+    name; `omitted` counts those left out past MAX_MASTERS."""
+
+    masters: Masters = Field(default_factory=list)
+    omitted: Count = 0
+
+
+StateName = Annotated[str, Field(pattern=r"^[a-z][a-z_-]{0,31}$")]
+# How many things are in each state (absent: none). Keys are strings, not the
+# Literal, so a client can read a newer master that has a state it does not know.
+StateCounts = Annotated[dict[StateName, Count], Field(max_length=32)]
+
+
+class Totals(Open):
+    """CPUs and memory (bytes) summed over nodes; unlike Resources, not capped per node."""
+
+    cpus: Annotated[float, Field(ge=0, le=1e12)] = 0.0
+    memory: Count = 0
+
+
+class WorkersStatus(Open):
+    """Worker nodes by state; `capacity` and `free` add up the ready nodes only (where
+    new tasks can go)."""
+
+    states: StateCounts = Field(default_factory=dict)
+    capacity: Totals = Field(default_factory=Totals)
+    free: Totals = Field(default_factory=Totals)
+
+
+class ReasonCount(Open):
+    """How many pending tasks wait for one reason ("": not looked at by the scheduler yet)."""
+
+    reason: Text
+    count: Count
+
+
+class PendingStatus(Open):
+    """Pending tasks: how many, and the MAX_PENDING_REASONS most common reasons, most
+    common first (tasks waiting for other reasons are `count` minus their sum)."""
+
+    count: Count = 0
+    reasons: Annotated[list[ReasonCount], Field(max_length=MAX_PENDING_REASONS)] = Field(
+        default_factory=list
+    )
+
+
+class ClusterStatus(Open):
+    """The result of api.status. `epoch` is the active master's; `jobs` counts jobs by
+    state, ended ones the master still remembers included; `dead_letters` is the
+    depth of the dead-letter queue, None if the master could not tell."""
+
+    masters: Masters = Field(default_factory=list)
+    epoch: Count | None = None
+    workers: WorkersStatus = Field(default_factory=WorkersStatus)
+    jobs: StateCounts = Field(default_factory=dict)
+    pending: PendingStatus = Field(default_factory=PendingStatus)
+    dead_letters: Count | None = None
+
+
 class ApiError(Open):
     """Why a request failed. `code` is stable (for programs), `message` is for humans."""
 
@@ -187,4 +297,6 @@ API_REQUESTS: tuple[type[Payload], ...] = (
     ListJobs,
     ListTasks,
     ListNodes,
+    GetMasters,
+    GetStatus,
 )

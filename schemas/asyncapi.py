@@ -115,9 +115,17 @@ def _channels() -> dict[str, Any]:
         },
         "control": {
             "address": None,
-            "description": "Fanout exchange declared for master announcements; unused so far.",
-            "messages": {},
+            "description": "Fanout exchange: the active master announces its epoch here when "
+            "it takes over and every few seconds; workers refuse commands of older epochs.",
+            "messages": _messages("leader.announce"),
             "bindings": _exchange(t.CONTROL_EXCHANGE),
+        },
+        "masters": {
+            "address": None,
+            "description": "Fanout exchange: every master's beat, every second (`corral "
+            "masters`). Consumed by masters through private queues.",
+            "messages": _messages("master.beat"),
+            "bindings": _exchange(t.MASTERS_EXCHANGE),
         },
     }
 
@@ -145,6 +153,22 @@ def _status_channels() -> dict[str, Any]:
             "messages": _messages(message_type),
             "bindings": status,
         }
+    channels["refusedCommands"] = {
+        "address": "refused.{nodeId}",
+        "description": "A worker dropped a command (most often a deposed master's, with an "
+        "older epoch). Same topic exchange.",
+        "parameters": {"nodeId": params["nodeId"]},
+        "messages": _messages("command.refused"),
+        "bindings": status,
+    }
+    channels["leaderStatus"] = {
+        "address": "leader.{master}",
+        "description": "A master took the lead (and repeats it every few seconds). Same topic "
+        "exchange.",
+        "parameters": {"master": {"description": "The master's name."}},
+        "messages": _messages("leader.announce"),
+        "bindings": status,
+    }
     return channels
 
 

@@ -24,11 +24,11 @@ from schemas.limits import MAX_JSON_DEPTH, MAX_MESSAGE_BYTES
 from schemas.messages import (
     CommandRefused,
     Heartbeat,
-    LeaderAnnounced,
-    MasterBeat,
     JobEvent,
+    LeaderAnnounced,
     LogChunk,
     LogsRequest,
+    MasterBeat,
     NodeEvent,
     Payload,
     StartTask,

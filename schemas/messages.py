@@ -27,9 +27,9 @@ from schemas.base import (
 )
 from schemas.job import JobSpec
 from schemas.limits import (
-    MAX_INT,
     MAX_CPU,
     MAX_GRACE,
+    MAX_INT,
     MAX_LOG_CHUNK_CHARS,
     MAX_NODE_TASKS,
     MAX_REPLICAS,
@@ -201,6 +201,7 @@ class MasterBeat(Payload):
     applied: Annotated[int, Field(ge=-1, le=MAX_INT)] = -1
     started_at: float = 0.0
     interval: Annotated[float, Field(gt=0, le=3600)] = 1.0
+    broker: Annotated[str, Field(max_length=256), Token] = ""  # host:port it is connected to
 
 
 class LogsRequest(Payload):

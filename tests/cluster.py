@@ -8,6 +8,7 @@ processes (by PID) and removes its containers (by label).
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -21,6 +22,7 @@ from corral import Client
 from corral.errors import NoCluster, NoMaster
 
 T = TypeVar("T")
+LEAD_PATTERN = re.compile(r"takes the lead with epoch (\d+)")
 RUN_LABEL = "corral-test-run"
 
 
@@ -82,6 +84,34 @@ class Cluster:
                 *extra,
             ],
         )
+
+    def leaders(self) -> dict[str, int]:
+        """Each running master that took the lead, with its newest epoch (from its own log)."""
+        found = {}
+        for name, process in self.processes.items():
+            path = self.workdir / f"{name}.log"
+            if process.poll() is not None or not path.exists():
+                continue
+            for line in path.read_text(errors="replace").splitlines():
+                match = LEAD_PATTERN.search(line)
+                if match:
+                    found[name] = int(match.group(1))
+        return found
+
+    def active_master(self, *, after: int = -1, timeout: float = 20.0) -> tuple[str, int]:
+        """The running master that leads now (the highest epoch claimed), newer than `after`."""
+
+        def newest() -> tuple[str, int] | None:
+            leaders = self.leaders()
+            if not leaders:
+                return None
+            name, epoch = max(leaders.items(), key=lambda item: item[1])
+            return (name, epoch) if epoch > after else None
+
+        return wait_until(newest, timeout=timeout, what=f"a leader with an epoch above {after}")
+
+    def signal(self, name: str, signum: int) -> None:
+        self.processes[name].send_signal(signum)
 
     def rss(self, name: str) -> int:
         """Resident memory of one of our processes, in bytes (Linux /proc)."""

@@ -96,3 +96,34 @@ def forged_reply_names(real: str) -> list[str]:
         if forged != term:
             names.append(f"{prefix}.{base64.b64encode(forged).decode()}.{key}")
     return names
+
+
+class Tap:
+    """A private queue bound to an exchange, read with `first` (a test's view of traffic)."""
+
+    def __init__(self, url: str, exchange: str, *keys: str) -> None:
+        self.connection = pika.BlockingConnection(pika.URLParameters(url))
+        self.channel = self.connection.channel()
+        declared = self.channel.queue_declare("", exclusive=True, auto_delete=True)
+        self.queue = declared.method.queue
+        for key in keys or ("",):
+            self.channel.queue_bind(self.queue, exchange, key)
+
+    def first(self, wanted: Any, timeout: float = 10.0) -> bytes:
+        """The body of the first message for which `wanted(body)` is true."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            method, _properties, body = self.channel.basic_get(self.queue, auto_ack=True)
+            if method is None:
+                self.connection.process_data_events(0.05)
+                continue
+            if wanted(body):
+                return bytes(body)
+        raise AssertionError(f"no wanted message on the tap within {timeout:g} s")
+
+    def publish(self, exchange: str, routing_key: str, body: bytes) -> None:
+        self.channel.basic_publish(exchange, routing_key, body)
+
+    def close(self) -> None:
+        if self.connection.is_open:
+            self.connection.close()

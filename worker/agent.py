@@ -2,8 +2,9 @@
 
 Threads:
 - the bus thread (`run`) owns the AMQP connection and all of the agent's
-  state: it handles assignments, sends a heartbeat every interval, publishes
-  task status, and runs the timers that end stops (`worker.stops`);
+  state: it handles assignments and leader announcements, sends a heartbeat
+  every interval, publishes task status and refusals, and runs the timers that
+  end stops (`worker.stops`);
 - three bounded pools make the blocking Docker calls, so that no kind of
   work can starve another: `start_threads` threads create and start
   containers, `stop_threads` threads send signals and remove containers
@@ -16,8 +17,13 @@ Assignments are acked only once the container exists (or failed to start), so
 a crash loses nothing: the broker redelivers and `DockerRuntime.start` finds
 the container by label instead of making a second one. A stop is acked once
 SIGTERM is sent. Which assignments are carried out at all is decided by
-`worker.commands.accept`. On start the agent adopts the containers it already
-runs. Stopping the agent leaves its containers running.
+`worker.commands.accept`, against the newest epoch the node has accepted or
+heard announced on `corral.control`; a refused one is dead-lettered and, at a
+bounded rate, reported as a `CommandRefused` event (key `refused.<node>`).
+
+On start the agent adopts the containers it already runs. Stopping the agent
+leaves its containers running, and so does having no master at all: the
+agent keeps heartbeating until one comes back.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ import logging
 import os
 import signal
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -39,6 +46,7 @@ from schemas.envelope import Message
 from schemas.limits import MAX_NODE_TASKS
 from schemas.messages import (
     Heartbeat,
+    LeaderAnnounced,
     LogsRequest,
     Resources,
     RunningTask,
@@ -46,7 +54,7 @@ from schemas.messages import (
     StopTask,
     TaskStatus,
 )
-from worker.commands import Refused, accept
+from worker.commands import RefusalGate, Refused, accept
 from worker.containers import ContainerInfo, RuntimeEvent, StartError
 from worker.identity import resolve_node_id
 from worker.logs import LogStreamer
@@ -90,7 +98,8 @@ class WorkerAgent:
         )
         self.boot_id = uuid.uuid4().hex
         self.seq = 0
-        self.max_epoch = 0
+        self.max_epoch = 0  # the newest master epoch accepted or announced
+        self._refusals = RefusalGate()
         self.containers: dict[str, ContainerInfo] = {}
         self._busy: dict[str, _Pending] = {}  # task id -> start or SIGTERM under way
         self._reported: dict[str, str] = {}  # task id -> last state published
@@ -114,6 +123,7 @@ class WorkerAgent:
             prefetch=4 * settings.start_threads,
         )
         self.bus.consume_messages(topology.node_rpc_queue(self.node_id), self._on_rpc, prefetch=8)
+        self.bus.consume_messages(topology.control_queue(), self._on_control, prefetch=16)
         self.bus.on_connected(lambda _reconnected: self._beat())
         self.bus.every(settings.heartbeat_interval, self._beat)
         self.bus.every(settings.log_keepalive, self.logs.keepalive)
@@ -203,6 +213,7 @@ class WorkerAgent:
             command, epoch = accept(message, self.node_id, self.max_epoch)
         except Refused as refusal:
             delivery.dead_letter(refusal.reason)
+            self._report_refusal(refusal, message.envelope.sender)
             return
         self.max_epoch = epoch  # only now: the whole command has been checked
         busy = self._busy.get(command.task_id)
@@ -215,6 +226,27 @@ class WorkerAgent:
             busy.then.append(functools.partial(self._stop, command, delivery))  # after the start
         else:
             self._stop(command, delivery)
+
+    def _report_refusal(self, refusal: Refused, sender: str) -> None:
+        """Publish a `CommandRefused` event, unless refusals come faster than the gate
+        lets through; warn once per kind and epoch, not once per command."""
+        if not self._refusals.report(time.monotonic()):
+            log.debug("refusal of a %s not reported: too many refusals", refusal.command)
+            return
+        if self._refusals.warn(refusal):
+            log.warning(
+                "refusing commands from %r with epoch %s (newest %d): %s",
+                sender,
+                refusal.epoch,
+                refusal.max_epoch,
+                refusal.reason,
+            )
+        self.bus.publish(
+            topology.STATUS_EXCHANGE,
+            topology.refused_key(self.node_id),
+            refusal.event(self.node_id),
+            transient=True,  # a report for people, not state: never kept while disconnected
+        )
 
     def _start(self, command: StartTask, epoch: int, delivery: Delivery) -> None:
         existing = self.containers.get(command.task_id)
@@ -267,6 +299,18 @@ class WorkerAgent:
         if info is not None and self._reported.get(command.task_id) == "running":
             self._report(command.task_id, command.job_id, "stopped", reason=command.reason)
         self._reported.pop(command.task_id, None)
+
+    # -- control --
+
+    def _on_control(self, message: Message, delivery: Delivery) -> None:
+        """A message on corral.control. Only a leader's announcement means anything yet;
+        other valid types are ignored (invalid ones never get here: the bus
+        dead-letters them)."""
+        delivery.ack()
+        announced = message.payload
+        if isinstance(announced, LeaderAnnounced) and announced.epoch > self.max_epoch:
+            log.info("master %s leads with epoch %d", announced.master, announced.epoch)
+            self.max_epoch = announced.epoch
 
     # -- status --
 

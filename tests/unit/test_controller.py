@@ -285,7 +285,7 @@ def test_journal_receives_only_journaled_events() -> None:
     master.journal = lambda event: kinds.append(type(event).__name__)
     master.heartbeat(heartbeat("a"), 0.0)
     master.submit(job_spec(), 1.0)
-    assert kinds == ["JobSubmitted", "TaskCreated", "TaskAssigned"]
+    assert kinds == ["JobSubmitted", "TaskCreated", "TaskAssigned", "JobStateChanged"]
 
 
 def test_a_resubmitted_job_gets_fresh_task_ids() -> None:

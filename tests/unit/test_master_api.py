@@ -83,7 +83,9 @@ def test_request_memory_forgets_the_least_recently_used() -> None:
     memory = RequestMemory(2)
     memory.remember("a", Outcome("api.submit", "x"))
     memory.remember("b", Outcome("api.submit", "y"))
-    assert memory.recall("a", "api.submit", "x") is not None  # now the most recent
+    recalled = memory.recall("a", "api.submit", "x")
+    assert recalled is not None
+    memory.remember("a", recalled)  # what a recognised redelivery does: now the most recent
     memory.remember("c", Outcome("api.submit", "z"))
     assert memory.recall("b", "api.submit", "y") is None
     assert memory.recall("a", "api.submit", "x") is not None

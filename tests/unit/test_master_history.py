@@ -102,7 +102,7 @@ def test_ended_jobs_beyond_the_limit_are_forgotten_oldest_first() -> None:
     assert sorted(controller.state.jobs) == ["active", "job-7", "job-8", "job-9"]
     assert list(controller.state.ended) == ["job-7", "job-8", "job-9"]
     footprint = controller.footprint()
-    assert (footprint["tasks"], footprint["job_states"]) == (4, 4)
+    assert (footprint["tasks"], footprint["jobs"]) == (4, 4)
 
 
 def test_a_job_ending_with_nothing_kept_is_still_answered_and_announced() -> None:

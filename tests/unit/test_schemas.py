@@ -38,7 +38,9 @@ from schemas import (
     load_job_file,
     parse_job_text,
 )
+from schemas.api import GetMasters, GetStatus
 from schemas.envelope import PAYLOAD_TYPES, PROTOCOL_VERSION
+from schemas.messages import CommandRefused, LeaderAnnounced, MasterBeat
 from tests.unit.factories import GiB, MiB, heartbeat, job_spec, running
 
 
@@ -257,6 +259,26 @@ PAYLOADS: list[Payload] = [
     ListJobs(include_done=False),
     ListTasks(job_id="web"),
     ListNodes(),
+    GetMasters(),
+    GetStatus(),
+    LeaderAnnounced(master="m1", epoch=42),
+    CommandRefused(
+        node_id="n1",
+        command="assign.start",
+        task_id="web-0-0",
+        epoch=3,
+        max_epoch=9,
+        reason="stale command",
+    ),
+    MasterBeat(
+        master="m1",
+        instance="abc123",
+        role="standby",
+        epoch=9,
+        applied=120,
+        started_at=1.5,
+        broker="127.0.0.1:5672",
+    ),
 ]
 
 

@@ -156,7 +156,17 @@ def test_long_log_output_is_refused() -> None:
 
 # -- forward compatibility --
 
-OPEN = ["heartbeat", "task.status", "job.status", "node.status", "logs.chunk", "api.reply"]
+OPEN = [
+    "heartbeat",
+    "task.status",
+    "job.status",
+    "node.status",
+    "logs.chunk",
+    "api.reply",
+    "master.beat",
+    "leader.announce",
+    "command.refused",
+]
 CLOSED = sorted(set(PAYLOAD_TYPES) - set(OPEN))
 MINIMAL: dict[str, dict[str, Any]] = {
     "heartbeat": HEARTBEAT,
@@ -172,6 +182,11 @@ MINIMAL: dict[str, dict[str, Any]] = {
     "api.jobs": {},
     "api.tasks": {},
     "api.nodes": {},
+    "api.masters": {},
+    "api.status": {},
+    "master.beat": {"master": "m1", "instance": "abc", "role": "active"},
+    "leader.announce": {"master": "m1", "epoch": 4},
+    "command.refused": {"node_id": "n1"},
     "assign.start": {
         "task_id": "web-0-0",
         "job_id": "web",

@@ -1,0 +1,423 @@
+"""One term of a master: a connection, a state, and a role (standby, claiming, active).
+
+A term starts as a **standby**: it loads the newest snapshot, tails the
+journal from there (applying the leader's batches with `Controller.replay`),
+watches heartbeats (`Controller.observe`, so node liveness is warm), and
+consumes `corral.leader`, the single-active-consumer queue every master pings.
+
+When the broker delivers a ping to it, it is the group's active consumer: it
+**claims**, appending a `Claim` to the journal. When it reads its own claim
+back, it has applied everything before it, and the claim's offset is its
+epoch. It then takes over, in this order: promote the controller (epoch,
+grace for node liveness, re-send outstanding starts), announce the epoch on
+`corral.control`, and only then consume `corral.api` and
+`corral.master.status`. While **active** it journals every input's events
+before acting on them (`master.writer`), and writes snapshots.
+
+A term that has claimed or leads ends the moment its connection is lost, or a
+newer claim shows up in the journal: its state may hold events the journal
+does not, so the daemon starts a fresh term (as a standby) from the journal.
+A standby's term survives reconnects: it resumes the journal where it stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from typing import Literal
+
+from bus import Bus, BusError, Delivery, topology
+from bus.streams import offset_of
+from master import journal, snapshot, snapshots
+from master.api import Api
+from master.controller import Command, Controller, StartCommand, StopCommand
+from master.journal import Claim, ClaimSeen, Follower, Position
+from master.overview import SeenMaster
+from master.settings import MasterSettings
+from master.writer import JournalWriter
+from schemas.api import ApiError, Reply
+from schemas.envelope import Message
+from schemas.messages import (
+    Heartbeat,
+    JobEvent,
+    LeaderAnnounced,
+    MasterBeat,
+    NodeEvent,
+    Payload,
+    StartTask,
+    StopTask,
+    TaskStatus,
+)
+
+log = logging.getLogger("corral.master")
+
+Role = Literal["standby", "claiming", "active"]
+
+ANNOUNCE_EVERY = 5.0  # the leader repeats its epoch on corral.control this often
+BEAT_EVERY = 1.0
+MASTERS_FORGOTTEN_AFTER = 10.0
+# A batch not read back from the journal within this long: the journal is stuck for us;
+# step down rather than hold every output forever.
+JOURNAL_STUCK = 15.0
+SNAPSHOT_SHARE = 4  # a snapshot at least every JOURNAL_MAX_BYTES / this many bytes
+
+
+class Term:
+    def __init__(
+        self,
+        settings: MasterSettings,
+        instance: str,
+        started_at: float,
+        clock: Callable[[], float],
+        seen: Callable[[MasterBeat, float], None],
+        masters: Callable[[], list[SeenMaster]] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.instance = instance
+        self.started_at = started_at
+        self.clock = clock
+        self._seen = seen
+        self._masters = masters
+        self.role: Role = "standby"
+        self.nonce = uuid.uuid4().hex
+        self.controller = Controller(settings, 0)
+        self.follower = Follower()
+        self.dead_letters: int | None = None
+        self.api = self._api()
+        self.writer: JournalWriter | None = None
+        self.over = threading.Event()
+        self.replayed = 0  # batches applied in this term (since the snapshot)
+        self._since_snapshot = 0
+        self._snapshot_sent_bytes = 0
+        self._snapshot_at = time.monotonic()
+        self._pending_snapshot: tuple[int, bytes, Position] | None = None
+        self._loaded_in = 0.0
+        self._claimed_at = 0.0
+        self._t0 = time.monotonic()
+        self.bus = Bus(
+            settings.amqp_url, name=f"master:{settings.name}", heartbeat=settings.amqp_heartbeat
+        )
+        self.bus.declare(
+            topology.JOURNAL_STREAM_DECL, topology.SNAPSHOT_STREAM_DECL, topology.LEADER_QUEUE_DECL
+        )
+
+    # -- running --
+
+    def run(self, stop: threading.Event) -> None:
+        """Serve until `stop` is set or this term is over (stepped down)."""
+        try:
+            self.bus.connect(stop)
+            self._load()
+        except BusError as exc:
+            log.warning("master %s: could not start a term: %s", self.settings.name, exc)
+            self.bus.close()
+            return
+        bus = self.bus
+        bus.on_lost(self._lost)
+        bus.consume(
+            topology.JOURNAL_STREAM_DECL,
+            self._on_journal,
+            prefetch=2000,
+            arguments=lambda: {"x-stream-offset": self.follower.offset + 1},
+        )
+        bus.consume_messages(topology.heartbeat_queue(), self._on_heartbeat, prefetch=1000)
+        bus.consume_messages(topology.masters_queue(), self._on_master_beat, prefetch=100)
+        bus.consume(topology.LEADER_QUEUE_DECL, self._on_ping, prefetch=10)
+        bus.every(self.settings.ping_interval, self._ping)
+        bus.every(BEAT_EVERY, self._beat)
+        bus.every(self.settings.tick, self._on_tick)
+        bus.every(ANNOUNCE_EVERY, self._announce)
+        bus.every(0.1, lambda: self._end_if(stop))
+        bus.run(self.over)
+
+    def _end_if(self, stop: threading.Event) -> None:
+        if stop.is_set():
+            self.over.set()
+
+    def _load(self) -> None:
+        """The newest snapshot, if any: the journal is tailed from where it stands."""
+        started = time.monotonic()
+        found = snapshots.newest(self.bus)
+        if found is not None:
+            state = snapshot.load(found.data, **self._state_kwargs())
+            self.controller = Controller(self.settings, 0, state=state)
+            self.follower = Follower(found.position)
+            self.api = self._api()
+            self._loaded_in = time.monotonic() - started
+            log.info(
+                "master %s: loaded the snapshot after journal offset %d (%d bytes) in %.2f s",
+                self.settings.name,
+                found.position.offset,
+                len(found.data),
+                self._loaded_in,
+            )
+
+    def _api(self) -> Api:
+        return Api(
+            self.controller,
+            masters=self._masters or tuple,
+            applied=lambda: self.follower.offset,
+            dead_letters=lambda: self.dead_letters,
+        )
+
+    def _state_kwargs(self) -> dict[str, int]:
+        return {"remember_requests": self.settings.remember_requests}
+
+    def _step_down(self, why: str) -> None:
+        if self.role != "standby" and not self.over.is_set():
+            log.warning("master %s steps down: %s", self.settings.name, why)
+            self.over.set()
+
+    def _lost(self) -> None:
+        self._step_down("it lost its broker connection")
+
+    # -- the journal --
+
+    def _on_journal(self, delivery: Delivery) -> None:
+        offset = offset_of(delivery.headers)
+        delivery.ack()
+        if offset is None:
+            return
+        outcome = self.follower.feed(offset, journal.decode(delivery.body))
+        if isinstance(outcome, ClaimSeen):
+            self._on_claim(outcome)
+        elif self.role == "active":
+            if self.follower.epoch == self.controller.epoch and self.writer is not None:
+                self.writer.committed_through(self.follower.position.seq)
+                self._send_snapshot_if_committed()
+        elif outcome:
+            for event in outcome:
+                self.controller.replay(event)
+            self.replayed += 1
+            self._since_snapshot += 1
+
+    def _on_claim(self, claim: ClaimSeen) -> None:
+        if claim.nonce == self.nonce:
+            self._take_over(claim.offset)
+        elif self.role == "active":
+            self._step_down(f"master {claim.master} claimed the lead (epoch {claim.offset})")
+        else:
+            log.info("master %s leads with epoch %d", claim.master, claim.offset)
+
+    # -- election --
+
+    def _ping(self) -> None:
+        self.bus.publish_raw(
+            topology.DEFAULT_EXCHANGE, topology.LEADER_QUEUE, b"ping", transient=True
+        )
+
+    def _on_ping(self, delivery: Delivery) -> None:
+        delivery.ack()
+        if self.role != "standby":
+            return
+        self.role = "claiming"
+        self._claimed_at = time.monotonic()
+        log.info("master %s is the active consumer of corral.leader: claiming", self.settings.name)
+        claim = Claim(master=self.settings.name, nonce=self.nonce, at=self.clock())
+        self.bus.publish_raw(
+            topology.DEFAULT_EXCHANGE, topology.JOURNAL_STREAM, journal.encode_claim(claim)
+        )
+
+    def _take_over(self, epoch: int) -> None:
+        now = self.clock()
+        self.role = "active"
+        self.writer = JournalWriter(self.settings.name, epoch, self._send_batch)
+        self.writer.on_sent = self._on_batch_sent
+        self.controller.journal = self.writer.add
+        self.controller.promote(epoch, now)
+        self._announce()
+        self.bus.consume_messages(topology.API_QUEUE_DECL, self._on_api, prefetch=64)
+        self.bus.consume_messages(topology.MASTER_STATUS_QUEUE_DECL, self._on_status, prefetch=500)
+        self._after()
+        log.info(
+            "master %s takes the lead with epoch %d: replayed %d journal batches%s, "
+            "%.2f s after its term began",
+            self.settings.name,
+            epoch,
+            self.replayed,
+            f" after a snapshot loaded in {self._loaded_in:.2f} s" if self._loaded_in else "",
+            time.monotonic() - self._t0,
+        )
+
+    def _announce(self) -> None:
+        if self.role != "active":
+            return
+        note = LeaderAnnounced(master=self.settings.name, epoch=self.controller.epoch)
+        self.bus.publish(topology.CONTROL_EXCHANGE, "", note, epoch=self.controller.epoch)
+        key = topology.leader_key(self.settings.name)
+        self.bus.publish(topology.STATUS_EXCHANGE, key, note, epoch=self.controller.epoch)
+
+    # -- the other masters --
+
+    def _beat(self) -> None:
+        beat = MasterBeat(
+            master=self.settings.name,
+            instance=self.instance,
+            role=self.role,
+            epoch=self.follower.epoch if self.follower.epoch >= 0 else None,
+            applied=self.follower.offset,
+            started_at=self.started_at,
+            interval=BEAT_EVERY,
+            broker=self.bus.connected_url or "",
+        )
+        self._seen(beat, self.clock())
+        self.bus.publish(topology.MASTERS_EXCHANGE, "", beat, transient=True)
+
+    def _on_master_beat(self, message: Message, delivery: Delivery) -> None:
+        delivery.ack()
+        beat = message.expect(MasterBeat)
+        if beat.instance != self.instance:
+            self._seen(beat, self.clock())
+
+    # -- inputs --
+
+    def _on_heartbeat(self, message: Message, delivery: Delivery) -> None:
+        beat = message.expect(Heartbeat)
+        delivery.ack()  # soft state: the next beat says it again
+        if self.role == "active":
+            self.controller.heartbeat(beat, self.clock())
+            self._after()
+        else:
+            self.controller.observe(beat, self.clock())
+
+    def _on_status(self, message: Message, delivery: Delivery) -> None:
+        if self.role != "active":
+            return  # consumed only while active; the broker takes it back with the channel
+        self.controller.task_status(message.expect(TaskStatus), self.clock())
+        self._after(delivery.ack)
+
+    def _on_api(self, message: Message, delivery: Delivery) -> None:
+        if self.role != "active":
+            return
+        try:
+            reply = self.api.answer(
+                message.payload,
+                message_id=message.envelope.message_id,
+                now=self.clock(),
+                token=uuid.uuid4().hex[:6],
+            )
+        except Exception as exc:
+            log.exception("request %s failed", message.envelope.type)
+            reply = Reply(ok=False, error=ApiError(code="internal", message=f"master error: {exc}"))
+        self._after(lambda: self.bus.reply(delivery, reply), delivery.ack)
+
+    def _on_tick(self) -> None:
+        if self.role == "claiming" and time.monotonic() - self._claimed_at > JOURNAL_STUCK:
+            self._step_down(f"its claim was not read back from the journal in {JOURNAL_STUCK:g} s")
+        if self.role != "active" or self.writer is None:
+            return
+        if self.writer.stuck_for() > JOURNAL_STUCK:
+            self._step_down(f"the journal did not take a batch in {JOURNAL_STUCK:g} s")
+            return
+        self.controller.tick(self.clock())
+        self._after()
+
+    # -- outputs, once journaled --
+
+    def _after(self, *actions: Callable[[], None]) -> None:
+        """Publish what the controller produced, then `actions`, once its events are durable."""
+        assert self.writer is not None
+        commands, notifications = self.controller.drain()
+
+        def act() -> None:
+            for command in commands:
+                self._send(command)
+            for note in notifications:
+                self._notify(note)
+            for action in actions:
+                action()
+
+        self.writer.then(act)
+        self.writer.flush()
+
+    def _send_batch(self, bodies: list[bytes]) -> None:
+        for body in bodies:
+            self.bus.publish_raw(topology.DEFAULT_EXCHANGE, topology.JOURNAL_STREAM, body)
+
+    def _notify(self, note: Payload) -> None:
+        if isinstance(note, JobEvent):
+            key = topology.job_key(note.job_id, note.state)
+        elif isinstance(note, NodeEvent):
+            key = topology.node_key(note.node_id, note.state)
+        else:
+            return
+        self.bus.publish(topology.STATUS_EXCHANGE, key, note, epoch=self.controller.epoch)
+
+    def _send(self, command: Command) -> None:
+        state = self.controller.state
+        on_returned = None
+        if isinstance(command, StartCommand):
+            task = state.tasks.get(command.task_id)
+            if task is None:  # forgotten within the same input: nothing to start
+                return
+            payload: Payload = StartTask(
+                task_id=task.task_id,
+                job_id=task.job_id,
+                slot=task.slot,
+                node_id=command.node_id,
+                spec=state.jobs[task.job_id].spec,
+            )
+            on_returned = self._unroutable(task.task_id)
+        elif isinstance(command, StopCommand):
+            payload = StopTask(
+                task_id=command.task_id,
+                job_id=command.job_id,
+                node_id=command.node_id,
+                reason=command.reason,
+                grace=command.grace,
+            )
+        self.bus.publish(
+            topology.ASSIGN_EXCHANGE,
+            command.node_id,
+            payload,
+            epoch=self.controller.epoch,
+            mandatory=True,
+            on_returned=on_returned,
+        )
+
+    def _unroutable(self, task_id: str) -> Callable[[], None]:
+        def lost() -> None:
+            if self.role == "active":
+                self.controller.assignment_unroutable(task_id, self.clock())
+                self._after()
+
+        return lost
+
+    # -- snapshots --
+
+    def _on_batch_sent(self, seq: int) -> None:
+        """Batch `seq` just went out: the state is exactly the journal through it. Take a
+        snapshot now if one is due; it is published once the batch is committed."""
+        assert self.writer is not None
+        self._since_snapshot += 1
+        written = self.writer.sent_bytes - self._snapshot_sent_bytes
+        due = (
+            self._since_snapshot >= self.settings.snapshot_every
+            or written >= topology.JOURNAL_MAX_BYTES // SNAPSHOT_SHARE
+            or time.monotonic() - self._snapshot_at >= self.settings.snapshot_max_age
+        )
+        if not due or self._pending_snapshot is not None:
+            return
+        position = Position(self.controller.epoch, seq, self.follower.offset, self.settings.name)
+        self._pending_snapshot = (seq, snapshot.dump(self.controller.state), position)
+        self._since_snapshot = 0
+        self._snapshot_sent_bytes = self.writer.sent_bytes
+        self._snapshot_at = time.monotonic()
+
+    def _send_snapshot_if_committed(self) -> None:
+        pending = self._pending_snapshot
+        if pending is None or self.writer is None or self.writer.committed < pending[0]:
+            return
+        _, data, position = pending
+        self._pending_snapshot = None
+        parts = snapshots.publish(self.bus, data, position)
+        log.info(
+            "master %s: snapshot after batch %d (%d bytes, %d part(s))",
+            self.settings.name,
+            position.seq,
+            len(data),
+            parts,
+        )
