@@ -299,6 +299,15 @@ class Bus:
             correlation_id=delivery.correlation_id,
         )
 
+    def leftovers(self) -> list[Outgoing]:
+        """Take every publish not yet confirmed (the bus should be closed): a daemon that
+        replaces its bus hands them to the next one with `requeue`."""
+        return self._publisher.take_all()
+
+    def requeue(self, messages: list[Outgoing]) -> None:
+        """Publish another bus's `leftovers` before anything else, once connected."""
+        self._publisher.requeue(messages)
+
     @property
     def unconfirmed(self) -> int:
         return self._publisher.pending
@@ -393,7 +402,8 @@ class Bus:
         self.close()
 
     def close(self) -> None:
-        self._drop_connection(channel_error=False)
+        """Close the connection. Unconfirmed publishes stay in the outbox (`leftovers`)."""
+        self._drop_connection(channel_error=False, keep_all=True)
 
     # -- client side: request/reply and subscriptions --
 
@@ -600,10 +610,10 @@ class Bus:
             except Exception:
                 log.exception("on_lost callback %r failed", callback)
 
-    def _drop_connection(self, *, channel_error: bool) -> None:
+    def _drop_connection(self, *, channel_error: bool, keep_all: bool = False) -> None:
         connection, self._connection = self._connection, None
         self._rpc.reset()
-        self._publisher.detach(channel_error=channel_error)
+        self._publisher.detach(channel_error=channel_error, keep_all=keep_all)
         if connection is not None and connection.is_open:
             try:
                 connection.close()

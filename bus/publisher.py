@@ -67,12 +67,17 @@ class ConfirmingPublisher:
         channel.add_on_return_callback(self._on_return)
         self._pump()
 
-    def detach(self, *, channel_error: bool = False) -> None:
+    def detach(self, *, channel_error: bool = False, keep_all: bool = False) -> None:
         """The channel is gone: everything in flight goes back to the front of the outbox.
 
         `channel_error`: the broker closed the channel on a live connection; what was
-        in flight counts a failure (see the module docstring).
+        in flight counts a failure (see the module docstring). `keep_all`: we closed it
+        ourselves; nothing is dropped (`take_all` may hand it to another connection).
         """
+        if keep_all:
+            self._channel = None
+            self._backlog = deque([*self.take_all()])
+            return
         self._channel = None
         unconfirmed = []
         for _, out in sorted(self._in_flight.items()):
@@ -92,6 +97,18 @@ class ConfirmingPublisher:
         self._in_flight.clear()
         kept = (out for out in self._backlog if channel_error or not out.transient)
         self._backlog = deque([*unconfirmed, *kept])
+
+    def take_all(self) -> list[Outgoing]:
+        """Everything not yet confirmed, in order, leaving the outbox empty."""
+        taken = [out for _, out in sorted(self._in_flight.items())] + list(self._backlog)
+        self._in_flight.clear()
+        self._backlog.clear()
+        return taken
+
+    def requeue(self, messages: list[Outgoing]) -> None:
+        """Send `messages` first, once there is a channel (another connection's leftovers)."""
+        self._backlog.extendleft(reversed(messages))
+        self._pump()
 
     def publish(self, out: Outgoing) -> None:
         if self._channel is None and out.transient:

@@ -22,10 +22,9 @@ import typer
 from pydantic import BaseModel, ValidationError
 
 from corral import brokers, output
-from corral.client import DEFAULT_URL, Client
+from corral.client import Client
 from corral.clitools import (
     DEFAULT_URLS,
-    Amqp,
     AmqpUrls,
     fail,
     friendly_errors,
@@ -99,12 +98,13 @@ _FIELD_OPTIONS = {
 }
 
 
-def _client(amqp: str) -> Client:
+def _client(amqp: list[str] | str) -> Client:
     # The bus logs its retries as warnings; a one-shot command reports the outcome itself.
     # pika logs each failed attempt with a traceback; the error we raise says it all.
     logging.basicConfig(level=logging.ERROR, format="%(name)s: %(message)s")
     logging.getLogger("pika").setLevel(logging.CRITICAL)
-    return Client(amqp, name=f"cli@{socket.gethostname()}")
+    url = amqp if isinstance(amqp, str) else join_urls(amqp)
+    return Client(url, name=f"cli@{socket.gethostname()}")
 
 
 def default_name(image: str) -> str:
@@ -146,7 +146,7 @@ def _wait_and_report(job: Job, timeout: float | None) -> None:
         fail(f"job {info.job_id} {info.state}{reason}")
 
 
-def _submit(amqp: str, spec: JobSpec, wait: bool, timeout: float | None) -> None:
+def _submit(amqp: list[str], spec: JobSpec, wait: bool, timeout: float | None) -> None:
     with _client(amqp) as client:
         job = client.submit(spec)
         _report_submitted(job)
@@ -196,7 +196,7 @@ def run(
     ] = None,
     wait: Annotated[bool, typer.Option(help="Wait until the job ends (a service: runs).")] = False,
     timeout: WaitTimeoutOpt = None,
-    amqp: Amqp = DEFAULT_URL,
+    amqp: AmqpUrls = DEFAULT_URLS,
 ) -> None:
     """Run IMAGE as a job. Options go before IMAGE; everything after it is the command."""
     data: dict[str, Any] = {
@@ -234,7 +234,7 @@ def submit(
     file: Annotated[str, typer.Argument(metavar="FILE", help="Job file, YAML or JSON.")],
     wait: Annotated[bool, typer.Option(help="Wait until the job ends (a service: runs).")] = False,
     timeout: WaitTimeoutOpt = None,
-    amqp: Amqp = DEFAULT_URL,
+    amqp: AmqpUrls = DEFAULT_URLS,
 ) -> None:
     """Submit the job described in FILE."""
     _submit(amqp, load_job_file(file), wait, timeout)
@@ -258,7 +258,7 @@ def _show(
 
 @app.command()
 @friendly_errors
-def jobs(fmt: Output = OutputFormat.table, amqp: Amqp = DEFAULT_URL) -> None:
+def jobs(fmt: Output = OutputFormat.table, amqp: AmqpUrls = DEFAULT_URLS) -> None:
     """List jobs (RUNNING: running tasks / replicas)."""
     with _client(amqp) as client:
         _show(fmt, client.iter_jobs(), output.JOB_HEADERS, output.job_row)
@@ -269,7 +269,7 @@ def jobs(fmt: Output = OutputFormat.table, amqp: Amqp = DEFAULT_URL) -> None:
 def ps(
     job: Annotated[str | None, typer.Argument(metavar="JOB", help="Only this job.")] = None,
     fmt: Output = OutputFormat.table,
-    amqp: Amqp = DEFAULT_URL,
+    amqp: AmqpUrls = DEFAULT_URLS,
 ) -> None:
     """List tasks (every attempt), of every job or of JOB."""
     with _client(amqp) as client:
@@ -278,7 +278,7 @@ def ps(
 
 @app.command()
 @friendly_errors
-def nodes(fmt: Output = OutputFormat.table, amqp: Amqp = DEFAULT_URL) -> None:
+def nodes(fmt: Output = OutputFormat.table, amqp: AmqpUrls = DEFAULT_URLS) -> None:
     """List worker nodes with their capacity and use."""
     with _client(amqp) as client:
         _show(fmt, client.iter_nodes(), output.NODE_HEADERS, output.node_row)
@@ -314,7 +314,9 @@ def status(fmt: Output = OutputFormat.table, amqp: AmqpUrls = DEFAULT_URLS) -> N
 
 @app.command(no_args_is_help=True)
 @friendly_errors
-def cancel(job: Annotated[str, typer.Argument(metavar="JOB")], amqp: Amqp = DEFAULT_URL) -> None:
+def cancel(
+    job: Annotated[str, typer.Argument(metavar="JOB")], amqp: AmqpUrls = DEFAULT_URLS
+) -> None:
     """Stop every task of JOB."""
     with _client(amqp) as client:
         info = client.cancel(job)
@@ -326,7 +328,7 @@ def cancel(job: Annotated[str, typer.Argument(metavar="JOB")], amqp: Amqp = DEFA
 def scale(
     job: Annotated[str, typer.Argument(metavar="JOB")],
     replicas: Annotated[int, typer.Argument(metavar="N", min=0, help="New replica count.")],
-    amqp: Amqp = DEFAULT_URL,
+    amqp: AmqpUrls = DEFAULT_URLS,
 ) -> None:
     """Change how many copies of JOB run."""
     with _client(amqp) as client:
@@ -342,7 +344,7 @@ def logs(
     tail: Annotated[
         int | None, typer.Option(min=0, metavar="N", help="Only the last N lines.")
     ] = None,
-    amqp: Amqp = DEFAULT_URL,
+    amqp: AmqpUrls = DEFAULT_URLS,
 ) -> None:
     """Print a task's container output, from the worker that runs it."""
     with _client(amqp) as client:
@@ -362,7 +364,7 @@ def watch(
     fmt: Annotated[
         EventFormat, typer.Option("--output", "-o", help="text or json (one per line).")
     ] = EventFormat.text,
-    amqp: Amqp = DEFAULT_URL,
+    amqp: AmqpUrls = DEFAULT_URLS,
 ) -> None:
     """Print live status events (task.<job>.<task>.<state>, job.*, node.*). Ctrl-C ends.
 

@@ -5,7 +5,9 @@ one of them active (see master/term.py for a term's life, and
 docs/architecture.md for the whole picture). A term that stepped down (its
 connection was lost while it led, or a newer leader claimed) is over; the
 daemon starts a fresh one, which begins as a standby from the journal. So a
-master only regains the lead through a fresh claim, with a higher epoch.
+master only regains the lead through a fresh claim, with a higher epoch. What
+the old term had published but the broker had not confirmed goes out on the new
+term's connection (see `_journal`).
 
 The daemon keeps what outlives a term: its instance id, its start time and
 the table of the masters it has heard from (`corral masters`).
@@ -20,6 +22,8 @@ import time
 import uuid
 from collections.abc import Callable
 
+from bus import topology
+from bus.publisher import Outgoing
 from master.overview import SeenMaster
 from master.settings import MasterSettings
 from master.term import MASTERS_FORGOTTEN_AFTER, Term
@@ -41,11 +45,14 @@ class MasterDaemon:
 
     def run(self, stop: threading.Event) -> None:
         log.info("master %s (%s) starting", self.settings.name, self.instance)
+        leftovers: list[Outgoing] = []
         while not stop.is_set():
             self.term = Term(
                 self.settings, self.instance, self.started_at, self.clock, self._seen, self.seen
             )
+            self.term.bus.requeue(leftovers)
             self.term.run(stop)
+            leftovers = [out for out in self.term.bus.leftovers() if not _journal(out)]
             if not stop.is_set():
                 stop.wait(PAUSE_BETWEEN_TERMS)
         log.info("master %s stopped", self.settings.name)
@@ -60,6 +67,19 @@ class MasterDaemon:
             if now - entry.seen_at > MASTERS_FORGOTTEN_AFTER:
                 del self.masters[instance]
         return list(self.masters.values())
+
+
+def _journal(out: Outgoing) -> bool:
+    """A record for the journal, snapshots or election: it belongs to the term that made it.
+
+    Everything else a term published and the broker had not yet confirmed (commands
+    with that term's epoch, status events, replies) goes out on the next term's
+    connection: commands a newer leader has superseded are refused by the workers."""
+    return out.exchange == topology.DEFAULT_EXCHANGE and out.routing_key in (
+        topology.JOURNAL_STREAM,
+        topology.SNAPSHOT_STREAM,
+        topology.LEADER_QUEUE,
+    )
 
 
 def serve(settings: MasterSettings, stop: threading.Event | None = None) -> None:
