@@ -62,10 +62,27 @@ def master(
     forget_down_nodes_after: Annotated[
         float, typer.Option(metavar="S", help="Forget a node down this long with no tasks.")
     ] = 600.0,
+    amqp_heartbeat: Annotated[
+        int,
+        typer.Option(metavar="S", help="AMQP heartbeat: a frozen master loses the lead after ~2x."),
+    ] = 2,
+    ping_interval: Annotated[
+        float, typer.Option(metavar="S", help="How often each master pings corral.leader.")
+    ] = 0.2,
+    takeover_grace: Annotated[
+        float, typer.Option(metavar="S", help="A new leader waits this long to judge nodes.")
+    ] = 3.0,
+    snapshot_every: Annotated[
+        int, typer.Option(metavar="N", help="Write a snapshot after this many journal batches.")
+    ] = 1000,
+    snapshot_max_age: Annotated[
+        float, typer.Option(metavar="S", help="…or after this long, if anything was journaled.")
+    ] = 3600.0,
     amqp: AmqpUrls = DEFAULT_URLS,
     log_level: LogLevelOpt = LogLevel.info,
 ) -> None:
-    """Run a master (the control plane) until SIGTERM or Ctrl-C."""
+    """Run a master until SIGTERM or Ctrl-C. Run several (different --name) for a standby:
+    one is active, the others take over within seconds."""
     try:
         settings = MasterSettings(
             amqp_url=join_urls(amqp),
@@ -78,6 +95,11 @@ def master(
             remember_requests=remember_requests,
             unroutable_hold=unroutable_hold,
             forget_down_nodes_after=forget_down_nodes_after,
+            amqp_heartbeat=amqp_heartbeat,
+            ping_interval=ping_interval,
+            takeover_grace=takeover_grace,
+            snapshot_every=snapshot_every,
+            snapshot_max_age=snapshot_max_age,
         )
     except ValidationError as exc:
         usage_error(f"invalid master settings: {describe_errors(exc)}")
