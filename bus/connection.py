@@ -431,6 +431,12 @@ class Bus:
         Connects first if needed (3 attempts). Raises ConnectionLost."""
         return self._rpc.consumer_count(queue)
 
+    def queue_depth(self, queue: str) -> int | None:
+        """How many messages `queue` holds ready, or None if it does not exist. Raises
+        ConnectionLost."""
+        counts = self._rpc.queue_counts(queue)
+        return None if counts is None else counts[0]
+
     def channel(self) -> Any:
         """A new channel on the connection, connecting first (3 attempts) if needed."""
         if not self.connected:

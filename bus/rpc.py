@@ -82,6 +82,11 @@ class Requester:
 
     def consumer_count(self, queue: str) -> int | None:
         """See `Bus.consumer_count`."""
+        counts = self.queue_counts(queue)
+        return None if counts is None else counts[1]
+
+    def queue_counts(self, queue: str) -> tuple[int, int] | None:
+        """(messages ready, consumers) of `queue`, or None if it does not exist."""
         try:
             channel = self.bus.channel()
             try:
@@ -93,8 +98,9 @@ class Requester:
             channel.close()
         except CONNECTION_ERRORS as exc:
             raise ConnectionLost(str(exc) or type(exc).__name__) from None
-        count: int = result.method.consumer_count
-        return count
+        messages: int = result.method.message_count
+        consumers: int = result.method.consumer_count
+        return messages, consumers
 
     def _reply_channel(self) -> Any:
         if self._channel is None or not self.bus.connected:

@@ -16,16 +16,20 @@ parts found are checked (same id, every index) before they are believed.
 from __future__ import annotations
 
 import logging
+import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from bus import Bus, streams, topology
 from master.journal import Position
+from master.settings import MasterSettings
 
 log = logging.getLogger("corral.master")
 
 PART_BYTES = 2 * 1024 * 1024
+SHARE_OF_RETENTION = 4  # a snapshot at least every JOURNAL_MAX_BYTES / this many bytes
 MAX_STEPS_BACK = 20  # unfinished snapshots skipped, at most, to find a whole one
 
 ID = "x-corral-snapshot"
@@ -53,6 +57,59 @@ def publish(bus: Bus, data: bytes, position: Position) -> int:
         }
         bus.publish_raw(topology.DEFAULT_EXCHANGE, topology.SNAPSHOT_STREAM, part, headers=headers)
     return len(parts)
+
+
+class Schedule:
+    """When the active master snapshots, and holding the snapshot until it may go out.
+
+    `batch_sent` is called as each batch leaves (the state is then exactly the journal
+    through it). A snapshot is due after `snapshot_every` batches (replayed ones
+    count), after a quarter of the journal's retention in bytes, or after
+    `snapshot_max_age` seconds with batches since: so the newest snapshot is always
+    far newer than the oldest record retention keeps. It is taken at once and
+    published by `committed` once its batch is in the journal.
+    """
+
+    def __init__(
+        self, settings: MasterSettings, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.batches = 0  # since the last snapshot
+        self._bytes_at_last = 0
+        self._last_at = clock()
+        self._pending: tuple[int, bytes, Position] | None = None
+
+    def batch_sent(
+        self, seq: int, sent_bytes: int, position: Position, dump: Callable[[], bytes]
+    ) -> None:
+        self.batches += 1
+        due = (
+            self.batches >= self.settings.snapshot_every
+            or sent_bytes - self._bytes_at_last >= topology.JOURNAL_MAX_BYTES // SHARE_OF_RETENTION
+            or self.clock() - self._last_at >= self.settings.snapshot_max_age
+        )
+        if not due or self._pending is not None:
+            return
+        self._pending = (seq, dump(), position)
+        self.batches = 0
+        self._bytes_at_last = sent_bytes
+        self._last_at = self.clock()
+
+    def committed(self, bus: Bus, seq: int) -> None:
+        """Batch `seq` is in the journal: publish the snapshot taken with it, if any."""
+        if self._pending is None or seq < self._pending[0]:
+            return
+        _, data, position = self._pending
+        self._pending = None
+        parts = publish(bus, data, position)
+        log.info(
+            "master %s: snapshot after batch %d (%d bytes, %d part(s))",
+            self.settings.name,
+            position.seq,
+            len(data),
+            parts,
+        )
 
 
 @dataclass(frozen=True)

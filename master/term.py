@@ -57,12 +57,12 @@ log = logging.getLogger("corral.master")
 Role = Literal["standby", "claiming", "active"]
 
 ANNOUNCE_EVERY = 5.0  # the leader repeats its epoch on corral.control this often
+DEAD_LETTERS_EVERY = 5.0  # the leader measures corral.dead this often (`corral status`)
 BEAT_EVERY = 1.0
 MASTERS_FORGOTTEN_AFTER = 10.0
 # A batch not read back from the journal within this long: the journal is stuck for us;
 # step down rather than hold every output forever.
 JOURNAL_STUCK = 15.0
-SNAPSHOT_SHARE = 4  # a snapshot at least every JOURNAL_MAX_BYTES / this many bytes
 
 
 class Term:
@@ -90,10 +90,7 @@ class Term:
         self.writer: JournalWriter | None = None
         self.over = threading.Event()
         self.replayed = 0  # batches applied in this term (since the snapshot)
-        self._since_snapshot = 0
-        self._snapshot_sent_bytes = 0
-        self._snapshot_at = time.monotonic()
-        self._pending_snapshot: tuple[int, bytes, Position] | None = None
+        self.snapshots = snapshots.Schedule(settings)
         self._loaded_in = 0.0
         self._claimed_at = 0.0
         self._t0 = time.monotonic()
@@ -130,6 +127,7 @@ class Term:
         bus.every(BEAT_EVERY, self._beat)
         bus.every(self.settings.tick, self._on_tick)
         bus.every(ANNOUNCE_EVERY, self._announce)
+        bus.every(DEAD_LETTERS_EVERY, self._count_dead_letters)
         bus.every(0.1, lambda: self._end_if(stop))
         bus.run(self.over)
 
@@ -187,12 +185,12 @@ class Term:
         elif self.role == "active":
             if self.follower.epoch == self.controller.epoch and self.writer is not None:
                 self.writer.committed_through(self.follower.position.seq)
-                self._send_snapshot_if_committed()
+                self.snapshots.committed(self.bus, self.writer.committed)
         elif outcome:
             for event in outcome:
                 self.controller.replay(event)
             self.replayed += 1
-            self._since_snapshot += 1
+            self.snapshots.batches += 1
 
     def _on_claim(self, claim: ClaimSeen) -> None:
         if claim.nonce == self.nonce:
@@ -249,6 +247,10 @@ class Term:
         self.bus.publish(topology.CONTROL_EXCHANGE, "", note, epoch=self.controller.epoch)
         key = topology.leader_key(self.settings.name)
         self.bus.publish(topology.STATUS_EXCHANGE, key, note, epoch=self.controller.epoch)
+
+    def _count_dead_letters(self) -> None:
+        if self.role == "active":
+            self.dead_letters = self.bus.queue_depth(topology.DEAD_QUEUE)
 
     # -- the other masters --
 
@@ -389,35 +391,9 @@ class Term:
     # -- snapshots --
 
     def _on_batch_sent(self, seq: int) -> None:
-        """Batch `seq` just went out: the state is exactly the journal through it. Take a
-        snapshot now if one is due; it is published once the batch is committed."""
+        """Batch `seq` just went out: the state is exactly the journal through it."""
         assert self.writer is not None
-        self._since_snapshot += 1
-        written = self.writer.sent_bytes - self._snapshot_sent_bytes
-        due = (
-            self._since_snapshot >= self.settings.snapshot_every
-            or written >= topology.JOURNAL_MAX_BYTES // SNAPSHOT_SHARE
-            or time.monotonic() - self._snapshot_at >= self.settings.snapshot_max_age
-        )
-        if not due or self._pending_snapshot is not None:
-            return
         position = Position(self.controller.epoch, seq, self.follower.offset, self.settings.name)
-        self._pending_snapshot = (seq, snapshot.dump(self.controller.state), position)
-        self._since_snapshot = 0
-        self._snapshot_sent_bytes = self.writer.sent_bytes
-        self._snapshot_at = time.monotonic()
-
-    def _send_snapshot_if_committed(self) -> None:
-        pending = self._pending_snapshot
-        if pending is None or self.writer is None or self.writer.committed < pending[0]:
-            return
-        _, data, position = pending
-        self._pending_snapshot = None
-        parts = snapshots.publish(self.bus, data, position)
-        log.info(
-            "master %s: snapshot after batch %d (%d bytes, %d part(s))",
-            self.settings.name,
-            position.seq,
-            len(data),
-            parts,
+        self.snapshots.batch_sent(
+            seq, self.writer.sent_bytes, position, lambda: snapshot.dump(self.controller.state)
         )

@@ -57,6 +57,37 @@ def broker_cluster() -> Iterator[Broker]:
         recipe("stop")
 
 
+def replicated(vhost: str, *, up: int) -> bool:
+    """Whether every queue and stream of `vhost` has all three replicas online (asked of
+    node `up`): a node that just came back may still be catching up, and only then may
+    another go down without the journal losing its majority."""
+    result = subprocess.run(
+        [
+            "rabbitmqctl",
+            "-n",
+            f"rq{up}@localhost",
+            "-q",
+            "list_queues",
+            "-p",
+            vhost,
+            "name",
+            "durable",
+            "online",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    rows = [line.split("\t") for line in result.stdout.splitlines()[1:] if line.strip()]
+    durable = [row for row in rows if len(row) == 3 and row[1] == "true"]
+    return (
+        result.returncode == 0
+        and bool(durable)
+        and all(row[2].count("@localhost") == 3 for row in durable)
+    )
+
+
 def urls(vhost: str, order: tuple[int, ...]) -> str:
     return ",".join(f"amqp://guest:guest@127.0.0.1:{PORTS[i]}/{vhost}" for i in order)
 
@@ -66,6 +97,7 @@ def spread(broker_cluster: Broker, tmp_path: Path, docker_engine: None) -> Itera
     vhost = f"corral-cluster-{uuid.uuid4().hex[:8]}"
     broker_cluster.create_vhost(vhost)
     cluster = Cluster(urls(vhost, (1, 2, 3)), tmp_path)
+    cluster.vhost = vhost  # type: ignore[attr-defined]
     try:
         for name, order in (("m1", (1, 2, 3)), ("m2", (2, 3, 1))):
             cluster.amqp_url = urls(vhost, order)
@@ -107,6 +139,10 @@ def test_losing_one_broker_node_at_a_time_loses_nothing(spread: Cluster) -> None
         acknowledged.append("b")
         print(f"node rq{down} down: a new job ran after {time.monotonic() - started:.1f} s")
         recipe("start-node", str(down))
+        vhost = cluster.vhost  # type: ignore[attr-defined]
+        wait_until(
+            lambda: replicated(vhost, up=down), timeout=120, interval=1.0, what="replicas in sync"
+        )
 
         other = next(i for i in PORTS if i != down)
         stop_node(other)
