@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -19,6 +20,34 @@ REASON_CHARS = 2000
 # Dead letters waiting for the broker's confirm beyond which new ones are only logged: a
 # flood of junk while corral.dead confirms slowly must not fill the outbox.
 OUTBOX_LIMIT = 2000
+# A flood of junk must not flood the log: at most this many dead-letter warnings a
+# second per process (the rest are logged at debug; corral.dead keeps them all).
+WARNINGS_PER_SECOND = 10
+
+
+class _LogGate:
+    """Lets through at most `rate` warnings per second, then one summary of the rest."""
+
+    def __init__(self, rate: int) -> None:
+        self.rate = rate
+        self._second = 0
+        self._count = 0
+        self._dropped = 0
+
+    def allow(self, now: float) -> bool:
+        second = int(now)
+        if second != self._second:
+            if self._dropped:
+                log.warning("… and %d more messages dead-lettered (logged at debug)", self._dropped)
+            self._second, self._count, self._dropped = second, 0, 0
+        self._count += 1
+        if self._count > self.rate:
+            self._dropped += 1
+            return False
+        return True
+
+
+_LOG_GATE = _LogGate(WARNINGS_PER_SECOND)
 
 
 @dataclass
@@ -65,7 +94,10 @@ class Delivery:
         if self.settled:
             return
         source = self.queue or self.exchange
-        log.warning("dead-lettering a message from %s: %s", source, reason[:300])
+        if _LOG_GATE.allow(time.monotonic()):
+            log.warning("dead-lettering a message from %s: %s", source, reason[:300])
+        else:
+            log.debug("dead-lettering a message from %s: %s", source, reason[:300])
         headers: dict[str, Any] = {
             topology.REASON_HEADER: reason[:REASON_CHARS],
             topology.SOURCE_QUEUE_HEADER: self.queue,

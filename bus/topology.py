@@ -9,7 +9,7 @@
     worker ──task.*─────▶ [corral.status topic] ─task.#──▶ (corral.master.status quorum) ─▶ master
     master ──job.*/node.*▶ [corral.status topic] ──▶ dashboards, `corral watch` (own queues)
     client ──logs.request▶ [corral.rpc direct] ─key=node─▶ (corral.node.<id>.rpc) ─▶ worker
-    master ──announce───▶ [corral.control fanout] ──▶ workers, masters (own queues)
+    master ──announce───▶ [corral.control fanout] ──▶ workers (own queues)
     master ──beat───────▶ [corral.masters fanout] ──▶ masters (own queues)
     master ──ping───────▶ (corral.leader quorum, single active consumer) ──▶ the active master
     master ──record─────▶ (corral.journal stream) ──▶ every master tails it

@@ -188,9 +188,6 @@ class Controller:
         self._forget_down_nodes(now)
         self._settle(now)
 
-    def reconnected(self, now: float) -> None:
-        self.liveness.grant_grace(now)
-
     def assignment_unroutable(self, task_id: str, now: float) -> None:
         """The broker had no queue for an assignment's node.
 

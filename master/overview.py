@@ -60,9 +60,12 @@ def masters_info(beats: Iterable[SeenMaster], now: float, leader_applied: int) -
     return MastersInfo(masters=shown, omitted=max(len(seen) - MAX_MASTERS, 0))
 
 
-def _master_order(entry: SeenMaster) -> tuple[int, str, str]:
+def _master_order(entry: SeenMaster) -> tuple[int, int, str, str]:
+    """By role; among masters of one role the newest epoch first (a dead leader's last
+    beat says `active` until it is forgotten: the live leader's epoch is higher)."""
     beat = entry.beat
-    return ROLE_ORDER.get(beat.role, len(ROLE_ORDER)), beat.master, beat.instance
+    epoch = beat.epoch if beat.epoch is not None else -1
+    return ROLE_ORDER.get(beat.role, len(ROLE_ORDER)), -epoch, beat.master, beat.instance
 
 
 def _master_info(entry: SeenMaster, now: float, leader_applied: int) -> MasterInfo:

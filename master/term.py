@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import urllib.parse
 import uuid
 from collections.abc import Callable
 from typing import Literal
@@ -140,7 +141,16 @@ class Term:
         started = time.monotonic()
         found = snapshots.newest(self.bus)
         if found is not None:
-            state = snapshot.load(found.data, **self._state_kwargs())
+            try:
+                state = snapshot.load(found.data, **self._state_kwargs())
+            except snapshot.SnapshotError as exc:
+                log.error(
+                    "master %s: the newest snapshot does not load (%s); replaying the whole "
+                    "journal instead",
+                    self.settings.name,
+                    exc,
+                )
+                return
             self.controller = Controller(self.settings, 0, state=state)
             self.follower = Follower(found.position)
             self.api = self._api()
@@ -179,6 +189,14 @@ class Term:
         delivery.ack()
         if offset is None:
             return
+        if offset > self.follower.offset + 1:
+            log.error(
+                "master %s: journal records %d to %d are gone (stream retention): the state "
+                "may lack what they said; check snapshot_every and the journal's retention",
+                self.settings.name,
+                self.follower.offset + 1,
+                offset - 1,
+            )
         outcome = self.follower.feed(offset, journal.decode(delivery.body))
         if isinstance(outcome, ClaimSeen):
             self._on_claim(outcome)
@@ -193,7 +211,7 @@ class Term:
             self.snapshots.batches += 1
 
     def _on_claim(self, claim: ClaimSeen) -> None:
-        if claim.nonce == self.nonce:
+        if claim.nonce == self.nonce and self.role == "claiming":
             self._take_over(claim.offset)
         elif self.role == "active":
             self._step_down(f"master {claim.master} claimed the lead (epoch {claim.offset})")
@@ -250,7 +268,10 @@ class Term:
 
     def _count_dead_letters(self) -> None:
         if self.role == "active":
-            self.dead_letters = self.bus.queue_depth(topology.DEAD_QUEUE)
+            try:
+                self.dead_letters = self.bus.queue_depth(topology.DEAD_QUEUE)
+            except BusError:
+                self.dead_letters = None  # the connection is going: run() sees to it
 
     # -- the other masters --
 
@@ -263,7 +284,7 @@ class Term:
             applied=self.follower.offset,
             started_at=self.started_at,
             interval=BEAT_EVERY,
-            broker=self.bus.connected_url or "",
+            broker=_host_port(self.bus.connected_url),
         )
         self._seen(beat, self.clock())
         self.bus.publish(topology.MASTERS_EXCHANGE, "", beat, transient=True)
@@ -397,3 +418,11 @@ class Term:
         self.snapshots.batch_sent(
             seq, self.writer.sent_bytes, position, lambda: snapshot.dump(self.controller.state)
         )
+
+
+def _host_port(url: str | None) -> str:
+    """`host:port` of the broker node a URL names ("" if none), for `corral masters`."""
+    if not url:
+        return ""
+    parts = urllib.parse.urlsplit(url)
+    return f"{parts.hostname or ''}:{parts.port or 5672}"[:128]

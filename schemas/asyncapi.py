@@ -233,6 +233,27 @@ def _operations() -> dict[str, Any]:
         "subscriberReceivesTaskStatus": op("receive", "taskStatus", "Dashboards, corral watch."),
         "subscriberReceivesJobStatus": op("receive", "jobStatus", "Dashboards, Job.wait."),
         "subscriberReceivesNodeStatus": op("receive", "nodeStatus", "Dashboards."),
+        "masterSendsLeaderAnnouncement": op(
+            "send", "control", "On taking over, then every 5 s: the new epoch.", mode=2
+        ),
+        "workerReceivesLeaderAnnouncement": op(
+            "receive", "control", "Raises the newest epoch the worker accepts.", ack=True
+        ),
+        "masterAnnouncesLeaderStatus": op(
+            "send", "leaderStatus", "The same, for dashboards.", mode=2
+        ),
+        "masterSendsBeat": op(
+            "send", "masters", "Every second: role, epoch, journal offset.", mode=1
+        ),
+        "masterReceivesBeat": op(
+            "receive", "masters", "The table behind corral masters.", ack=True
+        ),
+        "workerSendsCommandRefused": op(
+            "send", "refusedCommands", "A command it dropped (at most 20/s).", mode=1
+        ),
+        "subscriberReceivesCommandRefused": op(
+            "receive", "refusedCommands", "Dashboards, corral watch."
+        ),
         "clientSendsLogsRequest": op(
             "send",
             "logsRequest",

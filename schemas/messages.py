@@ -77,7 +77,7 @@ class Heartbeat(Payload):
     TYPE: ClassVar[str] = "heartbeat"
 
     node_id: NodeId
-    boot_id: Annotated[str, Field(min_length=1), Token]
+    boot_id: Annotated[Token, Field(min_length=1)]
     seq: Count
     interval: Annotated[float, Field(gt=0, le=3600)]
     capacity: Resources
@@ -152,7 +152,7 @@ class NodeEvent(Payload):
 
 
 class LeaderAnnounced(Payload):
-    """Active master -> workers and masters (corral.control): who leads, with which epoch.
+    """Active master -> workers (corral.control): who leads, with which epoch.
 
     Sent when a master takes over and every few seconds after. A worker raises the
     newest epoch it has heard of to `epoch`, so a deposed master's late commands are
@@ -175,8 +175,8 @@ class CommandRefused(Payload):
     TYPE: ClassVar[str] = "command.refused"
 
     node_id: NodeId
-    command: Annotated[str, Field(max_length=64), Token] = ""
-    task_id: Annotated[str, Field(max_length=256), Token] = ""
+    command: Annotated[Token, Field(max_length=64)] = ""
+    task_id: Annotated[Token, Field(max_length=256)] = ""
     epoch: Count | None = None
     max_epoch: Count = 0
     reason: Text = ""
@@ -195,13 +195,13 @@ class MasterBeat(Payload):
     TYPE: ClassVar[str] = "master.beat"
 
     master: NodeId
-    instance: Annotated[str, Field(min_length=1), Token]
+    instance: Annotated[Token, Field(min_length=1)]
     role: MasterRole
     epoch: Count | None = None
     applied: Annotated[int, Field(ge=-1, le=MAX_INT)] = -1
     started_at: float = 0.0
     interval: Annotated[float, Field(gt=0, le=3600)] = 1.0
-    broker: Annotated[str, Field(max_length=256), Token] = ""  # host:port it is connected to
+    broker: Annotated[Token, Field(max_length=256)] = ""  # host:port it is connected to
 
 
 class LogsRequest(Payload):
