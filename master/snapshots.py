@@ -132,20 +132,21 @@ def newest(bus: Bus) -> Found | None:
     last = max(tail, key=lambda m: m.offset)
     for _ in range(MAX_STEPS_BACK):
         part, parts = _int(last.headers, PART), _int(last.headers, PARTS)
-        if part is None or parts is None or not 0 <= part < parts:
+        if part is not None and parts is not None and 0 <= part < parts:
+            if part == parts - 1:
+                found = _assemble(bus, last.offset - part, parts)
+                if found is not None:
+                    return found
+            before = last.offset - part - 1  # the snapshot before ends there
+        else:
             log.warning("corral.snapshots offset %d is not a snapshot part", last.offset)
+            before = last.offset - 1
+        if before < 0:
             return None
-        first = last.offset - part
-        if part == parts - 1:
-            found = _assemble(bus, first, parts)
-            if found is not None:
-                return found
-        if first <= 0:
-            return None
-        before = streams.read(bus, topology.SNAPSHOT_STREAM, first - 1, count=1)
-        if not before or before[0].offset != first - 1:
+        previous = streams.read(bus, topology.SNAPSHOT_STREAM, before, count=1)
+        if not previous or previous[0].offset != before:
             return None  # retention has removed it
-        last = before[0]
+        last = previous[0]
     return None
 
 
