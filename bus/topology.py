@@ -169,16 +169,21 @@ SNAPSHOT_STREAM_DECL = _stream(
 CORE_QUEUES = (DEAD_QUEUE_DECL, API_QUEUE_DECL, MASTER_STATUS_QUEUE_DECL)
 
 
-def heartbeat_queue() -> Queue:
-    """A master's private view of the heartbeat fanout; stale beats expire unread."""
+def _beats_view(exchange: str) -> Queue:
+    """A private queue on a fanout of beats; stale beats expire unread."""
     return Queue(
         "",
         durable=False,
         exclusive=True,
         auto_delete=True,
         arguments={"x-message-ttl": HEARTBEAT_TTL_MS},  # expired beats are dropped
-        bindings=((HEARTBEAT_EXCHANGE, ""),),
+        bindings=((exchange, ""),),
     )
+
+
+def heartbeat_queue() -> Queue:
+    """A master's private view of the workers' heartbeats."""
+    return _beats_view(HEARTBEAT_EXCHANGE)
 
 
 def node_queue_name(node_id: str) -> str:
@@ -212,15 +217,8 @@ def control_queue() -> Queue:
 
 
 def masters_queue() -> Queue:
-    """A master's private view of the other masters' beats; stale beats expire unread."""
-    return Queue(
-        "",
-        durable=False,
-        exclusive=True,
-        auto_delete=True,
-        arguments={"x-message-ttl": HEARTBEAT_TTL_MS},
-        bindings=((MASTERS_EXCHANGE, ""),),
-    )
+    """A master's private view of the masters' beats (its own included)."""
+    return _beats_view(MASTERS_EXCHANGE)
 
 
 def leader_key(master: str) -> str:
