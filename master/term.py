@@ -94,6 +94,7 @@ class Term:
         self.snapshots = snapshots.Schedule(settings)
         self._loaded_in = 0.0
         self._claimed_at = 0.0
+        self._journal_read_at = 0.0
         self._t0 = time.monotonic()
         self.bus = Bus(
             settings.amqp_url, name=f"master:{settings.name}", heartbeat=settings.amqp_heartbeat
@@ -187,6 +188,7 @@ class Term:
     def _on_journal(self, delivery: Delivery) -> None:
         offset = offset_of(delivery.headers)
         delivery.ack()
+        self._journal_read_at = time.monotonic()
         if offset is None:
             return
         if offset > self.follower.offset + 1:
@@ -328,8 +330,10 @@ class Term:
         self._after(lambda: self.bus.reply(delivery, reply), delivery.ack)
 
     def _on_tick(self) -> None:
-        if self.role == "claiming" and time.monotonic() - self._claimed_at > JOURNAL_STUCK:
-            self._step_down(f"its claim was not read back from the journal in {JOURNAL_STUCK:g} s")
+        # A claimant replaying a long journal is slow, not stuck: only silence counts.
+        quiet = time.monotonic() - max(self._claimed_at, self._journal_read_at)
+        if self.role == "claiming" and quiet > JOURNAL_STUCK:
+            self._step_down(f"the journal gave nothing for {JOURNAL_STUCK:g} s after its claim")
         if self.role != "active" or self.writer is None:
             return
         if self.writer.stuck_for() > JOURNAL_STUCK:
