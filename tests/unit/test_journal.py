@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 from master import events as ev
 from master import journal
 from master.journal import Batch, Claim, ClaimSeen, Follower, Position
@@ -142,3 +144,40 @@ def test_a_batch_not_read_back_shows_as_stuck() -> None:
     assert writer.stuck_for() == 20.0
     writer.committed_through(1)
     assert writer.stuck_for() == 0.0
+
+
+class FakeBus:
+    def __init__(self) -> None:
+        self.published: list[tuple[str, bytes, dict[str, object]]] = []
+
+    def publish_raw(
+        self, exchange: str, routing_key: str, body: bytes, *, headers: dict[str, object]
+    ) -> None:
+        self.published.append((routing_key, body, headers))
+
+
+def test_a_snapshot_is_taken_when_due_and_published_once_its_batch_is_committed() -> None:
+    from master.settings import MasterSettings
+    from master.snapshots import Schedule
+
+    clock = Clock()
+    schedule = Schedule(MasterSettings(amqp_url="x", snapshot_every=3), clock=clock)
+    bus = FakeBus()
+    dumps: list[int] = []
+
+    def dump(seq: int) -> bytes:
+        dumps.append(seq)
+        return f"state after {seq}".encode()
+
+    for seq in (1, 2, 3):
+        schedule.batch_sent(
+            seq, 100 * seq, Position(0, seq, seq, "m"), functools.partial(dump, seq)
+        )
+    assert dumps == [3]  # taken as batch 3 left: the state is exactly batches 1..3
+    schedule.committed(bus, 2)  # type: ignore[arg-type]
+    assert bus.published == []  # not before its batch is in the journal
+    schedule.committed(bus, 3)  # type: ignore[arg-type]
+    assert [body for _, body, _ in bus.published] == [b"state after 3"]
+    clock.now = 3600.0  # an hour later, one batch more: due by age
+    schedule.batch_sent(4, 500, Position(0, 4, 4, "m"), functools.partial(dump, 4))
+    assert dumps == [3, 4]
