@@ -181,3 +181,26 @@ def test_a_snapshot_is_taken_when_due_and_published_once_its_batch_is_committed(
     clock.now = 3600.0  # an hour later, one batch more: due by age
     schedule.batch_sent(4, 500, Position(0, 4, 4, "m"), functools.partial(dump, 4))
     assert dumps == [3, 4]
+
+
+def test_the_streams_have_retention_and_snapshots_come_far_more_often() -> None:
+    from bus import topology
+    from master.settings import MasterSettings
+    from master.snapshots import SHARE_OF_RETENTION, Schedule
+
+    for stream in (topology.JOURNAL_STREAM_DECL, topology.SNAPSHOT_STREAM_DECL):
+        assert stream.arguments["x-queue-type"] == "stream"
+        assert stream.arguments["x-max-age"] == "7D"
+        assert stream.arguments["x-max-length-bytes"] > 0
+    settings = MasterSettings(amqp_url="x")
+    assert settings.snapshot_max_age < 7 * 24 * 3600  # newer than the oldest record kept
+    schedule = Schedule(settings, clock=Clock())
+    taken: list[int] = []
+
+    def dump() -> bytes:
+        taken.append(1)
+        return b""
+
+    big = topology.JOURNAL_MAX_BYTES // SHARE_OF_RETENTION  # few batches, many bytes
+    schedule.batch_sent(1, big, Position(0, 1, 1, "m"), dump)
+    assert taken == [1]
