@@ -57,6 +57,7 @@ from bus.params import describe as _describe
 from bus.publisher import ConfirmingPublisher, Outgoing
 from bus.replies import ReplyGuard, is_direct_reply
 from bus.rpc import Requester
+from bus.streams import close_without_rejecting
 from bus.subscription import Subscription
 from bus.timers import Timer, Timers
 from schemas.api import ApiError, Reply
@@ -574,6 +575,10 @@ class Bus:
         if channel is None or not self.connected or not channel.is_open:
             return  # gone with its connection: there is nothing to stop
         try:
+            if consumer.queue.arguments.get("x-queue-type") == "stream":
+                # A stream takes no rejects (pika's cancel sends them): close underneath.
+                close_without_rejecting(self, channel)
+                return
             channel.basic_cancel(consumer.tag)  # unhandled deliveries go back to the queue
             channel.close()  # and so do the handled ones not yet settled
         except CONNECTION_ERRORS as exc:

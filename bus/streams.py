@@ -29,6 +29,18 @@ def offset_of(headers: dict[str, Any] | None) -> int | None:
     return value if isinstance(value, int) and value >= 0 else None
 
 
+def close_without_rejecting(bus: Any, channel: Any) -> None:
+    """Close a stream consumer's channel. pika's BlockingChannel.close (and basic_cancel)
+    would reject the deliveries it holds, and RabbitMQ answers a reject on a stream by
+    closing the whole connection (540 NOT_IMPLEMENTED): so close the channel underneath,
+    where deliveries still arriving are dropped, and the broker forgets them with it."""
+    impl = channel._impl
+    impl.close()
+    deadline = time.monotonic() + 5.0
+    while not impl.is_closed and time.monotonic() < deadline:
+        bus.process(0.05)
+
+
 def read(
     bus: Any,
     queue: str,
@@ -62,7 +74,7 @@ def read(
             if time.monotonic() - last_arrival >= idle:
                 break
             bus.process(0.05)
-        channel.close()
+        close_without_rejecting(bus, channel)
     except CONNECTION_ERRORS as exc:
         raise ConnectionLost(f"reading {queue}: {exc}") from None
     return messages
