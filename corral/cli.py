@@ -33,10 +33,12 @@ from corral.clitools import (
     warn,
 )
 from corral.daemons import register_daemons
-from corral.errors import CorralError, NoCluster, NoMaster
-from corral.job import Job
+from corral.errors import ApiFailure, CorralError, NoCluster, NoMaster
+from corral.job import Job, exit_code
+from corral.lookup import current_attempts, is_job_name, slot_attempts
 from corral.text import visible
 from corral.urls import join_urls
+from schemas.api import TaskInfo
 from schemas.envelope import describe_errors
 from schemas.files import load_job_file
 from schemas.job import JobSpec
@@ -127,7 +129,9 @@ def _report_submitted(job: Job) -> None:
 
 
 def _wait_and_report(job: Job, timeout: float | None) -> None:
-    """Wait for the job to settle; exit 1 if it failed or was cancelled."""
+    """Wait for the job to settle. Exit, as `docker run` does, with a batch job's exit
+    code (see `corral.job.exit_code`); 1 if it failed without one or was cancelled, or
+    if a service failed or was cancelled."""
     try:
         info = job.wait(timeout)
     except KeyboardInterrupt:
@@ -141,9 +145,18 @@ def _wait_and_report(job: Job, timeout: float | None) -> None:
     typer.echo(output.job_state(info))
     if info.spec.kind == "batch" or info.state != "running":
         typer.echo(f"exit codes: {output.exit_codes(info)}")
+    code = exit_code(job.exit_codes(info)) if info.spec.kind == "batch" else None
     if info.state in ("failed", "cancelled"):
         reason = f": {info.reason}" if info.reason else ""
-        fail(f"job {info.job_id} {info.state}{reason}")
+        status = _process_status(code) if code and info.state == "failed" else 1
+        fail(f"job {info.job_id} {info.state}{reason}", code=status)
+    if code:
+        raise typer.Exit(_process_status(code))
+
+
+def _process_status(code: int) -> int:
+    """An exit code a process can have (1-255); 1 stands for any other non-zero one."""
+    return code if 0 < code < 256 else 1
 
 
 def _submit(amqp: list[str], spec: JobSpec, wait: bool, timeout: float | None) -> None:
@@ -268,12 +281,18 @@ def jobs(fmt: Output = OutputFormat.table, amqp: AmqpUrls = DEFAULT_URLS) -> Non
 @friendly_errors
 def ps(
     job: Annotated[str | None, typer.Argument(metavar="JOB", help="Only this job.")] = None,
+    every: Annotated[
+        bool, typer.Option("--all", "-a", help="Every attempt kept, not only the current ones.")
+    ] = False,
     fmt: Output = OutputFormat.table,
     amqp: AmqpUrls = DEFAULT_URLS,
 ) -> None:
-    """List tasks (every attempt), of every job or of JOB."""
+    """List tasks, of every job or of JOB: the current (newest) attempt of each slot."""
     with _client(amqp) as client:
-        _show(fmt, client.iter_tasks(job), output.TASK_HEADERS, output.task_row)
+        pages = client.iter_tasks(job)
+        _show(
+            fmt, pages if every else current_attempts(pages), output.TASK_HEADERS, output.task_row
+        )
 
 
 @app.command()
@@ -339,20 +358,117 @@ def scale(
 @app.command(no_args_is_help=True)
 @friendly_errors
 def logs(
-    task: Annotated[str, typer.Argument(metavar="TASK", help="Task id (or a unique prefix).")],
-    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep streaming.")] = False,
+    target: Annotated[
+        str,
+        typer.Argument(
+            metavar="TASK|JOB",
+            help="A task id, or a prefix of the task ids of one slot (its newest attempt);"
+            " or a job: the newest attempt that ran of each slot, one slot after the other,"
+            " each line prefixed with its slot ([0] ...).",
+        ),
+    ],
+    follow: Annotated[
+        bool,
+        typer.Option("--follow", "-f", help="Keep streaming (one task, or a job of one slot)."),
+    ] = False,
     tail: Annotated[
-        int | None, typer.Option(min=0, metavar="N", help="Only the last N lines.")
+        int | None, typer.Option(min=0, metavar="N", help="Only the last N lines (of each slot).")
     ] = None,
+    previous: Annotated[
+        bool,
+        typer.Option(
+            "--previous",
+            "-p",
+            help="The attempt before: before TASK, or before the newest of each slot of JOB.",
+        ),
+    ] = False,
     amqp: AmqpUrls = DEFAULT_URLS,
 ) -> None:
-    """Print a task's container output, from the worker that runs it."""
+    """Print a task's container output, from the worker that has it. A job name means
+    every slot of the job (--follow only if it has one slot)."""
     with _client(amqp) as client:
         try:
-            for chunk in client.logs(task, follow=follow, tail=tail):
-                typer.echo(chunk, nl=False)
+            tasks = _job_tasks(client, target)
+            if tasks is None:
+                for chunk in client.logs(target, follow=follow, tail=tail, previous=previous):
+                    typer.echo(chunk, nl=False)
+            else:
+                _job_logs(client, target, tasks, follow=follow, tail=tail, previous=previous)
         except KeyboardInterrupt:
             return
+
+
+def _job_tasks(client: Client, name: str) -> list[TaskInfo] | None:
+    """Every attempt of the job called `name`; None if no job is (then it names a task)."""
+    if not is_job_name(name):
+        return None
+    try:
+        return client.tasks(name)
+    except ApiFailure as exc:
+        if exc.code == "not_found":
+            return None
+        raise
+
+
+def _job_logs(
+    client: Client,
+    job: str,
+    tasks: list[TaskInfo],
+    *,
+    follow: bool,
+    tail: int | None,
+    previous: bool,
+) -> None:
+    """`corral logs JOB`: each slot's chosen attempt in turn, its lines prefixed `[SLOT] `.
+
+    Only attempts that were placed on a node count (one waiting to restart has no
+    logs yet: its slot shows the attempt that ran before it). A slot whose logs
+    cannot be read is a warning and the next slot follows; the command then exits 1.
+    """
+    slots = slot_attempts(tasks)
+    if not slots:
+        fail(f"job {job} has no tasks, so no logs")
+    if follow and len(slots) > 1:
+        example = next(task for task in slots.values() if task is not None)
+        usage_error(
+            f"--follow streams one task, and job {job} has {len(slots)} slots: pick a task,"
+            f" e.g. `corral logs -f {example.task_id}` (`corral ps {job}` lists them)"
+        )
+    chosen = slot_attempts([task for task in tasks if task.node_id], previous=previous)
+    if not any(chosen.values()):
+        which = "an attempt that ran before its newest" if previous else "run yet"
+        fail(f"no slot of job {job} has {which} (`corral ps -a {job}` says why)")
+    never = [slot for slot in slots if slot not in chosen]
+    if never:
+        warn(f"slot(s) {_slots(never)} of job {job} never ran: no logs")
+    without = [slot for slot, task in chosen.items() if task is None]
+    if without:
+        warn(f"no attempt ran before the newest in slot(s) {_slots(without)} of job {job}")
+    unread = []
+    for slot, task in chosen.items():
+        if task is not None and not _slot_logs(client, task, follow, tail):
+            unread.append(slot)
+    if unread:
+        fail(f"could not read the logs of slot(s) {_slots(unread)} of job {job} (see above)")
+
+
+def _slot_logs(client: Client, task: TaskInfo, follow: bool, tail: int | None) -> bool:
+    """Print one slot's logs, prefixed; False (after a warning) if they cannot be read."""
+    prefix = output.LinePrefix(output.slot_prefix(task.slot))
+    try:
+        for chunk in client.task_logs(task, follow=follow, tail=tail):
+            typer.echo(prefix.feed(chunk), nl=False)
+    except CorralError as exc:
+        warn(f"slot {task.slot} ({task.task_id}): {exc}")
+        return False
+    finally:
+        typer.echo(prefix.end(), nl=False)
+    return True
+
+
+def _slots(slots: list[int]) -> str:
+    shown = ", ".join(str(slot) for slot in slots[:10])
+    return shown + (f" and {len(slots) - 10} more" if len(slots) > 10 else "")
 
 
 @app.command()

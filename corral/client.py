@@ -7,9 +7,9 @@
                              "command": ["echo", "hi"]})
         info = job.wait(timeout=60)                 # batch: until complete/failed/cancelled
         print(info.state, info.exit_codes)
-        for line in corral.logs(info.tasks[0].task_id):
+        for line in corral.logs("hello"):           # a task id, or a prefix naming one slot
             print(line, end="")
-        for page in corral.iter_tasks():            # a big cluster: one page at a time
+        for page in corral.iter_tasks(current=True):  # a big cluster: one page at a time
             ...
 
 A `Client` owns one AMQP connection, opened on first use. Like the connection
@@ -33,7 +33,7 @@ from bus import topology
 from bus.subscription import Subscription
 from corral.errors import CorralError, InvalidSpec
 from corral.job import Job
-from corral.lookup import find_task
+from corral.lookup import attempt_before, current_attempts, find_task
 from corral.session import Session
 from corral.streams import Event, event_stream, log_stream
 from corral.urls import join_urls
@@ -148,9 +148,10 @@ class Client:
         """
         return [job for page in self.iter_jobs() for job in page]
 
-    def tasks(self, job_id: str | None = None) -> list[TaskInfo]:
-        """The tasks (every attempt) of one job, or of every job."""
-        return [task for page in self.iter_tasks(job_id) for task in page]
+    def tasks(self, job_id: str | None = None, *, current: bool = False) -> list[TaskInfo]:
+        """The tasks of one job, or of every job: every attempt, or with `current` only
+        the newest attempt of each slot."""
+        return [task for page in self.iter_tasks(job_id, current=current) for task in page]
 
     def nodes(self) -> list[NodeInfo]:
         """Every worker node the master knows, in id order."""
@@ -162,16 +163,23 @@ class Client:
         return self._pages(lambda cursor: ListJobs(limit=limit, cursor=cursor), JobInfo)
 
     def iter_tasks(
-        self, job_id: str | None = None, *, page_size: int | None = None
+        self,
+        job_id: str | None = None,
+        *,
+        page_size: int | None = None,
+        current: bool = False,
     ) -> Iterator[list[TaskInfo]]:
         """`tasks(job_id)` one page at a time, in job, slot and attempt order.
 
+        The master lists every attempt; with `current` the pages keep only each
+        slot's newest (filtered here, so pages may be shorter than `page_size`).
         ApiFailure "not_found" (on the first page) if there is no such job.
         """
         limit = _limit(page_size or self.page_size)
-        return self._pages(
+        pages = self._pages(
             lambda cursor: ListTasks(job_id=job_id, limit=limit, cursor=cursor), TaskInfo
         )
+        return current_attempts(pages) if current else pages
 
     def iter_nodes(self, *, page_size: int | None = None) -> Iterator[list[NodeInfo]]:
         """`nodes()` one page at a time."""
@@ -198,12 +206,18 @@ class Client:
         return self._call(ScaleJob(job_id=job_id, replicas=replicas), JobInfo)
 
     def find_task(self, task_id: str) -> TaskInfo:
-        """The task with this id, or the only one whose id starts with it.
+        """The task with this id, else the newest attempt of the only slot whose task
+        ids start with it (`hello` for the one-slot job `hello`, however often retried).
 
-        ApiFailure "not_found" if none, CorralError if several match. Lists
-        only the jobs the id may belong to, never every task of the cluster.
+        ApiFailure "not_found" if none, CorralError if tasks of several slots match.
+        Lists only the jobs the id may belong to, never every task of the cluster.
         """
         return find_task(self, task_id)
+
+    def attempt_before(self, task: TaskInfo) -> TaskInfo:
+        """The attempt of `task`'s slot just before it; CorralError if there is none
+        (its first attempt, or the older ones are forgotten)."""
+        return attempt_before(self, task)
 
     # -- streams --
 
@@ -222,15 +236,35 @@ class Client:
         subscription = self._subscribe(topology.status_queue((pattern,)))
         return event_stream(self._session, subscription, timeout)
 
-    def logs(self, task_id: str, *, follow: bool = False, tail: int | None = None) -> Iterator[str]:
+    def logs(
+        self,
+        task_id: str,
+        *,
+        follow: bool = False,
+        tail: int | None = None,
+        previous: bool = False,
+    ) -> Iterator[str]:
         """A task's container output, chunk by chunk, from the worker running it.
+
+        `task_id` is found with `find_task` (a prefix means a slot's newest
+        attempt); `previous` reads the attempt before that one instead. The rest
+        is `task_logs`.
+        """
+        task = self.find_task(task_id)
+        if previous:
+            task = self.attempt_before(task)
+        return self.task_logs(task, follow=follow, tail=tail)
+
+    def task_logs(
+        self, task: TaskInfo, *, follow: bool = False, tail: int | None = None
+    ) -> Iterator[str]:
+        """The container output of `task` (as listed), chunk by chunk, from its worker.
 
         `tail` limits to the last N lines; `follow` keeps streaming until the
         container ends. Raises CorralError if the task has no node, its worker
         is not connected or does not answer within `timeout` s, or refuses
-        (with the worker's reason).
+        (with the worker's reason, e.g. its container was removed).
         """
-        task = self.find_task(task_id)
         if task.node_id is None:
             why = f": {task.reason}" if task.reason else ""
             raise CorralError(

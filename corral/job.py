@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from bus import topology
@@ -29,6 +30,19 @@ def is_settled(info: JobInfo) -> bool:
     return info.spec.kind == "service" and info.state == "running"
 
 
+def exit_code(codes: Mapping[int, int | None]) -> int | None:
+    """A batch job's exit code, as `docker run` gives its container's: from the exit code
+    of each slot's newest attempt (`JobInfo.exit_codes`), the first that is not 0 (in slot
+    order); 0 if every slot exited 0; None if no slot did otherwise but some has no code
+    (it never ran or has not ended), or if there are no slots."""
+    for code in codes.values():
+        if code is not None and code != 0:
+            return code
+    if codes and all(code == 0 for code in codes.values()):
+        return 0
+    return None
+
+
 class Job:
     """A submitted job. Cheap to build: `Job(client, "my-job")` for an existing one.
 
@@ -53,6 +67,18 @@ class Job:
 
     def scale(self, replicas: int) -> JobInfo:
         return self.client.scale(self.id, replicas)
+
+    def exit_codes(self, info: JobInfo | None = None) -> dict[int, int | None]:
+        """The exit code of each slot's newest attempt, by slot (see `exit_code`).
+
+        From `info` (default: `last`, else the master's answer now); if it left
+        tasks out, the job's current attempts are listed instead.
+        """
+        info = info or self.last or self.info()
+        if not info.tasks_omitted:
+            return info.exit_codes
+        current = self.client.tasks(self.id, current=True)
+        return {task.slot: task.exit_code for task in current}
 
     def wait(self, timeout: float | None = None) -> JobInfo:
         """Block until the job settles (see `is_settled`) and return its final info.

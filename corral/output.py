@@ -44,11 +44,14 @@ def stream_table(headers: Sequence[str], pages: Iterable[Sequence[Sequence[str]]
 
     Only one page is held at once. A column is as wide as its widest cell so
     far, so columns may widen at a page boundary but never narrow; with a
-    single page this is `table`. Cells are made `visible`.
+    single page this is `table`. The header waits for the first page with rows
+    (a filtered listing may yield empty pages first). Cells are made `visible`.
     """
     widths = [len(header) for header in headers]
     header_done = False
     for page in pages:
+        if not page:
+            continue
         rows = [[visible(cell) for cell in row] for row in page]
         for row in rows:
             for i, cell in enumerate(row):
@@ -200,6 +203,42 @@ def job_summary(info: JobInfo) -> str:
             f"({info.tasks_omitted} more tasks not shown: `corral ps {visible(info.job_id)}`)"
         )
     return "\n".join(lines)
+
+
+class LinePrefix:
+    """Puts `prefix` before every line of a stream that comes in arbitrary chunks.
+
+    `feed` returns a chunk's text with the prefix after each line break (and at
+    the very start); `end` returns the line break that ends an unfinished last
+    line, so the next stream's first line starts on a line of its own. The
+    container's text itself is left as it is (as `corral logs` prints it).
+    """
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self._at_line_start = True
+
+    def feed(self, chunk: str) -> str:
+        if not chunk:
+            return ""
+        lines = chunk.split("\n")
+        text = ("\n" + self.prefix).join(lines)
+        if self._at_line_start:
+            text = self.prefix + text
+        if chunk.endswith("\n"):
+            text = text[: -len(self.prefix)]
+        self._at_line_start = chunk.endswith("\n")
+        return text
+
+    def end(self) -> str:
+        ended = "" if self._at_line_start else "\n"
+        self._at_line_start = True
+        return ended
+
+
+def slot_prefix(slot: int) -> str:
+    """`[0] `: what `corral logs JOB` puts before each line of a slot's output."""
+    return f"[{slot}] "
 
 
 def event_summary(event: Event) -> str:

@@ -25,16 +25,16 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import urllib.parse
 import uuid
 from collections.abc import Callable
 from typing import Literal
 
 from bus import Bus, BusError, Delivery, topology
+from bus.consuming import Consumer
 from bus.streams import offset_of
-from master import journal, snapshot, snapshots
+from master import journal, outputs, snapshot, snapshots
 from master.api import Api
-from master.controller import Command, Controller, StartCommand, StopCommand
+from master.controller import Command, Controller
 from master.journal import Claim, ClaimSeen, Follower, Position
 from master.overview import SeenMaster
 from master.settings import MasterSettings
@@ -43,13 +43,9 @@ from schemas.api import ApiError, Reply
 from schemas.envelope import Message
 from schemas.messages import (
     Heartbeat,
-    JobEvent,
     LeaderAnnounced,
     MasterBeat,
-    NodeEvent,
     Payload,
-    StartTask,
-    StopTask,
     TaskStatus,
 )
 
@@ -64,6 +60,7 @@ MASTERS_FORGOTTEN_AFTER = 10.0
 # A batch not read back from the journal within this long: the journal is stuck for us;
 # step down rather than hold every output forever.
 JOURNAL_STUCK = 15.0
+REATTACH_AFTER = 2.0
 
 
 class Term:
@@ -95,6 +92,8 @@ class Term:
         self._loaded_in = 0.0
         self._claimed_at = 0.0
         self._journal_read_at = 0.0
+        self._journal_consumer: Consumer | None = None
+        self._attached_at = 0.0
         self._t0 = time.monotonic()
         self.bus = Bus(
             settings.amqp_url, name=f"master:{settings.name}", heartbeat=settings.amqp_heartbeat
@@ -116,12 +115,7 @@ class Term:
             return
         bus = self.bus
         bus.on_lost(self._lost)
-        bus.consume(
-            topology.JOURNAL_STREAM_DECL,
-            self._on_journal,
-            prefetch=2000,
-            arguments=lambda: {"x-stream-offset": self.follower.offset + 1},
-        )
+        self._tail_journal()
         bus.consume_messages(topology.heartbeat_queue(), self._on_heartbeat, prefetch=1000)
         bus.consume_messages(topology.masters_queue(), self._on_master_beat, prefetch=100)
         bus.consume(topology.LEADER_QUEUE_DECL, self._on_ping, prefetch=10)
@@ -132,6 +126,31 @@ class Term:
         bus.every(DEAD_LETTERS_EVERY, self._count_dead_letters)
         bus.every(0.1, lambda: self._end_if(stop))
         bus.run(self.over)
+
+    def _tail_journal(self) -> None:
+        """(Re)attach to the journal just after the last record read."""
+        self._journal_consumer = self.bus.consume(
+            topology.JOURNAL_STREAM_DECL,
+            self._on_journal,
+            prefetch=2000,
+            arguments=lambda: {"x-stream-offset": self.follower.offset + 1},
+        )
+        self._attached_at = time.monotonic()
+
+    def _reattach_if_stalled(self, waiting: float) -> None:
+        """Waiting `waiting` s for our own record to come back: after a broker node is lost
+        a stream reader has been seen to stall while writes go on. Attach afresh (at most
+        every REATTACH_AFTER s) before giving up on the journal altogether."""
+        since = time.monotonic() - self._attached_at
+        if waiting > REATTACH_AFTER and since > REATTACH_AFTER and self.bus.connected:
+            log.warning(
+                "master %s: nothing back from the journal for %.1f s; attaching again",
+                self.settings.name,
+                waiting,
+            )
+            if self._journal_consumer is not None:
+                self._journal_consumer.cancel()
+            self._tail_journal()
 
     def _end_if(self, stop: threading.Event) -> None:
         if stop.is_set():
@@ -286,7 +305,7 @@ class Term:
             applied=self.follower.offset,
             started_at=self.started_at,
             interval=BEAT_EVERY,
-            broker=_host_port(self.bus.connected_url),
+            broker=outputs.host_port(self.bus.connected_url),
         )
         self._seen(beat, self.clock())
         self.bus.publish(topology.MASTERS_EXCHANGE, "", beat, transient=True)
@@ -332,13 +351,17 @@ class Term:
     def _on_tick(self) -> None:
         # A claimant replaying a long journal is slow, not stuck: only silence counts.
         quiet = time.monotonic() - max(self._claimed_at, self._journal_read_at)
-        if self.role == "claiming" and quiet > JOURNAL_STUCK:
-            self._step_down(f"the journal gave nothing for {JOURNAL_STUCK:g} s after its claim")
+        if self.role == "claiming":
+            if quiet > JOURNAL_STUCK:
+                self._step_down(f"the journal gave nothing for {JOURNAL_STUCK:g} s after its claim")
+                return
+            self._reattach_if_stalled(quiet)
         if self.role != "active" or self.writer is None:
             return
         if self.writer.stuck_for() > JOURNAL_STUCK:
             self._step_down(f"the journal did not take a batch in {JOURNAL_STUCK:g} s")
             return
+        self._reattach_if_stalled(self.writer.stuck_for())
         self.controller.tick(self.clock())
         self._after()
 
@@ -365,44 +388,11 @@ class Term:
             self.bus.publish_raw(topology.DEFAULT_EXCHANGE, topology.JOURNAL_STREAM, body)
 
     def _notify(self, note: Payload) -> None:
-        if isinstance(note, JobEvent):
-            key = topology.job_key(note.job_id, note.state)
-        elif isinstance(note, NodeEvent):
-            key = topology.node_key(note.node_id, note.state)
-        else:
-            return
-        self.bus.publish(topology.STATUS_EXCHANGE, key, note, epoch=self.controller.epoch)
+        outputs.notify(self.bus, note, self.controller.epoch)
 
     def _send(self, command: Command) -> None:
-        state = self.controller.state
-        on_returned = None
-        if isinstance(command, StartCommand):
-            task = state.tasks.get(command.task_id)
-            if task is None:  # forgotten within the same input: nothing to start
-                return
-            payload: Payload = StartTask(
-                task_id=task.task_id,
-                job_id=task.job_id,
-                slot=task.slot,
-                node_id=command.node_id,
-                spec=state.jobs[task.job_id].spec,
-            )
-            on_returned = self._unroutable(task.task_id)
-        elif isinstance(command, StopCommand):
-            payload = StopTask(
-                task_id=command.task_id,
-                job_id=command.job_id,
-                node_id=command.node_id,
-                reason=command.reason,
-                grace=command.grace,
-            )
-        self.bus.publish(
-            topology.ASSIGN_EXCHANGE,
-            command.node_id,
-            payload,
-            epoch=self.controller.epoch,
-            mandatory=True,
-            on_returned=on_returned,
+        outputs.send(
+            self.bus, self.controller.state, command, self.controller.epoch, self._unroutable
         )
 
     def _unroutable(self, task_id: str) -> Callable[[], None]:
@@ -422,11 +412,3 @@ class Term:
         self.snapshots.batch_sent(
             seq, self.writer.sent_bytes, position, lambda: snapshot.dump(self.controller.state)
         )
-
-
-def _host_port(url: str | None) -> str:
-    """`host:port` of the broker node a URL names ("" if none), for `corral masters`."""
-    if not url:
-        return ""
-    parts = urllib.parse.urlsplit(url)
-    return f"{parts.hostname or ''}:{parts.port or 5672}"[:128]

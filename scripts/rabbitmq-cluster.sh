@@ -7,6 +7,9 @@
 #   stop one node (a broker failure):  rabbitmqctl -n rq2@localhost stop   (kill -9 of its beam.smp also works)
 #   start it again:  shared/recipes/rabbitmq-cluster.sh start-node 2
 #   stop all:  shared/recipes/rabbitmq-cluster.sh stop
+#   a new cluster, its old data wiped:  scripts/rabbitmq-cluster.sh fresh   (Corral's tests use this:
+#     RabbitMQ 3.10 has been seen failing to restart all three nodes from their old data, with
+#     `incompatible_feature_flags … badmap` in the node log)
 # Nodes run as the rabbitmq user and share its Erlang cookie, so they can cluster.
 set -euo pipefail
 
@@ -40,5 +43,14 @@ case "${1:-start}" in
     echo "cluster up: amqp://guest:guest@127.0.0.1:5701/ 5702 5703 (guest works from localhost only)";;
   start-node) launch "$2"; await_node "$2";;
   stop) for i in 3 2 1; do rabbitmqctl -n "rq$i@localhost" -q stop >/dev/null 2>&1 || true; done;;
-  *) echo "usage: $0 start|start-node N|stop" >&2; exit 2;;
+  fresh)
+    for i in 3 2 1; do rabbitmqctl -n "rq$i@localhost" -q stop >/dev/null 2>&1 || true; done
+    for i in 1 2 3; do
+      if [[ -f /var/lib/rabbitmq/rq$i/pid ]] && kill -0 "$(cat /var/lib/rabbitmq/rq$i/pid)" 2>/dev/null; then
+        echo "rq$i is still running (pid $(cat /var/lib/rabbitmq/rq$i/pid)); not wiping it" >&2; exit 1
+      fi
+      rm -rf "/var/lib/rabbitmq/rq$i"
+    done
+    exec "$0" start;;
+  *) echo "usage: $0 start|start-node N|stop|fresh" >&2; exit 2;;
 esac

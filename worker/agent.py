@@ -322,13 +322,14 @@ class WorkerAgent:
         info = self.containers.get(event.task_id)
         if info is not None:
             self.containers[event.task_id] = dataclasses.replace(
-                info, state=event.kind, exit_code=event.exit_code
+                info, state=event.kind, exit_code=event.exit_code, reason=event.reason
             )
         self._report(
             event.task_id,
             event.job_id,
             event.kind,
             exit_code=event.exit_code,
+            reason=event.reason,
             container_id=event.container_id,
         )
 
@@ -339,6 +340,7 @@ class WorkerAgent:
                 info.job_id,
                 info.state,
                 exit_code=info.exit_code,
+                reason=info.reason,
                 container_id=info.container_id,
             )
 

@@ -1,7 +1,7 @@
 """What the worker knows about its containers, without Docker: labels, states, errors.
 
 `worker.runtime` talks to the engine and turns its answers into these types
-with `container_info` and `runtime_event`; the agent only ever sees these.
+with `container_info` and `EventDecoder`; the agent only ever sees these.
 Each container Corral runs is named `corral-<task_id>` and labelled
 `corral.managed`, `corral.node`, `corral.task`, `corral.job`, `corral.slot`,
 `corral.epoch`, `corral.cpu` and `corral.memory`; labels are the only state the
@@ -10,8 +10,10 @@ runtime keeps, so a restarted agent finds its containers again.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
+
+from schemas.job import format_size
 
 LABEL_PREFIX = "corral."
 MANAGED = f"{LABEL_PREFIX}managed"
@@ -39,7 +41,8 @@ StopOutcome = Literal["signalled", "removed", "gone"]
 
 @dataclass(frozen=True)
 class ContainerInfo:
-    """One Corral container as the engine reports it. `exit_code` is set only when exited."""
+    """One Corral container as the engine reports it. `exit_code` is set only when exited;
+    `reason` says why it exited when the exit code does not (see `exit_reason`)."""
 
     task_id: str
     job_id: str
@@ -49,17 +52,20 @@ class ContainerInfo:
     cpu: float
     memory: int
     epoch: int
+    reason: str = ""
 
 
 @dataclass(frozen=True)
 class RuntimeEvent:
-    """A container of this node started ("running") or ended ("exited", with its exit code)."""
+    """A container of this node started ("running") or ended ("exited", with its exit code
+    and, when the engine tells more, a `reason`: see `exit_reason`)."""
 
     task_id: str
     job_id: str
     container_id: str
     kind: Literal["running", "exited"]
     exit_code: int | None
+    reason: str = ""
 
 
 class RuntimeUnavailable(Exception):
@@ -83,6 +89,16 @@ def _int(value: str | None, default: int = 0) -> int:
         return default
 
 
+def exit_reason(exit_code: int | None, *, oom_killed: bool, memory: int) -> str:
+    """Why a container ended, beyond its exit code: `out of memory (limit 64Mi)` when the
+    kernel killed a process of it at its memory limit (`memory`, bytes; 0 if unknown) and it
+    then failed, else "". A container that lost a child to the OOM killer yet exited 0 has
+    nothing to explain."""
+    if not oom_killed or exit_code == 0:
+        return ""
+    return f"out of memory (limit {format_size(memory)})" if memory > 0 else "out of memory"
+
+
 def container_info(attrs: dict[str, Any], container_id: str) -> ContainerInfo:
     """A container's state from its engine attributes: a full inspect, or a sparse list
     entry (whose `State` is a plain string and which carries no exit code)."""
@@ -94,33 +110,59 @@ def container_info(attrs: dict[str, Any], container_id: str) -> ContainerInfo:
         cpu = float(labels.get(CPU, "0"))
     except ValueError:
         cpu = 0.0
+    memory = _int(labels.get(MEMORY))
+    exit_code = details.get("ExitCode") if status == "exited" else None
+    oom_killed = status == "exited" and bool(details.get("OOMKilled"))
     return ContainerInfo(
         task_id=labels.get(TASK, ""),
         job_id=labels.get(JOB, ""),
         container_id=container_id,
         state=status,
-        exit_code=details.get("ExitCode") if status == "exited" else None,
+        exit_code=exit_code,
         cpu=cpu,
-        memory=_int(labels.get(MEMORY)),
+        memory=memory,
         epoch=_int(labels.get(EPOCH)),
+        reason=exit_reason(exit_code, oom_killed=oom_killed, memory=memory),
     )
 
 
-def runtime_event(raw: dict[str, Any], seen: set[tuple[int, str, str]]) -> RuntimeEvent | None:
-    """The Corral event in one decoded engine event, or None if it is not a start or die
-    of a task container, or if its (time, container, action) key is in `seen` (it is
-    added otherwise)."""
-    action = raw.get("Action", raw.get("status", ""))
-    actor = raw.get("Actor") or {}
-    attributes: dict[str, str] = actor.get("Attributes") or {}
-    key = (int(raw.get("timeNano", 0)), str(actor.get("ID", "")), str(action))
-    if key in seen or action not in ("start", "die") or TASK not in attributes:
-        return None
-    seen.add(key)
-    return RuntimeEvent(
-        task_id=attributes[TASK],
-        job_id=attributes.get(JOB, ""),
-        container_id=key[1],
-        kind="running" if action == "start" else "exited",
-        exit_code=_int(attributes.get("exitCode"), -1) if action == "die" else None,
-    )
+@dataclass
+class EventDecoder:
+    """Turns decoded engine events into `RuntimeEvent`s, across the overlapping windows in
+    which the runtime reads them.
+
+    An event already decoded (same time, container and action) is skipped. The engine
+    reports an OOM kill as an `oom` event before the container's `die` (whose own
+    attributes do not say), so the containers that had one are remembered until they die.
+    """
+
+    seen: set[tuple[int, str, str]] = field(default_factory=set)
+    oom_killed: set[str] = field(default_factory=set)
+
+    def decode(self, raw: dict[str, Any]) -> RuntimeEvent | None:
+        """The Corral event in one engine event, or None if it is not a start or die of a
+        task container (an `oom` is only noted), or if it was decoded before."""
+        action = raw.get("Action", raw.get("status", ""))
+        actor = raw.get("Actor") or {}
+        attributes: dict[str, str] = actor.get("Attributes") or {}
+        key = (int(raw.get("timeNano", 0)), str(actor.get("ID", "")), str(action))
+        if key in self.seen or action not in ("start", "die", "oom") or TASK not in attributes:
+            return None
+        self.seen.add(key)
+        container_id = key[1]
+        if action == "oom":
+            self.oom_killed.add(container_id)
+            return None
+        task_id, job_id = attributes[TASK], attributes.get(JOB, "")
+        if action == "start":
+            return RuntimeEvent(task_id, job_id, container_id, "running", exit_code=None)
+        exit_code = _int(attributes.get("exitCode"), -1)
+        oom_killed = container_id in self.oom_killed
+        self.oom_killed.discard(container_id)
+        memory = _int(attributes.get(MEMORY))  # labels come with every event's attributes
+        reason = exit_reason(exit_code, oom_killed=oom_killed, memory=memory)
+        return RuntimeEvent(task_id, job_id, container_id, "exited", exit_code, reason)
+
+    def forget_before(self, since: int) -> None:
+        """Forget the events before `since` (epoch seconds): no window replays them."""
+        self.seen = {key for key in self.seen if key[0] >= since * 1_000_000_000}

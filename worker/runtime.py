@@ -36,12 +36,12 @@ from worker.containers import (
     SLOT,
     TASK,
     ContainerInfo,
+    EventDecoder,
     RuntimeEvent,
     RuntimeUnavailable,
     StartError,
     StopOutcome,
     container_info,
-    runtime_event,
 )
 
 __all__ = [
@@ -229,7 +229,8 @@ class DockerRuntime:
                 raise KeyError(task_id) from None
 
     def events(self, stop: threading.Event) -> Iterator[RuntimeEvent]:
-        """Yield start/exit events of this node's containers until `stop` is set.
+        """Yield start/exit events of this node's containers until `stop` is set. An exit
+        the kernel's OOM killer caused carries the reason `out of memory (limit 64Mi)`.
 
         Blocks between events; returns within about a second of `stop` being set. The
         engine is read in windows of at most a second, each overlapping the last by a
@@ -239,12 +240,12 @@ class DockerRuntime:
         while it was down cannot be replayed, so callers reconcile with `list_tasks`.
         """
         since = int(time.time())
-        seen: set[tuple[int, str, str]] = set()
+        decoder = EventDecoder()
         backoff = 0.2
         while not stop.is_set():
             until = max(since + 1, int(time.time()) + 1)
             try:
-                with closing(self._window(since, until, seen)) as window:
+                with closing(self._window(since, until, decoder)) as window:
                     for event in window:
                         yield event
                         if stop.is_set():
@@ -258,24 +259,26 @@ class DockerRuntime:
             backoff = 0.2
             # A stream the engine cut short only covers events up to now.
             since = max(since, min(until, int(time.time())) - 1)
-            seen = {key for key in seen if key[0] >= since * 1_000_000_000}
+            decoder.forget_before(since)
 
     # -- internals --------------------------------------------------------------------
 
     def _window(
-        self, since: int, until: int, seen: set[tuple[int, str, str]]
+        self, since: int, until: int, decoder: EventDecoder
     ) -> Generator[RuntimeEvent, None, None]:
         """Events from `since` (inclusive, replayed from the engine's buffer) until the engine
-        closes the stream at `until`; events already in `seen` are skipped."""
+        closes the stream at `until`; events `decoder` has seen already are skipped."""
+        # `oom` comes before the `die` of a container the kernel killed at its memory limit.
+        actions = ["start", "die", "oom"]
         stream = self._client.events(
             since=since,
             until=until,
             decode=True,
-            filters={"type": "container", "label": self._filters, "event": ["start", "die"]},
+            filters={"type": "container", "label": self._filters, "event": actions},
         )
         try:
             for raw in stream:
-                event = runtime_event(raw, seen)
+                event = decoder.decode(raw)
                 if event is not None:
                     yield event
         finally:

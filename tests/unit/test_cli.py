@@ -51,6 +51,9 @@ class FakeJob:
     def wait(self, timeout: float | None = None) -> JobInfo:
         return job_info(self.last.spec, self.final_state, reason=self.final_reason)
 
+    def exit_codes(self, info: JobInfo) -> dict[int, int | None]:
+        return info.exit_codes
+
 
 @dataclass
 class Recorder:
@@ -192,10 +195,10 @@ def test_an_unknown_option_before_the_image_is_a_usage_error(recorder: Recorder)
     assert recorder.specs == []
 
 
-def test_run_wait_exits_1_when_a_batch_job_fails(recorder: Recorder) -> None:
+def test_run_wait_exits_with_the_exit_code_when_a_batch_job_fails(recorder: Recorder) -> None:
     recorder.final_state = "failed"
     result = invoke("run", "--wait", "--name", "boom", "img", "false")
-    assert result.exit_code == 1
+    assert result.exit_code == 3
     assert "job boom: failed" in result.stdout
     assert "exit codes: slot 0: 3" in result.stdout
     assert "error: job boom failed: slot 0 failed" in result.stderr
@@ -355,5 +358,5 @@ def test_remote_text_in_errors_and_wait_results_is_escaped(recorder: Recorder) -
     assert "boom\\x1b[31m" in result.stderr and "\x1b" not in result.stderr
     recorder.final_state, recorder.final_reason = "failed", "slot 0\nexited\x9b"
     waited = invoke("run", "--wait", "--name", "boom", "img")
-    assert waited.exit_code == 1
+    assert waited.exit_code == 3
     assert "error: job boom failed: slot 0\nexited\\x9b" in waited.stderr
