@@ -76,7 +76,8 @@ def _succeeded(task: Task) -> bool:
 def _failure_text(task: Task) -> str:
     if task.state == "failed":
         return task.reason or "failed to start"
-    return f"exited with code {task.exit_code}"
+    detail = f" ({task.reason})" if task.reason else ""  # e.g. out of memory (limit 64Mi)
+    return f"exited with code {task.exit_code}{detail}"
 
 
 def after_task_ended(state: ClusterState, task: Task, now: float) -> list[ev.Event]:
