@@ -60,7 +60,7 @@ MASTERS_FORGOTTEN_AFTER = 10.0
 # A batch not read back from the journal within this long: the journal is stuck for us;
 # step down rather than hold every output forever.
 JOURNAL_STUCK = 15.0
-REATTACH_AFTER = 2.0
+REATTACH_AFTER = 3.0
 
 
 class Term:
@@ -138,11 +138,18 @@ class Term:
         self._attached_at = time.monotonic()
 
     def _reattach_if_stalled(self, waiting: float) -> None:
-        """Waiting `waiting` s for our own record to come back: after a broker node is lost
-        a stream reader has been seen to stall while writes go on. Attach afresh (at most
-        every REATTACH_AFTER s) before giving up on the journal altogether."""
-        since = time.monotonic() - self._attached_at
-        if waiting > REATTACH_AFTER and since > REATTACH_AFTER and self.bus.connected:
+        """Waiting `waiting` s for our own record to come back. After the broker node that
+        led the journal stream is lost, a channel that had published to it has been seen
+        to stall for 15-20 s while new channels publish at once; and a stream reader can
+        stall while writes go on. So: unconfirmed by the broker after REATTACH_AFTER s,
+        step down (the next term has a new connection); confirmed but not read back,
+        attach the reader afresh (at most every REATTACH_AFTER s)."""
+        if waiting <= REATTACH_AFTER or not self.bus.connected:
+            return
+        if self.bus.unconfirmed:
+            self._step_down(f"the broker has not confirmed its journal batch in {waiting:.1f} s")
+            return
+        if time.monotonic() - self._attached_at > REATTACH_AFTER:
             log.warning(
                 "master %s: nothing back from the journal for %.1f s; attaching again",
                 self.settings.name,
