@@ -32,6 +32,7 @@ from schemas.messages import MasterBeat
 log = logging.getLogger("corral.master")
 
 PAUSE_BETWEEN_TERMS = 0.2
+MASTERS_KEPT = 256  # beats remembered at most (corral masters lists 64)
 
 
 class MasterDaemon:
@@ -58,14 +59,25 @@ class MasterDaemon:
         log.info("master %s stopped", self.settings.name)
 
     def _seen(self, beat: MasterBeat, at: float) -> None:
-        self.masters[beat.instance] = SeenMaster(beat, at, beat.broker)
+        """Remember a master's beat. The table is kept in the order beats arrived, so the
+        stalest entry is first: forged beats (any instance id) cannot grow it past
+        MASTERS_KEPT, nor can entries outlive MASTERS_FORGOTTEN_AFTER by much."""
+        self.masters.pop(beat.instance, None)
+        self.masters[beat.instance] = SeenMaster(beat, at)
+        self._forget_stale(at)
+        while len(self.masters) > MASTERS_KEPT:
+            del self.masters[next(iter(self.masters))]
+
+    def _forget_stale(self, now: float) -> None:
+        while self.masters:
+            instance, entry = next(iter(self.masters.items()))
+            if now - entry.seen_at <= MASTERS_FORGOTTEN_AFTER:
+                return
+            del self.masters[instance]
 
     def seen(self) -> list[SeenMaster]:
-        """The masters heard from lately (this one included), oldest beat first forgotten."""
-        now = self.clock()
-        for instance, entry in list(self.masters.items()):
-            if now - entry.seen_at > MASTERS_FORGOTTEN_AFTER:
-                del self.masters[instance]
+        """The masters heard from lately (this one included)."""
+        self._forget_stale(self.clock())
         return list(self.masters.values())
 
 

@@ -40,12 +40,11 @@ ROLE_ORDER = {"active": 0, "claiming": 1, "standby": 2}
 
 @dataclass(frozen=True)
 class SeenMaster:
-    """A master's last beat, when it arrived (the receiver's clock, seconds since the
-    epoch) and the broker node it came through ("" if unknown)."""
+    """A master's last beat and when it arrived (the receiver's clock, seconds since the
+    epoch)."""
 
     beat: MasterBeat
     seen_at: float
-    broker: str = ""
 
 
 def masters_info(beats: Iterable[SeenMaster], now: float, leader_applied: int) -> MastersInfo:
@@ -83,7 +82,7 @@ def _master_info(entry: SeenMaster, now: float, leader_applied: int) -> MasterIn
         lag=lag,
         last_seen_ago=round(max(now - entry.seen_at, 0.0), 3),
         started_at=datetime.fromtimestamp(beat.started_at, UTC) if beat.started_at > 0 else None,
-        broker=entry.broker,
+        broker=beat.broker,
     )
 
 

@@ -58,7 +58,8 @@ def load(data: bytes, **state_kwargs: Any) -> ClusterState:
         if not isinstance(document, dict) or document.get("format") != FORMAT:
             raise SnapshotError(f"not a snapshot of format {FORMAT}")
         return _restore(document, ClusterState(**state_kwargs))
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:  # json, pydantic too
+    # json, pydantic too; RecursionError: a forged snapshot nested thousands deep
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
         if isinstance(exc, SnapshotError):
             raise
         raise SnapshotError(f"unreadable snapshot: {exc}") from exc

@@ -29,6 +29,9 @@ from master.settings import MasterSettings
 log = logging.getLogger("corral.master")
 
 PART_BYTES = 2 * 1024 * 1024
+# A snapshot has at most this many parts (the stream's whole retention, 2 GiB): a part
+# claiming more is not believed, so a forged header cannot make a master read on and on.
+MAX_PARTS = topology.SNAPSHOTS_MAX_BYTES // PART_BYTES
 SHARE_OF_RETENTION = 4  # a snapshot at least every JOURNAL_MAX_BYTES / this many bytes
 MAX_STEPS_BACK = 20  # unfinished snapshots skipped, at most, to find a whole one
 
@@ -132,7 +135,7 @@ def newest(bus: Bus) -> Found | None:
     last = max(tail, key=lambda m: m.offset)
     for _ in range(MAX_STEPS_BACK):
         part, parts = _int(last.headers, PART), _int(last.headers, PARTS)
-        if part is not None and parts is not None and 0 <= part < parts:
+        if part is not None and parts is not None and 0 <= part < parts <= MAX_PARTS:
             if part == parts - 1:
                 found = _assemble(bus, last.offset - part, parts)
                 if found is not None:

@@ -219,8 +219,8 @@ class Term:
             return
         if offset > self.follower.offset + 1:
             log.error(
-                "master %s: journal records %d to %d are gone (stream retention): the state "
-                "may lack what they said; check snapshot_every and the journal's retention",
+                "master %s: journal records %d to %d were not read (gone with the stream's "
+                "retention, or refused as too large): the state may lack what they said",
                 self.settings.name,
                 self.follower.offset + 1,
                 offset - 1,

@@ -30,8 +30,9 @@ def seen(
         epoch=epoch,
         applied=applied,
         started_at=started_at,
+        broker=broker,
     )
-    return SeenMaster(beat, NOW - ago, broker)
+    return SeenMaster(beat, NOW - ago)
 
 
 def test_the_active_master_comes_first_then_by_role_and_name() -> None:
