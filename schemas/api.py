@@ -13,7 +13,7 @@ master's jobs.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BeforeValidator, Field
 
@@ -32,8 +32,16 @@ from schemas.base import (
     Token,
 )
 from schemas.job import JobSpec
-from schemas.limits import DEFAULT_PAGE_SIZE, MAX_INT, MAX_PAGE_SIZE, MAX_REPLICAS
+from schemas.limits import (
+    DEFAULT_PAGE_SIZE,
+    MAX_INT,
+    MAX_JOB_EVENTS,
+    MAX_PAGE_SIZE,
+    MAX_REPLICAS,
+    MAX_VERSIONS_KEPT,
+)
 from schemas.messages import (
+    Health,
     JobState,
     MasterRole,
     NodeState,
@@ -69,6 +77,43 @@ class TaskInfo(Open):
     exit_code: Int64 | None = None
     reason: Text = ""
     updated_at: Timestamp
+    started_at: Timestamp | None = None
+    version: Count = 1  # the job version (spec) it runs
+    health: Health = ""  # Docker's last verdict ("": no check)
+    healthy: bool = False  # running, and passing, for the job's min_healthy
+    # Failures of its slot in a row before this attempt (a crash loop's restarts).
+    restarts: Count = 0
+    # Running beyond its slot's current attempt, until that one is healthy (start-first).
+    retiring: bool = False
+
+
+class VersionInfo(Open):
+    """One version of a job's spec: 1 when submitted, one more for each update or rollback."""
+
+    version: Count
+    spec: Annotated[JobSpec, BeforeValidator(_echoed_spec)]
+    created_at: Timestamp
+    reason: Text = ""  # e.g. "update", "rollback of version 3 (task ... exited with code 1)"
+
+
+class RolloutInfo(Open):
+    """An update in progress, or the last one. `done` of `total` slots run the target
+    version and are healthy."""
+
+    state: Annotated[str, Field(pattern=r"^[a-z][a-z_-]{0,31}$")]  # updating, rolling-back, ...
+    from_version: Count
+    to_version: Count
+    done: Count = 0
+    total: Count = 0
+    reason: Text = ""
+
+
+class EventInfo(Open):
+    """Something that happened to a job or one of its tasks (`corral inspect`)."""
+
+    at: Timestamp
+    task_id: TaskId | None = None
+    text: Text
 
 
 class JobInfo(Open):
@@ -85,6 +130,17 @@ class JobInfo(Open):
     task_counts: dict[str, Count] = Field(default_factory=dict)
     # Tasks left out of `tasks` to keep the reply within its size; `corral ps JOB` pages.
     tasks_omitted: Count = 0
+    version: Count = 1  # the version of the spec its slots run (or are rolling to)
+    healthy: Count = 0  # wanted slots whose task is healthy
+    rollout: RolloutInfo | None = None
+    # Only in api.job replies: the versions kept (newest last) and the last events.
+    versions: Annotated[list[VersionInfo], Field(max_length=MAX_VERSIONS_KEPT)] = Field(
+        default_factory=list
+    )
+    events: Annotated[list[EventInfo], Field(max_length=MAX_JOB_EVENTS)] = Field(
+        default_factory=list
+    )
+    ended_at: Timestamp | None = None
 
     @property
     def exit_codes(self) -> dict[int, int | None]:
@@ -106,6 +162,9 @@ class NodeInfo(Open):
     labels: Labels = Field(default_factory=dict)
     tasks: Count = 0
     last_seen: Timestamp
+    reason: Text = ""  # why it is in its state (e.g. no heartbeat for 3.1 s)
+    cordoned: bool = False  # takes no new tasks
+    draining: bool = False  # its tasks are being moved elsewhere
 
 
 class SubmitJob(Payload):
@@ -128,6 +187,46 @@ class ScaleJob(Payload):
     TYPE: ClassVar[str] = "api.scale"
     job_id: JobId
     replicas: Annotated[int, Field(ge=0, le=MAX_REPLICAS)]
+
+
+class UpdateJob(Payload):
+    """Roll a running service out to a new spec (its name must be the job's), as its
+    `update` policy says; the result is its JobInfo."""
+
+    TYPE: ClassVar[str] = "api.update"
+    job_id: JobId
+    spec: JobSpec
+
+
+class RollbackJob(Payload):
+    """Roll a service back to the version before its current one; the result is its JobInfo."""
+
+    TYPE: ClassVar[str] = "api.rollback"
+    job_id: JobId
+
+
+class PurgeJob(Payload):
+    """Forget an ended job now, and remove its containers; the result is its last JobInfo."""
+
+    TYPE: ClassVar[str] = "api.purge"
+    job_id: JobId
+
+
+class SetNodeSchedule(Payload):
+    """Cordon a node (no new tasks), drain it (also move its tasks away, start-first), or
+    make it schedulable again; the result is its NodeInfo."""
+
+    TYPE: ClassVar[str] = "api.node"
+    node_id: NodeId
+    action: Literal["cordon", "uncordon", "drain"]
+
+
+class GetTask(Payload):
+    """One task, with its job's events about it; the result is a JobInfo holding the job,
+    that one task, and its events (`versions` holds the task's version only)."""
+
+    TYPE: ClassVar[str] = "api.task"
+    task_id: TaskId
 
 
 class GetJob(Payload):
@@ -293,7 +392,12 @@ API_REQUESTS: tuple[type[Payload], ...] = (
     SubmitJob,
     CancelJob,
     ScaleJob,
+    UpdateJob,
+    RollbackJob,
+    PurgeJob,
+    SetNodeSchedule,
     GetJob,
+    GetTask,
     ListJobs,
     ListTasks,
     ListNodes,

@@ -21,8 +21,10 @@ from schemas.base import Closed, Labels, show
 from schemas.base import Strict as Strict  # the base of master.events
 from schemas.limits import (
     CPU_STEP,
+    MAX_AGENT_GRACE,
     MAX_ARG_LENGTH,
     MAX_BACKOFF,
+    MAX_CHECK_SECONDS,
     MAX_COMMAND_ARGS,
     MAX_CONSTRAINTS,
     MAX_CPU,
@@ -199,6 +201,62 @@ class PortMapping(Closed):
         return {"anyOf": [schema, short]}
 
 
+HTTP_PATH_PATTERN = r"^/[!-~]{0,1023}$"  # printable ASCII, no spaces
+
+
+class HttpCheck(Closed):
+    """An HTTP GET of `path` on the container's own `port`: healthy on a 2xx or 3xx answer."""
+
+    port: Annotated[int, Field(ge=1, le=65535)]
+    path: Annotated[str, Field(pattern=HTTP_PATH_PATTERN)] = "/"
+
+
+class HealthCheck(Closed):
+    """How Docker checks a task's container (its own healthcheck, run inside the container).
+
+    Exactly one of `command` (exit 0: healthy), `tcp` (a port that must accept a
+    connection) or `http`. `tcp` and `http` run `sh` and `nc` inside the container
+    (busybox has both); with other images use `command`. The container is unhealthy
+    after `retries` failed checks in a row; failures during `start_period` do not
+    count. Times in seconds.
+    """
+
+    command: Annotated[list[Arg], Field(min_length=1, max_length=MAX_COMMAND_ARGS)] | None = None
+    tcp: Annotated[int, Field(ge=1, le=65535)] | None = None
+    http: HttpCheck | None = None
+    interval: Annotated[float, Field(ge=0.1, le=MAX_CHECK_SECONDS)] = 1.0
+    timeout: Annotated[float, Field(ge=0.1, le=MAX_CHECK_SECONDS)] = 1.0
+    retries: Annotated[int, Field(ge=1, le=100)] = 3
+    start_period: Annotated[float, Field(ge=0, le=MAX_CHECK_SECONDS)] = 0.0
+
+    @field_validator("command", mode="before")
+    @classmethod
+    def _command_is_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            raise ValueError("expected a list of strings, e.g. [sh, -c, 'test -f /ready']")
+        return value
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> HealthCheck:
+        given = [name for name in ("command", "tcp", "http") if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                "give exactly one of command, tcp or http (e.g. tcp: 8080), "
+                f"not {' and '.join(given) or 'none'}"
+            )
+        return self
+
+
+class UpdatePolicy(Closed):
+    """How `corral update` rolls a new version out: `parallelism` slots at a time, each
+    stopping its old task first (`stop-first`) or starting the new one first
+    (`start-first`, which needs room for both). A slot is done once its new task is
+    healthy; a new task that fails or turns unhealthy first rolls the job back."""
+
+    parallelism: Annotated[int, Field(ge=1, le=MAX_REPLICAS)] = 1
+    order: Literal["stop-first", "start-first"] = "stop-first"
+
+
 Constraint = Annotated[str, Field(pattern=CONSTRAINT_PATTERN)]
 Arg = Annotated[str, Field(max_length=MAX_ARG_LENGTH)]
 EnvValue = Annotated[str, Field(max_length=MAX_ENV_VALUE_LENGTH)]
@@ -248,6 +306,13 @@ class JobSpec(Closed):
     placement: Literal["spread", "binpack"] = "spread"
     pull: bool = False
     stop_grace: Annotated[float, Field(ge=0, le=MAX_GRACE)] = 10.0
+    health: HealthCheck | None = None
+    # A task is healthy once it has run (and passed its check, if any) this long.
+    min_healthy: Annotated[float, Field(ge=0, le=MAX_CHECK_SECONDS)] = 1.0
+    # How long the tasks of a node whose agent disconnected are kept before being
+    # replaced elsewhere (None: the master's --agent-grace, 30 s by default).
+    agent_grace: Annotated[float, Field(ge=0, le=MAX_AGENT_GRACE)] | None = None
+    update: UpdatePolicy = Field(default_factory=UpdatePolicy)
 
     @field_validator("name")
     @classmethod

@@ -64,6 +64,12 @@ MAX_MEMORY = 1024**5  # 1 PiB: far above any machine, far below Docker's int64
 MIN_BACKOFF = 0.5
 MAX_BACKOFF = 3600.0
 MAX_GRACE = 3600.0  # stop_grace and assign.stop's grace, seconds
+MAX_CHECK_SECONDS = 3600.0  # health check times and min_healthy, seconds
+MAX_AGENT_GRACE = 7 * 86400.0  # a job's agent_grace, seconds
+# Versions of a job's spec the master keeps (the current one and those before it).
+MAX_VERSIONS_KEPT = 10
+# Events the master keeps per job (corral inspect shows them), oldest dropped first.
+MAX_JOB_EVENTS = 50
 # The largest integer any field takes (a JSON number beyond int64 is not portable).
 MAX_INT = 2**63 - 1
 # A job file read by `corral submit` (YAML or JSON text).

@@ -38,10 +38,13 @@ from schemas.limits import (
 TaskState = Literal["pending", "assigned", "running", "exited", "failed", "lost", "stopped"]
 TERMINAL_TASK_STATES: frozenset[str] = frozenset({"exited", "failed", "lost", "stopped"})
 
-JobState = Literal["pending", "running", "complete", "failed", "cancelled"]
+JobState = Literal["pending", "running", "degraded", "complete", "failed", "cancelled"]
 TERMINAL_JOB_STATES: frozenset[str] = frozenset({"complete", "failed", "cancelled"})
 
-NodeState = Literal["ready", "suspect", "down"]
+# disconnected: its agent's broker connection closed (the host is most likely alive).
+NodeState = Literal["ready", "suspect", "disconnected", "down"]
+# A container's health check as Docker last judged it ("": the job has no check).
+Health = Literal["", "starting", "healthy", "unhealthy"]
 
 Slot = Annotated[int, Field(ge=0, lt=MAX_REPLICAS)]
 # Far above any machine; bounds what a node may claim to offer.
@@ -68,6 +71,7 @@ class RunningTask(Open):
     state: Literal["running", "exited"]
     cpu: Annotated[float, Field(ge=0, le=MAX_CPU)]
     memory: Count
+    health: Health = ""
 
 
 class Heartbeat(Payload):
@@ -87,6 +91,9 @@ class Heartbeat(Payload):
         default_factory=list
     )
     max_epoch: Count = 0
+    # The agent is leaving the cluster (`--leave-on-terminate` and SIGTERM): replace its
+    # tasks elsewhere, then stop them here.
+    leaving: bool = False
 
 
 class StartTask(Payload):
@@ -127,6 +134,9 @@ class TaskStatus(Payload):
     reason: Text = ""
     container_id: Token = ""
     retryable: bool = True
+    # Docker's verdict on a running container's health check; a change is reported with
+    # state "running" again ("unhealthy": `reason` quotes the last check's output).
+    health: Health = ""
 
 
 class JobEvent(Payload):

@@ -38,7 +38,15 @@ from schemas import (
     load_job_file,
     parse_job_text,
 )
-from schemas.api import GetMasters, GetStatus
+from schemas.api import (
+    GetMasters,
+    GetStatus,
+    GetTask,
+    PurgeJob,
+    RollbackJob,
+    SetNodeSchedule,
+    UpdateJob,
+)
 from schemas.envelope import PAYLOAD_TYPES, PROTOCOL_VERSION
 from schemas.messages import CommandRefused, LeaderAnnounced, MasterBeat
 from tests.unit.factories import GiB, MiB, heartbeat, job_spec, running
@@ -255,6 +263,11 @@ PAYLOADS: list[Payload] = [
     SubmitJob(spec=job_spec(ports=["8080:80"], memory="1g")),
     CancelJob(job_id="web"),
     ScaleJob(job_id="web", replicas=5),
+    UpdateJob(job_id="web", spec=job_spec(health={"tcp": 80}, update={"order": "start-first"})),
+    RollbackJob(job_id="web"),
+    PurgeJob(job_id="web"),
+    SetNodeSchedule(node_id="n1", action="drain"),
+    GetTask(task_id="web-0-0"),
     GetJob(job_id="web"),
     ListJobs(include_done=False),
     ListTasks(job_id="web"),
