@@ -17,6 +17,10 @@ class MasterSettings(BaseModel):
     heartbeat_interval: Annotated[float, Field(gt=0)] = 1.0
     suspect_after: Annotated[float, Field(gt=0)] = 2.0
     dead_after: Annotated[float, Field(gt=0)] = 3.0
+    # A node whose agent's broker connection closed (the agent crashed or was stopped;
+    # the host is most likely alive) keeps its tasks this long before they are replaced
+    # (a job's own agent_grace overrides it for its tasks).
+    agent_grace: Annotated[float, Field(ge=0)] = 30.0
     tick: Annotated[float, Field(gt=0)] = 0.25
     # If more than this share of ready nodes go silent at once, hold: it is the
     # broker or our own link failing, not the fleet.
@@ -26,6 +30,11 @@ class MasterSettings(BaseModel):
     # ended attempts besides the current one (oldest forgotten first).
     keep_ended_jobs: Annotated[int, Field(ge=0)] = 1000
     keep_attempts: Annotated[int, Field(ge=0)] = 5
+    # Ended jobs are forgotten (and their containers removed) this long after they end.
+    ended_job_ttl: Annotated[float, Field(gt=0)] = 86400.0
+    # Containers of ended attempts kept per slot besides the current one, for their logs
+    # (`corral logs --previous`); older ones are removed when a slot starts a new attempt.
+    keep_containers: Annotated[int, Field(ge=0, le=100)] = 2
     # Mutating requests (submit, cancel, scale) remembered by message id, so a
     # redelivered one gets the same outcome instead of being carried out again.
     remember_requests: Annotated[int, Field(ge=0)] = 10_000
