@@ -8,8 +8,8 @@ master/pages.py) and returns the reply to publish.
 **A repeated request gets the first answer's outcome.** The broker redelivers
 a request the master took but had not acknowledged when its connection dropped
 or it restarted; the client may never have seen the first reply. So the ids of
-the last `remember_requests` mutating requests (submit, cancel, scale) are kept
-with their outcome, least recently used forgotten first. A request whose
+the last `remember_requests` mutating requests (submit, cancel, scale, update,
+rollback, purge) are kept with their outcome, least recently used forgotten first. A request whose
 `message_id` and job are both remembered is not carried out again: it gets the
 same error, or success with the job as it is now (not `conflict` for its own
 submit). Reads are answered afresh. A client that retries on its own must
@@ -37,13 +37,18 @@ from schemas.api import (
     GetJob,
     GetMasters,
     GetStatus,
+    GetTask,
     ListJobs,
     ListNodes,
     ListTasks,
     MastersInfo,
+    PurgeJob,
     Reply,
+    RollbackJob,
     ScaleJob,
+    SetNodeSchedule,
     SubmitJob,
+    UpdateJob,
 )
 from schemas.messages import Payload
 
@@ -55,7 +60,13 @@ def _job_of(request: Payload) -> str | None:
     match request:
         case SubmitJob(spec=spec):
             return spec.name
-        case CancelJob(job_id=job_id) | ScaleJob(job_id=job_id):
+        case (
+            CancelJob(job_id=job_id)
+            | ScaleJob(job_id=job_id)
+            | UpdateJob(job_id=job_id)
+            | RollbackJob(job_id=job_id)
+            | PurgeJob(job_id=job_id)
+        ):
             return job_id
     return None
 
@@ -134,6 +145,12 @@ class Api:
                 info = controller.cancel(job_id, now)
             case ScaleJob(job_id=job_id, replicas=replicas):
                 info = controller.scale(job_id, replicas, now)
+            case UpdateJob(job_id=job_id, spec=spec):
+                info = controller.update(job_id, spec, now)
+            case RollbackJob(job_id=job_id):
+                info = controller.rollback(job_id, now)
+            case PurgeJob(job_id=job_id):
+                info = controller.purge(job_id, now)
             case _:
                 raise ApiProblem("invalid", f"{request.TYPE!r} changes nothing", "type")
         return info.model_dump(mode="json")
@@ -150,6 +167,10 @@ class Api:
                 return status.model_dump(mode="json")
             case GetJob(job_id=job_id):
                 return self.controller.job_info(job_id).model_dump(mode="json")
+            case GetTask(task_id=task_id):
+                return self.controller.task_detail(task_id).model_dump(mode="json")
+            case SetNodeSchedule(node_id=node_id, action=action):  # idempotent: not remembered
+                return self.controller.set_schedule(node_id, action, now).model_dump(mode="json")
             case ListJobs():
                 return pages.jobs_page(state, request).model_dump(mode="json")
             case ListTasks(job_id=job_id):

@@ -33,13 +33,21 @@ from dataclasses import dataclass
 from itertools import islice
 
 from master import events as ev
-from master import reconciler, reports, scheduler, views
+from master import reconciler, reports, rollout, scheduler, views
 from master.errors import ApiProblem
 from master.liveness import Liveness
 from master.model import Outcome
 from master.settings import MasterSettings
-from master.state import FENCE_RESEND_SECONDS, ClusterState, Job, Node, Task, Unseen
-from schemas.api import JobInfo
+from master.state import (
+    ACTIVE_TASK_STATES,
+    FENCE_RESEND_SECONDS,
+    ClusterState,
+    Job,
+    Node,
+    Task,
+    Unseen,
+)
+from schemas.api import JobInfo, NodeInfo
 from schemas.job import JobSpec
 from schemas.messages import Heartbeat, JobEvent, NodeEvent, Payload, TaskStatus
 
@@ -56,6 +64,7 @@ log = logging.getLogger("corral.master")
 
 # Events that record what the master did; they change no job, so they settle nothing.
 _BOOKKEEPING = (ev.JobStateChanged, ev.TaskFenced, ev.RequestDone)
+_LIVE = ("ready", "suspect")
 # A node category in "why pending" reasons: "2 nodes have no assignment queue (...)".
 UNROUTABLE_REASON = "has no assignment queue (is `corral worker` consuming there?)"
 
@@ -162,6 +171,8 @@ class Controller:
 
     def task_status(self, status: TaskStatus, now: float) -> None:
         self._carry_out(reports.judge_status(self.state, status, now), now)
+        if status.state == "running":
+            self._judge_health(status.task_id, status.node_id, status.health, status.reason, now)
         self._settle(now)
 
     def heartbeat(self, beat: Heartbeat, now: float) -> None:
@@ -180,12 +191,135 @@ class Controller:
             self._commit(ev.NodeStateChanged(at=now, node_id=beat.node_id, state="ready"), now)
         for reported in beat.tasks:
             self._carry_out(reports.judge_reported(self.state, beat.node_id, reported, now), now)
+            if reported.state == "running" and reported.health:
+                self._judge_health(reported.task_id, beat.node_id, reported.health, "", now)
+        node = self.state.nodes[beat.node_id]
+        if beat.leaving and not node.leaving:
+            log.info("node %s is leaving the cluster: moving its tasks", beat.node_id)
+            self._commit(
+                ev.NodeScheduling(
+                    at=now, node_id=beat.node_id, cordoned=True, draining=True, leaving=True
+                ),
+                now,
+            )
+            self._drain(beat.node_id, now)
         self._settle(now)
 
+    def connection_closed(self, node_id: str, now: float) -> None:
+        """The broker says a worker's connection closed: its agent stopped or crashed, and
+        its host is most likely alive. A node heard from lately becomes `disconnected` and
+        keeps its tasks for the agent grace (`_judge_disconnected`); a node already silent
+        is left to liveness (its close is most likely the broker noticing the silence). A
+        node that announced it leaves, and has nothing left, is down at once."""
+        node = self.state.nodes.get(node_id)
+        if (
+            node is None
+            or node.state != "ready"
+            or now - node.last_seen >= self.settings.suspect_after
+        ):
+            return
+        if node.leaving and not node.task_ids:
+            change = ev.NodeStateChanged(
+                at=now, node_id=node_id, state="down", reason="left the cluster"
+            )
+        else:
+            change = ev.NodeStateChanged(
+                at=now,
+                node_id=node_id,
+                state="disconnected",
+                reason="its agent's broker connection closed",
+            )
+        self._commit(change, now)
+        self._settle(now)
+
+    def update(self, job_id: str, spec: JobSpec, now: float) -> JobInfo:
+        """Roll a running service out to `spec` (a new version), as its update policy says."""
+        job = self._job(job_id)
+        if spec.name != job_id:
+            raise ApiProblem(
+                "invalid", f"the spec's name is {spec.name!r}, not {job_id!r}", "spec.name"
+            )
+        if self.state.job_done(job):
+            raise ApiProblem("conflict", f"job {job_id!r} has ended; submit it again instead")
+        if job.spec.kind != "service" or spec.kind != "service":
+            raise ApiProblem(
+                "conflict",
+                f"only services are updated in place; job {job_id!r} is a batch job: cancel "
+                "it and submit the new spec",
+                "spec.kind",
+            )
+        if spec == job.spec:
+            return self._answer(job, now)
+        self._commit(
+            ev.JobUpdated(
+                at=now, job_id=job_id, spec=spec, version=job.version + 1, reason="update"
+            ),
+            now,
+        )
+        self._resize(job, now)
+        return self._answer(job, now)
+
+    def rollback(self, job_id: str, now: float) -> JobInfo:
+        """Roll a service back to the version before its current one (as a new version)."""
+        job = self._job(job_id)
+        if self.state.job_done(job):
+            raise ApiProblem("conflict", f"job {job_id!r} has ended; submit it again instead")
+        previous = rollout.previous_version(job)
+        if previous is None:
+            raise ApiProblem("conflict", f"job {job_id!r} has no earlier version to roll back to")
+        self._roll_back(job, previous, f"rollback to version {previous} on request", now)
+        return self._answer(job, now)
+
+    def purge(self, job_id: str, now: float) -> JobInfo:
+        """Forget an ended job now, and remove its containers."""
+        job = self._job(job_id)
+        if not self.state.job_done(job):
+            state = self.state.job_state(job)[0]
+            raise ApiProblem(
+                "conflict",
+                f"job {job_id!r} is still {state}: cancel it first (corral cancel {job_id})",
+            )
+        info = views.job_detail(self.state, job)
+        self._forget_job(job, "job purged", now)
+        self._settle(now)
+        return info
+
+    def set_schedule(self, node_id: str, action: str, now: float) -> NodeInfo:
+        """Cordon, uncordon or drain a node."""
+        node = self.state.nodes.get(node_id)
+        if node is None:
+            raise ApiProblem(
+                "not_found", f"no node named {node_id!r} (see `corral nodes`)", "node_id"
+            )
+        cordoned, draining = action != "uncordon", action == "drain"
+        if (node.cordoned, node.draining) != (cordoned, draining):
+            change = ev.NodeScheduling(
+                at=now, node_id=node_id, cordoned=cordoned, draining=draining, leaving=node.leaving
+            )
+            self._commit(change, now)
+        if draining:
+            self._drain(node_id, now)
+        self._settle(now)
+        return views.node_info(node)
+
+    def task_detail(self, task_id: str) -> JobInfo:
+        task = self.state.tasks.get(task_id)
+        if task is None:
+            raise ApiProblem("not_found", f"no task {task_id!r} (see `corral ps -a`)", "task_id")
+        return views.task_detail(self.state, self.state.jobs[task.job_id], task)
+
     def tick(self, now: float) -> None:
-        """Periodic: judge liveness, place tasks whose backoff has passed."""
+        """Periodic: judge liveness (disconnected nodes too), make tasks healthy that have
+        passed long enough, go on with drains, place tasks whose backoff has passed,
+        forget ended jobs past their time."""
         self._commit_all(self.liveness.check(self.state, now), now)
+        self._judge_disconnected(now)
+        self._mature(now)
+        for node in list(self.state.nodes.values()):
+            if node.draining:
+                self._drain(node.node_id, now)
         self._forget_down_nodes(now)
+        self._forget_expired_jobs(now)
         self._settle(now)
 
     def assignment_unroutable(self, task_id: str, now: float) -> None:
@@ -296,16 +430,14 @@ class Controller:
             self._touched[job_id] = None
 
     def _follow(self, event: ev.Event, task: Task | None, now: float) -> None:
-        if isinstance(event, ev.JobStateChanged):
+        if task is not None:
+            self._follow_task(event, task, now)
+        elif isinstance(event, ev.JobStateChanged):
             note = JobEvent(job_id=event.job_id, state=event.state, reason=event.reason)
             self.notifications.append(note)
         elif isinstance(event, ev.TaskFenced):
             log.info("fencing %s on %s: it is not meant to run there", event.task_id, event.node_id)
             self._send_stop(event.task_id, event.job_id, event.node_id, "fenced")
-        elif isinstance(event, ev.TaskAssigned) and task is not None and task.node_id:
-            self.commands.append(StartCommand(task.task_id, task.node_id))
-        elif isinstance(event, ev.TaskUpdated | ev.TaskUndelivered) and task and task.terminal:
-            self._commit_all(reconciler.after_task_ended(self.state, task, now), now)
         elif isinstance(event, ev.TaskCreated) and event.attempt > 0:
             self._collect_previous(event)
             self._forget_old_attempts(event, now)
@@ -320,6 +452,29 @@ class Controller:
             job = self.state.jobs[event.job_id]
             self._stop_tasks(self.state.live_tasks(job), "job failed", now)
 
+    def _follow_task(self, event: ev.Event, task: Task, now: float) -> None:
+        """What follows an event about an existing task (`task`, as it is now)."""
+        if isinstance(event, ev.TaskFenced):
+            log.info("fencing %s on %s: it is not meant to run there", event.task_id, event.node_id)
+            self._send_stop(event.task_id, event.job_id, event.node_id, "fenced")
+        elif isinstance(event, ev.TaskAssigned) and task.node_id:
+            self.commands.append(StartCommand(task.task_id, task.node_id))
+        elif isinstance(event, ev.TaskUpdated | ev.TaskUndelivered) and task.terminal:
+            job = self.state.jobs.get(task.job_id)
+            current = job is not None and job.slots[task.slot][-1] == task.task_id
+            if job is not None and current and rollout.failed_before_healthy(job, task):
+                self._rollout_failed(job, task, now)
+            self._commit_all(reconciler.after_task_ended(self.state, task, now), now)
+        elif isinstance(event, ev.TaskUpdated) and event.state == "running":
+            self._mature_one(task, now)
+        elif isinstance(event, ev.TaskHealth):
+            if event.health == "unhealthy" and task.state == "running":
+                self._replace_unhealthy(task, event.reason, now)
+            else:
+                self._mature_one(task, now)
+        elif isinstance(event, ev.TaskHealthy):
+            self._retire_slot(task, now)
+
     # -- settling an input --
 
     def _answer(self, job: Job, now: float) -> JobInfo:
@@ -330,6 +485,8 @@ class Controller:
         return info
 
     def _settle(self, now: float) -> None:
+        for job_id in list(self._touched):
+            self._advance_rollout(job_id, now)
         self._schedule(now)
         touched, self._touched = self._touched, {}
         for job_id in touched:
@@ -359,9 +516,21 @@ class Controller:
         state, what was kept about them)."""
         surplus = len(self.state.ended) - self.settings.keep_ended_jobs
         for job_id in list(islice(self.state.ended, max(surplus, 0))):
-            self._stop_leftovers(self.state.jobs[job_id], "job forgotten")
-            self._commit(ev.JobForgotten(at=now, job_id=job_id), now)
-            self._touched.pop(job_id, None)
+            self._forget_job(self.state.jobs[job_id], "job forgotten", now)
+
+    def _forget_expired_jobs(self, now: float) -> None:
+        """Forget the jobs that ended more than `ended_job_ttl` ago (oldest first)."""
+        horizon = now - self.settings.ended_job_ttl
+        while self.state.ended:
+            job = self.state.jobs[next(iter(self.state.ended))]
+            if job.ended_at is None or job.ended_at > horizon:
+                break
+            self._forget_job(job, "job expired", now)
+
+    def _forget_job(self, job: Job, reason: str, now: float) -> None:
+        self._stop_leftovers(job, reason)
+        self._commit(ev.JobForgotten(at=now, job_id=job.job_id), now)
+        self._touched.pop(job.job_id, None)
 
     def _forget_down_nodes(self, now: float) -> None:
         horizon = now - self.settings.forget_down_nodes_after
@@ -407,14 +576,158 @@ class Controller:
                 self._send_stop(task.task_id, task.job_id, node_id, reason)
 
     def _collect_previous(self, event: ev.TaskCreated) -> None:
-        """Remove the container of the attempt this one replaces (its logs go with it)."""
+        """Remove the container of the ended attempt that falls out of the slot's
+        `keep_containers` newest (its logs go with it)."""
         job = self.state.jobs[event.job_id]
         attempts = job.slots.get(event.slot, [])
-        if len(attempts) < 2:
+        index = len(attempts) - 2 - self.settings.keep_containers
+        if index < 0:
             return
-        previous = self.state.tasks[attempts[-2]]
-        if previous.node_id and previous.state in ("exited", "failed"):
-            self._send_stop(previous.task_id, previous.job_id, previous.node_id, "replaced")
+        old = self.state.tasks[attempts[index]]
+        if old.node_id and old.state in ("exited", "failed"):
+            self._send_stop(old.task_id, old.job_id, old.node_id, "replaced")
+
+    # -- health, rollouts, drains, disconnected nodes --
+
+    def _judge_health(
+        self, task_id: str, node_id: str, health: str, reason: str, now: float
+    ) -> None:
+        """A health verdict a worker reported for one of its running tasks."""
+        task = self.state.tasks.get(task_id)
+        if task is None or task.node_id != node_id or task.state != "running":
+            return
+        if health in ("starting", "healthy", "unhealthy") and health != task.health:
+            self._commit(ev.TaskHealth(at=now, task_id=task_id, health=health, reason=reason), now)
+
+    def _mature_one(self, task: Task, now: float) -> None:
+        job = self.state.jobs.get(task.job_id)
+        if job is None or task.passing_since is None or task.task_id not in self.state.maturing:
+            return
+        if now - task.passing_since >= job.spec_of(task).min_healthy:
+            self._commit(ev.TaskHealthy(at=now, task_id=task.task_id), now)
+
+    def _mature(self, now: float) -> None:
+        """Tasks that have passed for their job's min_healthy become healthy."""
+        for task in list(self.state.maturing.values()):
+            self._mature_one(task, now)
+
+    def _replace_unhealthy(self, task: Task, reason: str, now: float) -> None:
+        """An unhealthy task fails (its restart policy then replaces it) and is stopped."""
+        why = f"unhealthy: {reason}" if reason else "unhealthy: its health check failed"
+        node_id = task.node_id
+        self._commit(ev.TaskUpdated(at=now, task_id=task.task_id, state="failed", reason=why), now)
+        if node_id is not None:
+            self._send_stop(task.task_id, task.job_id, node_id, "unhealthy")
+
+    def _retire_slot(self, task: Task, now: float) -> None:
+        """The slot's current attempt is healthy: stop the attempts it replaced start-first."""
+        job = self.state.jobs.get(task.job_id)
+        attempts = job.slots.get(task.slot, []) if job is not None else []
+        if not attempts or attempts[-1] != task.task_id:
+            return
+        retiring = [self.state.tasks[t] for t in attempts[:-1] if self.state.tasks[t].retiring]
+        self._stop_tasks(
+            [t for t in retiring if not t.terminal], f"replaced by {task.task_id}", now
+        )
+
+    def _replace(self, job: Job, task: Task, *, start_first: bool, reason: str, now: float) -> None:
+        """A new attempt for the task's slot on the job's current version: started while the
+        task goes on running (start-first), or after it is stopped."""
+        if not task.terminal and (task.state == "pending" or not start_first):
+            self._stop_tasks([task], reason, now)
+        attempt = reconciler.new_attempt(
+            job,
+            task.slot,
+            task.attempt + 1,
+            now=now,
+            reason=reason,
+            retire=start_first and task.state in ("assigned", "running"),
+        )
+        self._commit(attempt, now)
+
+    def _advance_rollout(self, job_id: str, now: float) -> None:
+        job = self.state.jobs.get(job_id)
+        if job is None or job.rollout is None or not job.rollout.active:
+            return
+        decided = rollout.step(self.state, job, now)
+        start_first = job.spec.update.order == "start-first"
+        verb = "rolling back" if job.rollout.state == "rolling-back" else "updating"
+        reason = f"{verb} to version {job.version}"
+        for task in decided.replace:
+            self._replace(job, task, start_first=start_first, reason=reason, now=now)
+        if decided.ended is not None:
+            self._commit(decided.ended, now)
+
+    def _rollout_failed(self, job: Job, task: Task, now: float) -> None:
+        """A task of the version being rolled out failed before it was healthy."""
+        assert job.rollout is not None
+        why = f"task {task.task_id} {reconciler.failure_text(task)} before it was healthy"
+        if job.rollout.state == "rolling-back":
+            self._commit(
+                ev.RolloutEnded(at=now, job_id=job.job_id, state="failed", reason=why), now
+            )
+            return
+        self._roll_back(job, job.rollout.from_version, why, now, automatic=True)
+
+    def _roll_back(
+        self, job: Job, to: int, why: str, now: float, *, automatic: bool = False
+    ) -> None:
+        spec = job.versions[to].spec.model_copy(update={"replicas": job.replicas})
+        reason = f"rollback to version {to}" + (f": {why}" if automatic else "")
+        self._commit(
+            ev.JobUpdated(
+                at=now,
+                job_id=job.job_id,
+                spec=spec,
+                version=job.version + 1,
+                reason=reason if automatic else why,
+                rollback=True,
+                automatic=automatic,
+            ),
+            now,
+        )
+        self._resize(job, now)
+
+    def _resize(self, job: Job, now: float) -> None:
+        """After the spec changed: stop slots beyond its replicas, fill missing ones."""
+        surplus = [t for t in self.state.live_tasks(job) if t.slot >= job.replicas]
+        self._stop_tasks(surplus, f"scaled down to {job.replicas}", now)
+        self._commit_all(reconciler.fill_slots(self.state, job, now), now)
+
+    def _drain(self, node_id: str, now: float) -> None:
+        node = self.state.nodes.get(node_id)
+        reason = f"node {node_id} is {'leaving' if node and node.leaving else 'draining'}"
+        for task in rollout.to_drain(self.state, node_id):
+            job = self.state.jobs[task.job_id]
+            self._replace(job, task, start_first=True, reason=reason, now=now)
+
+    def _judge_disconnected(self, now: float) -> None:
+        """Tasks on nodes whose agent disconnected are lost once their grace has passed
+        (the job's agent_grace, else the master's); the node is down once the master's
+        grace has passed and it holds nothing."""
+        for node in list(self.state.nodes.values()):
+            if node.state != "disconnected":
+                continue
+            away = now - node.state_since
+            lost = []
+            for task in reports.tasks_on(self.state, node.node_id, ACTIVE_TASK_STATES):
+                job = self.state.jobs.get(task.job_id)
+                grace = job.spec_of(task).agent_grace if job is not None else None
+                grace = self.settings.agent_grace if grace is None else grace
+                if away >= grace:
+                    lost.append(task)
+            reason = (
+                f"node {node.node_id}'s agent has been disconnected for {away:.0f} s (agent grace)"
+            )
+            for task in lost:
+                self._commit(
+                    ev.TaskUpdated(at=now, task_id=task.task_id, state="lost", reason=reason), now
+                )
+            if away >= self.settings.agent_grace and not node.task_ids:
+                why = f"its agent did not come back within {self.settings.agent_grace:g} s"
+                self._commit(
+                    ev.NodeStateChanged(at=now, node_id=node.node_id, state="down", reason=why), now
+                )
 
     def _carry_out(self, verdict: reports.Verdict, now: float) -> None:
         if isinstance(verdict, reports.Fence):

@@ -67,6 +67,10 @@ class TaskCreated(Event):
     reason: str = ""
     failures: int = 0  # consecutive failures of the slot before this attempt
     undelivered: int = 0  # the slot's attempts lost undelivered in a row before this one
+    version: int = 1  # the job version it runs
+    # Start-first: the slot's previous attempt, if still active, keeps running (retiring)
+    # until this one is healthy.
+    retire: bool = False
 
 
 class TaskUnplaced(Event):
@@ -94,6 +98,55 @@ class TaskUpdated(Event):
     reason: str = ""
     container_id: str = ""
     retryable: bool = True
+
+
+class TaskHealth(Event):
+    """Docker's verdict on a running task's health check changed (reported by its worker)."""
+
+    kind: Literal["task.health"] = "task.health"
+    task_id: str
+    health: Literal["starting", "healthy", "unhealthy"]
+    reason: str = ""
+
+
+class TaskHealthy(Event):
+    """A task has been running (and passing its check) for its job's min_healthy."""
+
+    kind: Literal["task.healthy"] = "task.healthy"
+    task_id: str
+
+
+class JobUpdated(Event):
+    """A job rolls to a new version of its spec: an update, or a rollback (whose spec is
+    an older version's, under a new number)."""
+
+    kind: Literal["job.updated"] = "job.updated"
+    job_id: str
+    spec: JobSpec
+    version: int
+    reason: str = ""
+    rollback: bool = False
+    automatic: bool = False  # a rollback the master started because the update failed
+
+
+class RolloutEnded(Event):
+    """A job's rollout ended: "done", "rolled-back" or "failed"."""
+
+    kind: Literal["job.rollout"] = "job.rollout"
+    job_id: str
+    state: Literal["done", "rolled-back", "failed"]
+    reason: str = ""
+
+
+class NodeScheduling(Event):
+    """Whether a node takes new tasks (cordoned) and whether its tasks move away (draining;
+    leaving: its agent leaves the cluster, so batch tasks move too)."""
+
+    kind: Literal["node.scheduling"] = "node.scheduling"
+    node_id: str
+    cordoned: bool
+    draining: bool = False
+    leaving: bool = False
 
 
 class TaskUndelivered(Event):
@@ -198,6 +251,11 @@ AnyEvent = Annotated[
     | TaskUnplaced
     | TaskAssigned
     | TaskUpdated
+    | TaskHealth
+    | TaskHealthy
+    | JobUpdated
+    | RolloutEnded
+    | NodeScheduling
     | TaskUndelivered
     | TaskForgotten
     | TaskFenced

@@ -51,7 +51,8 @@ class Liveness:
         Nodes the journal names but this master never heard (`state.unseen`) are
         judged too, silent since they were last named (or since the grace)."""
         nodes: list[Node | Unseen] = [*state.nodes.values(), *state.unseen.values()]
-        live = [n for n in nodes if n.state != "down"]  # down: until a heartbeat
+        # down: until a heartbeat; disconnected: judged by its agent grace (the controller)
+        live = [n for n in nodes if n.state not in ("down", "disconnected")]
         by_id = {node.node_id: node for node in live}
         targets = {node.node_id: self._target(node, now) for node in live}
         changes = {

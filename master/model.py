@@ -9,11 +9,12 @@ state, a node's tasks by job and the host ports in use.
 
 from __future__ import annotations
 
-from collections import Counter, OrderedDict
+from collections import Counter, OrderedDict, deque
 from dataclasses import dataclass, field
 
-from schemas.api import ApiError
+from schemas.api import CRASH_LOOP_RESTARTS, ApiError
 from schemas.job import JobSpec
+from schemas.limits import MAX_JOB_EVENTS
 from schemas.messages import (
     TERMINAL_TASK_STATES,
     JobState,
@@ -68,10 +69,53 @@ class Task:
     # The slot's attempts lost undelivered in a row before this one (carried, like
     # `failures`, so that forgetting old attempts does not reset the backoff).
     undelivered_before: int = 0
+    version: int = 1  # the job version (spec) it runs
+    health: str = ""  # Docker's last verdict on its health check ("": none yet / no check)
+    # Since when it has been running and passing its check (None: not so now); it is
+    # `healthy` once that has lasted the job's min_healthy (a TaskHealthy event).
+    passing_since: float | None = None
+    healthy: bool = False
+    # Kept running after its slot got a newer attempt (start-first), until that one is
+    # healthy; then stopped.
+    retiring: bool = False
 
     @property
     def terminal(self) -> bool:
         return self.state in TERMINAL_TASK_STATES
+
+
+@dataclass
+class Version:
+    """One version of a job's spec."""
+
+    version: int
+    spec: JobSpec
+    at: float
+    reason: str = ""
+
+
+@dataclass
+class Rollout:
+    """A job's update (or rollback) to `to_version`: "updating" or "rolling-back" while it
+    runs, then "done", "rolled-back" (an update that failed and was undone) or "failed"."""
+
+    state: str
+    from_version: int
+    to_version: int
+    reason: str = ""
+    automatic: bool = False  # a rollback the master started because the update failed
+
+    @property
+    def active(self) -> bool:
+        return self.state in ("updating", "rolling-back")
+
+
+# One entry of a job's history: (when, task id or "", what happened).
+JobNote = tuple[float, str, str]
+
+
+def job_history() -> deque[JobNote]:
+    return deque(maxlen=MAX_JOB_EVENTS)
 
 
 @dataclass
@@ -93,11 +137,35 @@ class Job:
     # The same for the slots the job wants (slot < replicas), which its state follows.
     wanted: Counter[str] = field(default_factory=Counter)
     wanted_done: int = 0  # of those, the slots whose work is done (see `slot_done`)
+    wanted_healthy: int = 0  # of those, the slots whose task is running and healthy
+    # Of those, the slots crash-looping (see `crash_looping`).
+    wanted_looping: int = 0
+    version: int = 1  # the version its slots run or roll to (`spec` is its spec)
+    versions: dict[int, Version] = field(default_factory=dict)  # the kept ones, oldest first
+    rollout: Rollout | None = None
+    history: deque[JobNote] = field(default_factory=job_history)
+    ended_at: float | None = None
 
     @property
     def replicas(self) -> int:
         """The desired number of slots (`corral scale` changes the spec's count)."""
         return self.spec.replicas
+
+    def spec_of(self, task: Task) -> JobSpec:
+        """The spec `task` runs: its version's (the current one if that was dropped)."""
+        if task.version == self.version:
+            return self.spec
+        kept = self.versions.get(task.version)
+        return kept.spec if kept is not None else self.spec
+
+    def note(self, at: float, task_id: str, text: str) -> None:
+        self.history.append((at, task_id, text))
+
+
+def crash_looping(task: Task) -> bool:
+    """Whether a slot whose current attempt is `task` is crash-looping: its attempts
+    failed CRASH_LOOP_RESTARTS times in a row, and this one is not healthy (yet)."""
+    return task.failures >= CRASH_LOOP_RESTARTS and not task.healthy
 
 
 def slot_done(spec: JobSpec, task: Task) -> bool:
@@ -129,6 +197,11 @@ class Node:
     # No new tasks before this time, and why (e.g. its assignments came back unroutable).
     held_until: float = 0.0
     held_reason: str = ""
+    state_since: float = 0.0  # when it entered its state
+    state_reason: str = ""
+    cordoned: bool = False  # no new tasks (corral cordon / drain)
+    draining: bool = False  # its tasks move elsewhere, start-first (corral drain)
+    leaving: bool = False  # its agent announced it leaves the cluster: drain all, batch too
 
     @property
     def used_cpu(self) -> float:
@@ -166,6 +239,11 @@ class Unseen:
     held_reason: str = ""
     held_boot: str = ""  # the agent the hold is for ("": any)
     task_ids: set[str] = field(default_factory=set)
+    state_since: float = 0.0
+    state_reason: str = ""
+    cordoned: bool = False
+    draining: bool = False
+    leaving: bool = False
 
 
 @dataclass(frozen=True)

@@ -44,7 +44,7 @@ def send(
             job_id=task.job_id,
             slot=task.slot,
             node_id=command.node_id,
-            spec=state.jobs[task.job_id].spec,
+            spec=state.jobs[task.job_id].spec_of(task),
         )
         on_returned = unroutable(task.task_id)
     elif isinstance(command, StopCommand):

@@ -41,7 +41,7 @@ def failures_after(job: Job, task: Task) -> int:
     if not task.terminal or task.state in ("lost", "stopped"):
         return task.failures
     ran = (task.updated_at - task.started_at) if task.started_at is not None else 0.0
-    if ran >= HEALTHY_RUN_SECONDS and job.spec.kind == "service":
+    if (task.healthy or ran >= HEALTHY_RUN_SECONDS) and job.spec.kind == "service":
         return 0
     if task.state == "failed" or task.exit_code != 0 or job.spec.kind == "service":
         return task.failures + 1
@@ -73,7 +73,7 @@ def _succeeded(task: Task) -> bool:
     return task.state == "exited" and task.exit_code == 0
 
 
-def _failure_text(task: Task) -> str:
+def failure_text(task: Task) -> str:
     if task.state == "failed":
         return task.reason or "failed to start"
     detail = f" ({task.reason})" if task.reason else ""  # e.g. out of memory (limit 64Mi)
@@ -100,7 +100,7 @@ def after_task_ended(state: ClusterState, task: Task, now: float) -> list[ev.Eve
         reason = f"{_describe(task)}; gave up after {failures - 1} retries"
         return [ev.JobFailed(at=now, job_id=job.job_id, reason=reason)]
     delay = restart_delay(job.spec.restart, failures)
-    reason = f"restarting after {task.task_id} {_failure_text(task)}"
+    reason = f"restarting after {task.task_id} {failure_text(task)}"
     return [
         new_attempt(
             job, task.slot, task.attempt + 1, now=now, delay=delay, reason=reason, failures=failures
@@ -132,7 +132,7 @@ def _replacement(state: ClusterState, job: Job, task: Task, failures: int, now: 
 
 
 def _describe(task: Task) -> str:
-    return f"task {task.task_id} {_failure_text(task)}"
+    return f"task {task.task_id} {failure_text(task)}"
 
 
 def new_attempt(
@@ -145,6 +145,7 @@ def new_attempt(
     reason: str = "",
     failures: int = 0,
     undelivered: int = 0,
+    retire: bool = False,
 ) -> ev.TaskCreated:
     if delay:
         reason = f"{reason} (in {delay:g} s)" if reason else f"waiting {delay:g} s"
@@ -158,6 +159,8 @@ def new_attempt(
         reason=reason,
         failures=failures,
         undelivered=undelivered,
+        version=job.version,
+        retire=retire,
     )
 
 

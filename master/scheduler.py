@@ -49,6 +49,8 @@ def rejection(spec: JobSpec, node: Node, now: float) -> str | None:
         return f"is {node.state}"
     if node.held_until > now:
         return node.held_reason or "is held"
+    if node.cordoned:
+        return "is draining" if node.draining else "is cordoned"
     if not _constraints_met(spec, node):
         return "does not match the constraints " + ", ".join(spec.constraints)
     if node.free_cpu + 1e-9 < spec.cpu:

@@ -19,15 +19,16 @@ JSON, with a `format` number; `load` refuses a format it does not know.
 from __future__ import annotations
 
 import json
+from collections import deque
 from typing import Any
 
-from master.model import Job, Node, Outcome, Task, Unseen
+from master.model import Job, Node, Outcome, Rollout, Task, Unseen, Version, job_history
 from master.state import ClusterState
 from schemas.api import ApiError
 from schemas.job import JobSpec
 from schemas.messages import Resources, RunningTask
 
-FORMAT = 1
+FORMAT = 2
 
 
 class SnapshotError(ValueError):
@@ -77,6 +78,18 @@ def _restore(document: dict[str, Any], state: ClusterState) -> ClusterState:
             cancelled=record["cancelled"],
             failed_reason=record["failed_reason"],
             slots={int(slot): list(attempts) for slot, attempts in record["slots"]},
+            version=record["version"],
+            versions={
+                int(v["version"]): Version(
+                    int(v["version"]), JobSpec.model_validate(v["spec"]), v["at"], v["reason"]
+                )
+                for v in record["versions"]
+            },
+            rollout=Rollout(**record["rollout"]) if record["rollout"] is not None else None,
+            ended_at=record["ended_at"],
+        )
+        job.history = deque(
+            (tuple(note) for note in record["history"]), maxlen=job_history().maxlen
         )
         state.jobs[job.job_id] = job
     for record in document["tasks"]:
@@ -92,6 +105,7 @@ def _restore(document: dict[str, Any], state: ClusterState) -> ClusterState:
             [RunningTask.model_validate(task) for task in record["reported"]],
             held_until=record["held_until"],
             held_reason=record["held_reason"],
+            **_schedule(record),
         )
     for record in document["unseen"]:
         state.unseen[record["node_id"]] = Unseen(
@@ -101,6 +115,7 @@ def _restore(document: dict[str, Any], state: ClusterState) -> ClusterState:
             record["held_until"],
             record["held_reason"],
             record["held_boot"],
+            **_schedule(record),
         )
     state.ended = dict.fromkeys(document["ended"])
     state.forgotten = dict.fromkeys(document["forgotten"])
@@ -128,7 +143,27 @@ def _job(job: Job) -> dict[str, Any]:
         "cancelled": job.cancelled,
         "failed_reason": job.failed_reason,
         "slots": [[slot, attempts] for slot, attempts in job.slots.items()],
+        "version": job.version,
+        "versions": [
+            {
+                "version": v.version,
+                "spec": v.spec.model_dump(mode="json"),
+                "at": v.at,
+                "reason": v.reason,
+            }
+            for v in job.versions.values()
+        ],
+        "rollout": vars(job.rollout) if job.rollout is not None else None,
+        "history": [list(note) for note in job.history],
+        "ended_at": job.ended_at,
     }
+
+
+_SCHEDULE_FIELDS = ("state_since", "state_reason", "cordoned", "draining", "leaving")
+
+
+def _schedule(record: dict[str, Any]) -> dict[str, Any]:
+    return {name: record[name] for name in _SCHEDULE_FIELDS}
 
 
 def _node(node: Node) -> dict[str, Any]:
@@ -142,6 +177,7 @@ def _node(node: Node) -> dict[str, Any]:
         "reported": [task.model_dump(mode="json") for task in node.reported],
         "held_until": node.held_until,
         "held_reason": node.held_reason,
+        **{name: getattr(node, name) for name in _SCHEDULE_FIELDS},
     }
 
 
@@ -153,6 +189,7 @@ def _unseen(record: Unseen) -> dict[str, Any]:
         "held_until": record.held_until,
         "held_reason": record.held_reason,
         "held_boot": record.held_boot,
+        **{name: getattr(record, name) for name in _SCHEDULE_FIELDS},
     }
 
 

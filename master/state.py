@@ -46,13 +46,17 @@ from master.model import (
     Node,
     Outcome,
     RequestMemory,
+    Rollout,
     Task,
     Unseen,
+    Version,
+    crash_looping,
     millicpus,
     slot_done,
     task_id_for,
 )
 from schemas.api import ApiError
+from schemas.limits import MAX_VERSIONS_KEPT
 from schemas.messages import JobState
 
 __all__ = [
@@ -108,6 +112,9 @@ class ClusterState:
         self.nodes: dict[str, Node] = {}
         self.unseen: dict[str, Unseen] = {}
         self.pending: dict[str, Task] = {}
+        # Running tasks passing their check (or without one) but not yet healthy: the
+        # controller makes each healthy once it has passed for its job's min_healthy.
+        self.maturing: dict[str, Task] = {}
         self.ended: dict[str, None] = {}  # job ids, in the order the jobs ended
         # Ids of jobs forgotten lately (bounded): a container of one that turns up
         # running is still the master's to stop.
@@ -138,28 +145,35 @@ class ClusterState:
             submission=event.submission,
             generation=generation,
         )
+        job.versions[1] = Version(1, event.spec, event.at, "submitted")
+        job.note(event.at, "", f"submitted: {event.spec.replicas} x {event.spec.image}")
         self.jobs[event.job_id] = job
         self.forgotten.pop(event.job_id, None)
-        self._check_ended(job)  # a batch job of 0 replicas has nothing to do
+        self._check_ended(job, event.at)  # a batch job of 0 replicas has nothing to do
 
     @_handles(ev.JobScaled)
     def _job_scaled(self, event: ev.JobScaled) -> None:
         if job := self.jobs.get(event.job_id):
             job.spec = job.spec.model_copy(update={"replicas": event.replicas})
+            if current := job.versions.get(job.version):
+                current.spec = job.spec
+            job.note(event.at, "", f"scaled to {event.replicas}")
             self._recount(job)
-            self._check_ended(job)
+            self._check_ended(job, event.at)
 
     @_handles(ev.JobCancelled)
     def _job_cancelled(self, event: ev.JobCancelled) -> None:
         if job := self.jobs.get(event.job_id):
             job.cancelled = True
-            self._check_ended(job)
+            job.note(event.at, "", "cancelled")
+            self._check_ended(job, event.at)
 
     @_handles(ev.JobFailed)
     def _job_failed(self, event: ev.JobFailed) -> None:
         if job := self.jobs.get(event.job_id):
             job.failed_reason = event.reason
-            self._check_ended(job)
+            job.note(event.at, "", f"failed: {event.reason}")
+            self._check_ended(job, event.at)
 
     @_handles(ev.JobForgotten)
     def _job_forgotten(self, event: ev.JobForgotten) -> None:
@@ -173,6 +187,50 @@ class ClusterState:
     def _job_state_changed(self, event: ev.JobStateChanged) -> None:
         if job := self.jobs.get(event.job_id):
             job.announced = event.state
+            job.note(
+                event.at, "", f"job {event.state}" + (f": {event.reason}" if event.reason else "")
+            )
+
+    @_handles(ev.JobUpdated)
+    def _job_updated(self, event: ev.JobUpdated) -> None:
+        job = self.jobs.get(event.job_id)
+        if job is None or event.version <= job.version:
+            return
+        rollout = Rollout(
+            "rolling-back" if event.rollback else "updating",
+            job.version,
+            event.version,
+            event.reason,
+            automatic=event.automatic,
+        )
+        job.versions[event.version] = Version(event.version, event.spec, event.at, event.reason)
+        job.spec, job.version, job.rollout = event.spec, event.version, rollout
+        self._trim_versions(job)
+        verb = "rolling back" if event.rollback else "updating"
+        job.note(event.at, "", f"{verb} to version {event.version}: {event.reason}".rstrip(": "))
+        self._recount(job)
+        self._check_ended(job, event.at)
+
+    def _trim_versions(self, job: Job) -> None:
+        """Keep MAX_VERSIONS_KEPT versions, and any version one of its tasks still runs."""
+        if len(job.versions) <= MAX_VERSIONS_KEPT:
+            return
+        in_use = {self.tasks[t].version for attempts in job.slots.values() for t in attempts}
+        for version in list(job.versions):
+            if len(job.versions) <= MAX_VERSIONS_KEPT:
+                break
+            if version != job.version and version not in in_use:
+                del job.versions[version]
+
+    @_handles(ev.RolloutEnded)
+    def _rollout_ended(self, event: ev.RolloutEnded) -> None:
+        job = self.jobs.get(event.job_id)
+        if job is None or job.rollout is None:
+            return
+        job.rollout.state, job.rollout.reason = event.state, event.reason
+        job.note(
+            event.at, "", f"rollout {event.state}" + (f": {event.reason}" if event.reason else "")
+        )
 
     @_handles(ev.TaskCreated)
     def _task_created(self, event: ev.TaskCreated) -> None:
@@ -181,7 +239,10 @@ class ClusterState:
             return
         attempts = job.slots.setdefault(event.slot, [])
         if attempts:  # the previous attempt is no longer the slot's current one
-            self._tally(job, self.tasks[attempts[-1]], -1)
+            previous = self.tasks[attempts[-1]]
+            self._tally(job, previous, -1)
+            if event.retire and previous.state in ACTIVE_TASK_STATES:
+                previous.retiring = True
         task = Task(
             task_id=event.task_id,
             job_id=event.job_id,
@@ -193,13 +254,20 @@ class ClusterState:
             updated_at=event.at,
             failures=event.failures,
             undelivered_before=event.undelivered,
+            version=event.version,
+        )
+        job.note(
+            event.at,
+            task.task_id,
+            f"created (slot {event.slot}, version {event.version})"
+            + (f": {event.reason}" if event.reason else ""),
         )
         self.tasks[task.task_id] = task
         attempts.append(task.task_id)
         self.pending[task.task_id] = task
         self._tally(job, task, +1)
         self.placeable_version += 1
-        self._check_ended(job)
+        self._check_ended(job, event.at)
 
     @_handles(ev.TaskUnplaced)
     def _task_unplaced(self, event: ev.TaskUnplaced) -> None:
@@ -220,6 +288,7 @@ class ClusterState:
         task.updated_at = event.at
         if job is not None:
             self._tally(job, task, +1)
+            job.note(event.at, task.task_id, f"assigned to node {event.node_id}")
         del self.pending[task.task_id]
         self._bind(task)
 
@@ -237,14 +306,69 @@ class ClusterState:
         task.retryable = event.retryable
         task.container_id = event.container_id or task.container_id
         task.updated_at = event.at
+        owner = self.jobs.get(task.job_id)
         if event.state == "running" and task.started_at is None:
             task.started_at = event.at
+            checked = owner is not None and owner.spec_of(task).health is not None
+            if not checked or task.health == "healthy":
+                self._passing(task, event.at)
+        if task.terminal:  # `healthy` stays: it was healthy (a crash loop had ended)
+            task.passing_since = None
+            self.maturing.pop(task.task_id, None)
+            task.retiring = False
+        if owner is not None:
+            owner.note(event.at, task.task_id, _task_text(event))
         if job is not None:
             self._tally(job, task, +1)
-            self._check_ended(job)
+            self._check_ended(job, event.at)
         self.pending.pop(task.task_id, None)
         if task.terminal:
             self._unbind(task)
+
+    @_handles(ev.TaskHealth)
+    def _task_health(self, event: ev.TaskHealth) -> None:
+        task = self.tasks.get(event.task_id)
+        if task is None or task.terminal or task.health == event.health:
+            return
+        job = self._current_job(task)
+        if job is not None:
+            self._tally(job, task, -1)
+        task.health = event.health
+        if event.health == "healthy":
+            if task.state == "running":
+                self._passing(task, event.at)
+        else:
+            self._not_passing(task)
+        if job is not None:
+            self._tally(job, task, +1)
+        if owner := self.jobs.get(task.job_id):
+            detail = f" ({event.reason})" if event.reason else ""
+            owner.note(event.at, task.task_id, f"health check: {event.health}{detail}")
+
+    @_handles(ev.TaskHealthy)
+    def _task_healthy(self, event: ev.TaskHealthy) -> None:
+        task = self.maturing.pop(event.task_id, None)
+        if task is None:
+            return
+        job = self._current_job(task)
+        if job is not None:
+            self._tally(job, task, -1)
+        task.healthy = True
+        if job is not None:
+            self._tally(job, task, +1)
+        if owner := self.jobs.get(task.job_id):
+            owner.note(event.at, task.task_id, "healthy")
+
+    def _passing(self, task: Task, at: float) -> None:
+        if task.passing_since is None:
+            task.passing_since = at
+            self.maturing[task.task_id] = task
+
+    def _not_passing(self, task: Task) -> None:
+        """(The caller untallies and retallies the task around this.)"""
+        task.passing_since = None
+        task.healthy = False
+        self.maturing.pop(task.task_id, None)
 
     @_handles(ev.TaskUndelivered)
     def _task_undelivered(self, event: ev.TaskUndelivered) -> None:
@@ -269,6 +393,7 @@ class ClusterState:
         task.updated_at = event.at
         if job is not None:
             self._tally(job, task, +1)
+            job.note(event.at, task.task_id, f"lost: {task.reason}")
         self._unbind(task)
 
     @_handles(ev.TaskForgotten)
@@ -283,6 +408,7 @@ class ClusterState:
         attempts.remove(task.task_id)
         del self.tasks[task.task_id]
         self.fenced.pop(task.task_id, None)
+        self.maturing.pop(task.task_id, None)
 
     @_handles(ev.TaskFenced)
     def _task_fenced(self, event: ev.TaskFenced) -> None:
@@ -331,7 +457,13 @@ class ClusterState:
             event.boot_id,
             event.at,
             list(event.tasks),
+            # Since a state change the journal holds (0: none, it has been ready since it joined).
+            state_since=record.state_since if record is not None else 0.0,
         )
+        if record is not None:
+            node.state_reason = record.state_reason
+            node.cordoned, node.draining = record.cordoned, record.draining
+            node.leaving = record.leaving
         self.nodes[event.node_id] = node
         self.placeable_version += 1
         if record is None:
@@ -352,13 +484,24 @@ class ClusterState:
 
     @_handles(ev.NodeStateChanged)
     def _node_state_changed(self, event: ev.NodeStateChanged) -> None:
-        node = self.nodes.get(event.node_id)
+        node: Node | Unseen | None = self.nodes.get(event.node_id)
         if node is None:
-            self._unseen(event.node_id, event.at).state = event.state
-        elif node.state != event.state:
-            node.state = event.state
-            if event.state == "ready":
-                self.placeable_version += 1
+            node = self._unseen(event.node_id, event.at)
+        elif node.state != event.state and event.state == "ready":
+            self.placeable_version += 1
+        if node.state != event.state:
+            node.state_since = event.at
+        node.state = event.state
+        node.state_reason = event.reason
+
+    @_handles(ev.NodeScheduling)
+    def _node_scheduling(self, event: ev.NodeScheduling) -> None:
+        node: Node | Unseen | None = self.nodes.get(event.node_id)
+        if node is None:
+            node = self._unseen(event.node_id, event.at)
+        if node.cordoned and not event.cordoned:
+            self.placeable_version += 1
+        node.cordoned, node.draining, node.leaving = event.cordoned, event.draining, event.leaving
 
     # -- indexes --
 
@@ -376,19 +519,26 @@ class ClusterState:
             _add(job.wanted, task.state, sign)
             if slot_done(job.spec, task):
                 job.wanted_done += sign
+            if task.healthy and task.state == "running":
+                job.wanted_healthy += sign
+            if crash_looping(task):
+                job.wanted_looping += sign
 
     def _recount(self, job: Job) -> None:
         job.task_counts.clear()
         job.wanted.clear()
-        job.wanted_done = 0
+        job.wanted_done = job.wanted_healthy = job.wanted_looping = 0
         for attempts in job.slots.values():
             self._tally(job, self.tasks[attempts[-1]], +1)
 
-    def _check_ended(self, job: Job) -> None:
+    def _check_ended(self, job: Job, at: float) -> None:
         if self.job_done(job):
-            self.ended.setdefault(job.job_id)
+            if job.job_id not in self.ended:
+                self.ended[job.job_id] = None
+                job.ended_at = at
         else:
             self.ended.pop(job.job_id, None)
+            job.ended_at = None
 
     def _drop_job(self, job: Job) -> None:
         for attempts in job.slots.values():
@@ -397,6 +547,7 @@ class ClusterState:
                 self._unbind(task)
                 self.pending.pop(task_id, None)
                 self.fenced.pop(task_id, None)
+                self.maturing.pop(task_id, None)
         del self.jobs[job.job_id]
         self.ended.pop(job.job_id, None)
 
@@ -417,11 +568,12 @@ class ClusterState:
             return
         if task.task_id in node.task_ids:
             return
+        spec = job.spec_of(task)
         node.task_ids.add(task.task_id)
-        node.used_millicpus += millicpus(job.spec.cpu)
-        node.used_memory += job.spec.memory
+        node.used_millicpus += millicpus(spec.cpu)
+        node.used_memory += spec.memory
         _add(node.job_counts, job.job_id, +1)
-        for port in job.spec.ports:
+        for port in spec.ports:
             _add(node.ports, (port.host, port.protocol), +1)
 
     def _unbind(self, task: Task) -> None:
@@ -431,11 +583,12 @@ class ClusterState:
             record.task_ids.discard(task.task_id)
         if node is None or job is None or task.task_id not in node.task_ids:
             return
+        spec = job.spec_of(task)
         node.task_ids.discard(task.task_id)
-        node.used_millicpus -= millicpus(job.spec.cpu)
-        node.used_memory -= job.spec.memory
+        node.used_millicpus -= millicpus(spec.cpu)
+        node.used_memory -= spec.memory
         _add(node.job_counts, job.job_id, -1)
-        for port in job.spec.ports:
+        for port in spec.ports:
             _add(node.ports, (port.host, port.protocol), -1)
         self.placeable_version += 1
 
@@ -445,6 +598,11 @@ class ClusterState:
         restored from a snapshot; `ended`, `forgotten`, `fenced` and `requests` are
         records (their order is history), not indexes."""
         self.pending = {t.task_id: t for t in self.tasks.values() if t.state == "pending"}
+        self.maturing = {
+            t.task_id: t
+            for t in self.tasks.values()
+            if t.state == "running" and t.passing_since is not None and not t.healthy
+        }
         for job in self.jobs.values():
             self._recount(job)
         for node in self.nodes.values():
@@ -470,7 +628,8 @@ class ClusterState:
         is left out. `placeable_version` is never compared.
         """
         found: list[str] = []
-        for name in ("jobs", "tasks", "pending", "ended", "forgotten", "fenced", "unseen"):
+        names = ("jobs", "tasks", "pending", "maturing", "ended", "forgotten", "fenced", "unseen")
+        for name in names:
             found += _compare(name, getattr(self, name), getattr(other, name), ordered=True)
         if soft:
             found += _compare("nodes", self.nodes, other.nodes, ordered=True)
@@ -514,10 +673,31 @@ class ClusterState:
             return "running", "scaled to 0 replicas"
         if job.wanted_done == job.replicas:
             return "complete", ""
-        waiting = job.wanted["pending"] + job.wanted["assigned"]
-        if job.wanted["running"] and (job.spec.kind == "batch" or not waiting):
+        if job.spec.kind == "batch":
+            if job.wanted["running"]:
+                return "running", ""
+            return "pending", self._crash_loop(job) or self._pending_reason(job)
+        if job.wanted_healthy + job.wanted_done >= job.replicas:
             return "running", ""
-        return "pending", self._pending_reason(job)
+        if job.wanted["running"]:
+            healthy = f"{job.wanted_healthy}/{job.replicas} healthy"
+            looping = self._crash_loop(job)
+            return "degraded", f"{healthy}; {looping}" if looping else healthy
+        return "pending", self._crash_loop(job) or self._pending_reason(job)
+
+    def _crash_loop(self, job: Job) -> str:
+        """Why the job's first crash-looping slot loops, or "" if none does."""
+        if not job.wanted_looping:
+            return ""
+        for slot in range(job.replicas):
+            attempts = job.slots.get(slot)
+            task = self.tasks[attempts[-1]] if attempts else None
+            if task is None or not crash_looping(task):
+                continue
+            last = self.tasks[attempts[-2]] if attempts and len(attempts) > 1 else None
+            what = f"; last {_ended_text(last)}" if last is not None and last.terminal else ""
+            return f"crash loop: slot {slot} failed {task.failures} times in a row{what}"
+        return ""
 
     def _pending_reason(self, job: Job) -> str:
         if not job.wanted["pending"]:
@@ -528,6 +708,20 @@ class ClusterState:
             if task is not None and task.state == "pending" and task.reason:
                 return task.reason
         return ""
+
+
+def _ended_text(task: Task) -> str:
+    if task.state == "failed":
+        return f"failed: {task.reason}" if task.reason else "failed"
+    detail = f" ({task.reason})" if task.reason else ""
+    return f"exited with code {task.exit_code}{detail}"
+
+
+def _task_text(event: ev.TaskUpdated) -> str:
+    text: str = event.state
+    if event.exit_code is not None:
+        text += f" with code {event.exit_code}"
+    return f"{text}: {event.reason}" if event.reason else text
 
 
 def _compare(

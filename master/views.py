@@ -12,8 +12,9 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 
 from master.model import Job, Node, Task
+from master.rollout import equivalent_versions
 from master.state import ClusterState
-from schemas.api import JobInfo, NodeInfo, TaskInfo
+from schemas.api import EventInfo, JobInfo, NodeInfo, RolloutInfo, TaskInfo, VersionInfo
 from schemas.limits import PAGE_BYTES
 from schemas.messages import Resources
 
@@ -39,6 +40,12 @@ def task_info(task: Task) -> TaskInfo:
         exit_code=task.exit_code,
         reason=task.reason,
         updated_at=timestamp(task.updated_at),
+        started_at=timestamp(task.started_at) if task.started_at is not None else None,
+        version=task.version,
+        health=task.health,  # type: ignore[arg-type]
+        healthy=task.healthy and task.state == "running",
+        restarts=task.failures,
+        retiring=task.retiring,
     )
 
 
@@ -51,6 +58,9 @@ def node_info(node: Node) -> NodeInfo:
         labels=node.labels,
         tasks=len(node.task_ids),
         last_seen=timestamp(node.last_seen),
+        reason=node.state_reason,
+        cordoned=node.cordoned,
+        draining=node.draining,
     )
 
 
@@ -64,6 +74,61 @@ def job_summary(state: ClusterState, job: Job) -> JobInfo:
         spec=job.spec,
         submitted_at=timestamp(job.submitted_at),
         task_counts=dict(sorted(job.task_counts.items())),
+        version=job.version,
+        healthy=job.wanted_healthy,
+        rollout=_rollout_info(state, job),
+        ended_at=timestamp(job.ended_at) if job.ended_at is not None else None,
+    )
+
+
+def _rollout_info(state: ClusterState, job: Job) -> RolloutInfo | None:
+    rollout = job.rollout
+    if rollout is None:
+        return None
+    done = 0
+    if rollout.active:  # O(replicas): only while it runs
+        target = equivalent_versions(job)
+        for slot in range(job.replicas):
+            attempts = job.slots.get(slot)
+            task = state.tasks[attempts[-1]] if attempts else None
+            if task is not None and task.version in target and task.healthy:
+                done += 1
+    else:
+        done = job.replicas if rollout.state == "done" else 0
+    return RolloutInfo(
+        state=rollout.state,
+        from_version=rollout.from_version,
+        to_version=rollout.to_version,
+        done=done,
+        total=job.replicas,
+        reason=rollout.reason,
+    )
+
+
+def _history(job: Job, task_id: str | None = None) -> list[EventInfo]:
+    return [
+        EventInfo(at=timestamp(at), task_id=about or None, text=text)
+        for at, about, text in job.history
+        if task_id is None or about == task_id
+    ]
+
+
+def _versions(job: Job) -> list[VersionInfo]:
+    return [
+        VersionInfo(version=v.version, spec=v.spec, created_at=timestamp(v.at), reason=v.reason)
+        for v in job.versions.values()
+    ]
+
+
+def task_detail(state: ClusterState, job: Job, task: Task) -> JobInfo:
+    """The job with only `task`, the version it runs and its events (`corral inspect TASK`)."""
+    versions = [v for v in _versions(job) if v.version == task.version]
+    return job_summary(state, job).model_copy(
+        update={
+            "tasks": [task_info(task)],
+            "versions": versions,
+            "events": _history(job, task.task_id),
+        }
     )
 
 
@@ -83,7 +148,9 @@ def job_detail(state: ClusterState, job: Job, budget: int = PAGE_BYTES) -> JobIn
     Tasks are chosen current attempts first and listed by (slot, attempt); the
     ones left out are counted in `tasks_omitted` (`api.tasks` pages through all).
     """
-    summary = job_summary(state, job)
+    summary = job_summary(state, job).model_copy(
+        update={"versions": _versions(job), "events": _history(job)}
+    )
     room = budget - json_size(summary)
     chosen: list[TaskInfo] = []
     total = sum(len(attempts) for attempts in job.slots.values())

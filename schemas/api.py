@@ -51,6 +51,9 @@ from schemas.messages import (
     TaskState,
 )
 
+# A slot whose attempts failed this many times in a row, never healthy in between, is
+# crash-looping: its job's reason says so and `run --wait` gives up.
+CRASH_LOOP_RESTARTS = 2
 # The most masters an api.masters / api.status reply lists (a group is a handful).
 MAX_MASTERS = 64
 # The most distinct reasons an api.status reply gives for pending tasks.

@@ -151,7 +151,7 @@ def test_a_failing_batch_task_is_retried_then_fails_the_job() -> None:
     master.drain()
     report(master, "web-0-0", "exited", 2.0, code=1)
     commands, _ = master.drain()
-    assert stops(commands) == {"web-0-0": ("a", "replaced")}
+    assert stops(commands) == {}  # its container stays for its logs (keep_containers)
     assert starts(commands) == {}  # it waits for its backoff
     master.heartbeat(heartbeat("a", seq=1), 2.9)
     master.tick(2.9)
@@ -205,6 +205,8 @@ def test_a_returning_node_is_fenced_once_per_interval() -> None:
     commands, notifications = master.drain()
     assert stops(commands) == {"web-0-0": ("a", "fenced")}
     assert NodeEvent(node_id="a", state="ready") in notifications
+    master.tick(11.0)  # web-0-1 has been healthy for min_healthy: the job runs again
+    assert job_events(master.drain()[1]) == [("running", "")]
     for now in (11.0, 12.0, 13.0, 14.0):
         master.heartbeat(heartbeat("b", seq=int(now), tasks=[running("web-0-1")]), now)
         master.heartbeat(back, now)

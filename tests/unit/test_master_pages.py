@@ -167,7 +167,7 @@ def test_a_job_reply_keeps_current_attempts_first_and_counts_the_rest() -> None:
         for slot in range(3):
             cluster.update(f"web-{slot}-{attempt - 1}", "lost")
             cluster.attempt("web", slot, attempt)
-    small = len(views.job_summary(cluster.state, job).model_dump_json()) + 5 * 260
+    small = len(views.job_detail(cluster.state, job, budget=0).model_dump_json()) + 5 * 260
     info = views.job_detail(cluster.state, job, budget=small)
     current = {(slot, 5) for slot in range(3)}
     assert current <= {(t.slot, t.attempt) for t in info.tasks}

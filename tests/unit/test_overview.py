@@ -109,6 +109,7 @@ def test_jobs_by_state() -> None:
     c.job(job_spec("web", kind="service"))
     c.assign("web-0-0", "a")
     c.update("web-0-0", "running")
+    c.apply(ev.TaskHealthy(at=NOW, task_id="web-0-0"))
     c.job(job_spec("once"))
     c.assign("once-0-0", "a")
     c.update("once-0-0", "exited", 0)

@@ -145,15 +145,18 @@ def test_cancelled_job(kind: str) -> None:
     assert cluster.job_state("web") == ("cancelled", "")
 
 
-def test_service_runs_only_when_every_replica_runs() -> None:
+def test_service_runs_only_when_every_replica_is_healthy() -> None:
     cluster = two_nodes()
     cluster.job(job_spec(kind="service", replicas=2))
+    assert cluster.job_state("web")[0] == "pending"
     cluster.assign("web-0-0", "a")
     cluster.update("web-0-0", "running")
-    assert cluster.job_state("web")[0] == "pending"
+    assert cluster.job_state("web") == ("degraded", "0/2 healthy")
+    cluster.apply(ev.TaskHealthy(at=1.0, task_id="web-0-0"))
+    assert cluster.job_state("web") == ("degraded", "1/2 healthy")
     cluster.assign("web-1-0", "b")
-    assert cluster.job_state("web")[0] == "pending"
     cluster.update("web-1-0", "running")
+    cluster.apply(ev.TaskHealthy(at=1.0, task_id="web-1-0"))
     assert cluster.job_state("web") == ("running", "")
 
 
