@@ -628,9 +628,9 @@ class ClusterState:
         is left out. `placeable_version` is never compared.
         """
         found: list[str] = []
-        names = ("jobs", "tasks", "pending", "maturing", "ended", "forgotten", "fenced", "unseen")
-        for name in names:
+        for name in ("jobs", "tasks", "pending", "ended", "forgotten", "fenced", "unseen"):
             found += _compare(name, getattr(self, name), getattr(other, name), ordered=True)
+        found += _compare("maturing", self.maturing, other.maturing, ordered=False)
         if soft:
             found += _compare("nodes", self.nodes, other.nodes, ordered=True)
         else:
