@@ -12,7 +12,7 @@ hypothesis-drawn list of steps is always a valid run.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Literal
 
 from master import events as ev
 from master import snapshot
@@ -20,7 +20,16 @@ from master.api import Api
 from master.controller import Controller, StartCommand, StopCommand
 from master.settings import MasterSettings
 from master.state import ClusterState
-from schemas.api import CancelJob, ScaleJob, SubmitJob
+from schemas.api import (
+    CancelJob,
+    PurgeJob,
+    RollbackJob,
+    ScaleJob,
+    SetNodeSchedule,
+    SubmitJob,
+    UpdateJob,
+)
+from schemas.job import UpdatePolicy
 from schemas.messages import Heartbeat, Payload, Resources, TaskStatus
 from tests.unit.factories import GiB, job_spec, running
 
@@ -32,6 +41,8 @@ SETTINGS = MasterSettings(
     forget_down_nodes_after=5,
     unroutable_hold=2,
     takeover_grace=3,
+    agent_grace=2,
+    keep_containers=0,
 )
 NAMES = ("web", "batch", "db")
 NODES = ("n0", "n1", "n2")
@@ -59,6 +70,12 @@ STEPS = (
     "reboot",
     "unroutable",
     "snapshot",
+    "update",
+    "rollback",
+    "health",
+    "schedule",
+    "close",
+    "purge",
 )
 Step = tuple[str, int, int]
 
@@ -110,17 +127,58 @@ class Leader:
         self.requests.append((message_id, request))
         self._request(request, message_id)
 
-    def submit(self, a: int, b: int) -> None:
-        name = NAMES[a % len(NAMES)]
-        spec = job_spec(
+    def _spec(self, name: str, a: int, b: int, **fields: Any) -> Any:
+        return job_spec(
             name,
             kind="batch" if b % 2 else "service",
             replicas=(a // 3) % 4,
             cpu=0.5 if name != "db" else 1.5,
             ports=["5432:5432"] if name == "db" else [],
             restart={"max_retries": 1, "backoff_initial": 0.5, "backoff_max": 2},
+            **fields,
         )
-        self._send(SubmitJob(spec=spec))
+
+    def submit(self, a: int, b: int) -> None:
+        self._send(SubmitJob(spec=self._spec(NAMES[a % len(NAMES)], a, b)))
+
+    def update(self, a: int, b: int) -> None:
+        """A service's new version: another env, start-first or stop-first by `b`."""
+        job = self.controller.state.jobs.get(NAMES[a % len(NAMES)])
+        if job is None:
+            return
+        order: Literal["stop-first", "start-first"] = "start-first" if b % 2 else "stop-first"
+        policy = UpdatePolicy(order=order, parallelism=1 + b % 2)
+        spec = job.spec.model_copy(update={"env": {"V": str(b)}, "update": policy})
+        self._send(UpdateJob(job_id=job.job_id, spec=spec))
+
+    def rollback(self, a: int, b: int) -> None:
+        self._send(RollbackJob(job_id=NAMES[a % len(NAMES)]))
+
+    def purge(self, a: int, b: int) -> None:
+        self._send(PurgeJob(job_id=NAMES[a % len(NAMES)]))
+
+    def schedule(self, a: int, b: int) -> None:
+        action: Literal["cordon", "uncordon", "drain"] = ("cordon", "uncordon", "drain")[b % 3]
+        self.api.answer(
+            SetNodeSchedule(node_id=NODES[a % len(NODES)], action=action),
+            message_id="",
+            now=self.now,
+            token="",
+        )
+
+    def health(self, a: int, b: int) -> None:
+        """Docker's verdict on a running container's health check."""
+        task_id = self._pick(self.running, a)
+        if task_id is None or self.running[task_id][0] in self.silent:
+            return
+        verdict = ("starting", "healthy", "unhealthy")[b % 3]
+        self._status(task_id, self.running[task_id][0], "running", health=verdict)
+
+    def close(self, a: int, b: int) -> None:
+        """A node's agent stops (its connection closes); it is silent until `silence`."""
+        node_id = NODES[a % len(NODES)]
+        self.silent.add(node_id)
+        self.controller.connection_closed(node_id, self.now)
 
     def redeliver(self, a: int, b: int) -> None:
         if self.requests:

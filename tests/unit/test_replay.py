@@ -75,6 +75,28 @@ SCRIPTED: list[Step] = [
     ("start", 0, 0),
     ("snapshot", 0, 0),
     ("tick", 0, 0),
+    ("silence", 1, 0),  # n1 back
+    ("reboot", 1, 0),
+    *[("tick", 0, 0)] * 4,
+    ("start", 0, 0),
+    ("health", 0, 1),  # healthy
+    *[("tick", 0, 0)] * 3,  # web's tasks healthy after min_healthy
+    ("update", 0, 1),  # web: start-first, 2 at a time
+    ("start", 0, 0),
+    ("start", 0, 0),
+    *[("tick", 0, 0)] * 4,  # the new version healthy: the rollout is done
+    ("snapshot", 0, 0),
+    ("rollback", 0, 0),
+    ("schedule", 0, 2),  # drain n0
+    ("start", 0, 0),
+    ("start", 0, 0),
+    ("health", 0, 2),  # unhealthy: replaced
+    ("close", 2, 0),  # n2's agent stops
+    *[("tick", 0, 0)] * 6,  # past the agent grace
+    ("snapshot", 0, 0),
+    ("cancel", 0, 0),
+    ("purge", 0, 0),
+    ("tick", 0, 0),
 ]
 
 
@@ -169,9 +191,14 @@ def test_a_scripted_run_reaches_every_journaled_event_and_fails_over() -> None:
         ev.RequestDone,
         ev.NodeStateChanged,
         ev.NodeForgotten,
+        ev.TaskHealth,
+        ev.TaskHealthy,
+        ev.JobUpdated,
+        ev.RolloutEnded,
+        ev.NodeScheduling,
     }
     assert journaled - kinds == set()
-    assert len(leader.snapshots) == 5
+    assert len(leader.snapshots) == 7
     check_failover(leader)
 
 
