@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from master import events as ev
 from master.state import ClusterState, Job, Task, task_id_for
+from schemas.api import CRASH_LOOP_RESTARTS
 from schemas.job import RestartPolicy
 
 # A task that ran at least this long resets its slot's backoff (as a crash loop has ended).
@@ -101,6 +102,8 @@ def after_task_ended(state: ClusterState, task: Task, now: float) -> list[ev.Eve
         return [ev.JobFailed(at=now, job_id=job.job_id, reason=reason)]
     delay = restart_delay(job.spec.restart, failures)
     reason = f"restarting after {task.task_id} {failure_text(task)}"
+    if job.spec.kind == "service" and failures >= CRASH_LOOP_RESTARTS:
+        reason = f"crash loop ({failures} failures in a row): {reason}"
     return [
         new_attempt(
             job, task.slot, task.attempt + 1, now=now, delay=delay, reason=reason, failures=failures

@@ -7,11 +7,13 @@ Threads:
   end stops (`worker.stops`);
 - three bounded pools make the blocking Docker calls, so that no kind of
   work can starve another: `start_threads` threads create and start
-  containers, `stop_threads` threads send signals and remove containers
-  (never waiting out a grace period), and `log_streams` threads stream logs
-  (`worker.logs`). Results come back through `bus.call_threadsafe`; the bus
-  thread never blocks on Docker, so heartbeats go on whatever the pools do;
-- one thread follows Docker's event stream (container started / died).
+  containers, `stop_threads` threads make the short calls (send signals,
+  remove containers, never waiting out a grace period; read why a health
+  check failed), and `log_streams` threads stream logs (`worker.logs`).
+  Results come back through `bus.call_threadsafe`; the bus thread never
+  blocks on Docker, so heartbeats go on whatever the pools do;
+- one thread follows Docker's event stream (container started / died /
+  judged healthy or unhealthy by its health check).
 
 Assignments are acked only once the container exists (or failed to start), so
 a crash loses nothing: the broker redelivers and `DockerRuntime.start` finds
@@ -21,9 +23,17 @@ SIGTERM is sent. Which assignments are carried out at all is decided by
 heard announced on `corral.control`; a refused one is dead-lettered and, at a
 bounded rate, reported as a `CommandRefused` event (key `refused.<node>`).
 
+Health checks are Docker's own (`worker.health`). Each change of verdict of a
+running task is published as a `TaskStatus` that is still "running", with
+`health` set (for "unhealthy", `reason` quotes the last check's output); the
+heartbeat lists each task's current verdict.
+
 On start the agent adopts the containers it already runs. Stopping the agent
 leaves its containers running, and so does having no master at all: the
-agent keeps heartbeating until one comes back.
+agent keeps heartbeating until one comes back. Leaving the cluster is explicit
+(`leave_on_terminate`, see `serve`): the agent then says `leaving` in every
+heartbeat, refuses new tasks, and waits until the master has moved its tasks
+away and stopped them here; after `leave_timeout` it stops what remains itself.
 """
 
 from __future__ import annotations
@@ -39,12 +49,14 @@ import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from types import FrameType
 from typing import Literal
 
 from bus import Bus, Delivery, topology
 from schemas.envelope import Message
 from schemas.limits import MAX_NODE_TASKS
 from schemas.messages import (
+    Health,
     Heartbeat,
     LeaderAnnounced,
     LogsRequest,
@@ -66,6 +78,14 @@ log = logging.getLogger("corral.worker")
 
 ReportedState = Literal["running", "exited", "failed", "stopped"]
 _ORDER: dict[str, int] = {"running": 1, "exited": 2, "failed": 2, "stopped": 3}
+
+# How often the bus thread looks whether a signal asked it to leave the cluster.
+LEAVE_POLL = 0.2
+# Grace (SIGTERM to SIGKILL) of the containers a leave that timed out stops itself; the
+# agent does not know their jobs' grace.
+LEAVE_STOP_GRACE = 10.0
+# How long after that the agent waits for the removals before it exits anyway.
+LEAVE_STOP_SLACK = 10.0
 
 
 @dataclass
@@ -103,16 +123,25 @@ class WorkerAgent:
         self.containers: dict[str, ContainerInfo] = {}
         self._busy: dict[str, _Pending] = {}  # task id -> start or SIGTERM under way
         self._reported: dict[str, str] = {}  # task id -> last state published
+        self._health: dict[str, Health] = {}  # task id -> last health published
+        self._early_health: dict[str, Health] = {}  # verdicts that came before the start result
+        self.leaving = False  # announced in every heartbeat once set
+        self._evicting = False  # the leave timed out: stopping what is left
+        self._end = threading.Event()  # run's `stop`: set to end it
         self._pools = (
             ThreadPoolExecutor(settings.start_threads, thread_name_prefix="start"),
             ThreadPoolExecutor(settings.stop_threads, thread_name_prefix="stop"),
             ThreadPoolExecutor(settings.log_streams, thread_name_prefix="logs"),
         )
-        self._starts, stops, logs = self._pools
+        self._starts, self._short_calls, logs = self._pools
 
         self.bus = Bus(settings.amqp_url, name=f"worker:{self.node_id}")
         self.stopper = Stopper(
-            self.bus, self.runtime, stops, signalled=self._signalled, removed=self._stopped
+            self.bus,
+            self.runtime,
+            self._short_calls,
+            signalled=self._signalled,
+            removed=self._stopped,
         )
         self.logs = LogStreamer(
             self.bus, self.runtime, self.node_id, logs, limit=settings.log_streams
@@ -128,10 +157,18 @@ class WorkerAgent:
         self.bus.every(settings.heartbeat_interval, self._beat)
         self.bus.every(settings.log_keepalive, self.logs.keepalive)
 
-    def run(self, stop: threading.Event) -> None:
-        """Serve until `stop` is set. Raises RuntimeUnavailable if Docker does not answer."""
+    def run(self, stop: threading.Event, leave: threading.Event | None = None) -> None:
+        """Serve until `stop` is set, or, once `leave` is set, until this node has left the
+        cluster: until it runs no container (the master stopped them all), or, at most
+        `leave_timeout` s later, once it has stopped the remaining ones itself (bounded by
+        LEAVE_STOP_GRACE + LEAVE_STOP_SLACK s more). Raises RuntimeUnavailable if Docker
+        does not answer. Timers (hence the leave's) wait while the broker is unreachable;
+        `stop` always works."""
+        self._end = stop
         self.runtime.ping()
         self._adopt()
+        if leave is not None:
+            self.bus.every(LEAVE_POLL, functools.partial(self._leave_if_asked, leave))
         events = threading.Thread(
             target=self._follow_events, args=(stop,), name="docker-events", daemon=True
         )
@@ -151,7 +188,20 @@ class WorkerAgent:
             for pool in self._pools:
                 pool.shutdown(wait=False, cancel_futures=True)
             events.join(timeout=3)
+            self._log_end()
+
+    def _log_end(self) -> None:
+        running = len(self._running())
+        if not self.leaving:
             log.info("worker %s stopped; its containers keep running", self.node_id)
+        elif running:
+            log.warning(
+                "worker %s stopped before it could leave: %d container(s) keep running",
+                self.node_id,
+                running,
+            )
+        else:
+            log.info("worker %s left the cluster", self.node_id)
 
     # -- start-up --
 
@@ -170,9 +220,12 @@ class WorkerAgent:
 
     # -- heartbeat --
 
+    def _running(self) -> list[ContainerInfo]:
+        return [c for c in self.containers.values() if c.state == "running"]
+
     def _beat(self) -> None:
         self.seq += 1
-        running = [c for c in self.containers.values() if c.state == "running"]
+        running = self._running()
         beat = Heartbeat(
             node_id=self.node_id,
             boot_id=self.boot_id,
@@ -185,6 +238,7 @@ class WorkerAgent:
             labels=self.settings.labels,
             tasks=self._listed(running),
             max_epoch=self.max_epoch,
+            leaving=self.leaving,
         )
         self.bus.publish(topology.HEARTBEAT_EXCHANGE, "", beat, transient=True)
 
@@ -201,6 +255,7 @@ class WorkerAgent:
                 state="running" if c.state == "running" else "exited",
                 cpu=c.cpu,
                 memory=c.memory,
+                health=c.health,
             )
             for c in listed[:MAX_NODE_TASKS]
         ]
@@ -254,6 +309,11 @@ class WorkerAgent:
             self._report_container(existing)
             delivery.ack()
             return
+        if self.leaving:  # the master had not heard yet: it places the task elsewhere
+            reason = f"node {self.node_id} is leaving the cluster"
+            self._report(command.task_id, command.job_id, "failed", reason=reason)
+            delivery.ack()
+            return
         self._busy[command.task_id] = _Pending([delivery])
         self._starts.submit(self._start_in_pool, command, epoch)
 
@@ -269,6 +329,7 @@ class WorkerAgent:
 
     def _started(self, command: StartTask, result: ContainerInfo | StartError) -> None:
         pending = self._busy.pop(command.task_id, _Pending())
+        early_health = self._early_health.pop(command.task_id, None)
         if isinstance(result, StartError):
             log.warning("task %s failed to start: %s", command.task_id, result.reason)
             self._report(
@@ -280,10 +341,15 @@ class WorkerAgent:
             )
         else:
             if self._reported.get(command.task_id) == "exited":  # its die event came first
-                result = dataclasses.replace(result, state="exited")
+                result = dataclasses.replace(result, state="exited", health="")
+            elif early_health is not None:  # so did a health event
+                result = dataclasses.replace(result, health=early_health)
             self.containers[command.task_id] = result
             self._report_container(result)
+            if self._evicting:
+                self._evict(result)
         pending.settle()
+        self._check_left()
 
     def _stop(self, command: StopTask, delivery: Delivery) -> None:
         if self.stopper.stop(command):
@@ -299,6 +365,8 @@ class WorkerAgent:
         if info is not None and self._reported.get(command.task_id) == "running":
             self._report(command.task_id, command.job_id, "stopped", reason=command.reason)
         self._reported.pop(command.task_id, None)
+        self._health.pop(command.task_id, None)
+        self._check_left()
 
     # -- control --
 
@@ -319,10 +387,17 @@ class WorkerAgent:
             if event.kind == "exited":
                 self.stopper.exited(event.task_id)  # no need to wait out the grace
             return  # the stop itself reports
+        if event.kind == "health":
+            self._on_health(event)
+            return
         info = self.containers.get(event.task_id)
         if info is not None:
             self.containers[event.task_id] = dataclasses.replace(
-                info, state=event.kind, exit_code=event.exit_code, reason=event.reason
+                info,
+                state=event.kind,
+                exit_code=event.exit_code,
+                reason=event.reason,
+                health=info.health if event.kind == "running" else "",
             )
         self._report(
             event.task_id,
@@ -332,17 +407,66 @@ class WorkerAgent:
             reason=event.reason,
             container_id=event.container_id,
         )
+        self._check_left()
+
+    def _on_health(self, event: RuntimeEvent) -> None:
+        """Docker's new verdict on a task's health check: kept for the heartbeat and
+        published, unless the container has ended (its health no longer matters)."""
+        info = self.containers.get(event.task_id)
+        if info is None:
+            if event.task_id in self._busy:  # its start result is on its way
+                self._early_health[event.task_id] = event.health
+            return
+        if info.state != "running" or info.container_id != event.container_id:
+            return
+        info = dataclasses.replace(info, health=event.health)
+        self.containers[event.task_id] = info
+        self._report_container(info)
 
     def _report_container(self, info: ContainerInfo) -> None:
-        if info.state != "created":
-            self._report(
-                info.task_id,
-                info.job_id,
-                info.state,
-                exit_code=info.exit_code,
-                reason=info.reason,
-                container_id=info.container_id,
-            )
+        if info.state == "created":
+            return
+        if info.health == "unhealthy" and self._health.get(info.task_id) != "unhealthy":
+            self._short_calls.submit(self._read_health_reason, info)  # reported with it
+            return
+        self._report(
+            info.task_id,
+            info.job_id,
+            info.state,
+            health=info.health,
+            exit_code=info.exit_code,
+            reason=info.reason,
+            container_id=info.container_id,
+        )
+
+    def _read_health_reason(self, info: ContainerInfo) -> None:
+        """Stop pool: read why the check failed (an inspect), then publish on the bus thread."""
+        try:
+            reason = self.runtime.health_reason(info.container_id)
+        except Exception as exc:  # the verdict still goes out, with less said
+            log.warning("reading the health of task %s failed: %s", info.task_id, exc)
+            reason = "health check failed"
+        self.bus.call_threadsafe(functools.partial(self._report_unhealthy, info, reason))
+
+    def _report_unhealthy(self, info: ContainerInfo, reason: str) -> None:
+        current = self.containers.get(info.task_id)
+        if (
+            current is None
+            or current.container_id != info.container_id
+            or current.state != "running"
+            or current.health != "unhealthy"  # it recovered meanwhile
+            or info.task_id in self.stopper
+        ):
+            return
+        log.info("task %s is unhealthy: %s", info.task_id, reason)
+        self._report(
+            info.task_id,
+            info.job_id,
+            "running",
+            health="unhealthy",
+            reason=reason,
+            container_id=info.container_id,
+        )
 
     def _report(
         self,
@@ -350,16 +474,26 @@ class WorkerAgent:
         job_id: str,
         state: ReportedState,
         *,
+        health: Health | None = None,
         exit_code: int | None = None,
         reason: str = "",
         container_id: str = "",
         retryable: bool = True,
     ) -> None:
-        """Publish a task's state, never going backwards (a late 'running' after 'exited')."""
+        """Publish a task's state, never going backwards (a late 'running' after 'exited').
+        A running task is published again, still "running", each time its `health`
+        changes (None: as last published); an ended one has no health."""
         last = self._reported.get(task_id)
-        if last is not None and _ORDER[state] <= _ORDER[last]:
+        published = self._health.get(task_id, "")
+        if state != "running":
+            health = ""
+        elif health is None:
+            health = published
+        changed_health = state == last == "running" and health != published
+        if last is not None and _ORDER[state] <= _ORDER[last] and not changed_health:
             return
         self._reported[task_id] = state
+        self._health[task_id] = health
         status = TaskStatus(
             task_id=task_id,
             job_id=job_id,
@@ -369,10 +503,71 @@ class WorkerAgent:
             reason=reason,
             container_id=container_id,
             retryable=retryable,
+            health=health,
         )
         self.bus.publish(
             topology.STATUS_EXCHANGE, topology.task_key(job_id, task_id, state), status
         )
+
+    # -- leaving the cluster --
+
+    def _leave_if_asked(self, leave: threading.Event) -> None:
+        if leave.is_set() and not self.leaving:
+            self._leave()
+
+    def _leave(self) -> None:
+        """Announce the leave (a heartbeat now, and every one after), then wait for the
+        master to move this node's tasks: it starts them elsewhere and stops them here."""
+        self.leaving = True
+        log.info(
+            "leaving the cluster: waiting for the master to move %d task(s) (at most %g s)",
+            len(self._running()),
+            self.settings.leave_timeout,
+        )
+        self._beat()
+        self.bus.call_later(self.settings.leave_timeout, self._leave_timed_out)
+        self._check_left()
+
+    def _check_left(self) -> None:
+        """End `run` once a leaving node runs no container and no start or stop is under way."""
+        if not self.leaving or self._end.is_set():
+            return
+        if self._busy or len(self.stopper) or self._running():
+            return
+        log.info("no task runs here any more: leaving")
+        self._end.set()
+
+    def _leave_timed_out(self) -> None:
+        if self._end.is_set():
+            return
+        left = list(self.containers.values())
+        log.warning(
+            "leave timed out after %g s: stopping the %d container(s) still here "
+            "(SIGKILL after %g s)",
+            self.settings.leave_timeout,
+            len(left),
+            LEAVE_STOP_GRACE,
+        )
+        self._evicting = True
+        for info in left:
+            self._evict(info)
+        self.bus.call_later(LEAVE_STOP_GRACE + LEAVE_STOP_SLACK, self._give_up_leaving)
+        self._check_left()
+
+    def _evict(self, info: ContainerInfo) -> None:
+        command = StopTask(
+            task_id=info.task_id,
+            job_id=info.job_id,
+            node_id=self.node_id,
+            reason=f"node {self.node_id} left the cluster before the task was moved",
+            grace=LEAVE_STOP_GRACE,
+        )
+        self.stopper.stop(command)
+
+    def _give_up_leaving(self) -> None:
+        if not self._end.is_set():
+            log.warning("containers are still being stopped; leaving anyway")
+            self._end.set()
 
     # -- logs --
 
@@ -383,9 +578,21 @@ class WorkerAgent:
 
 
 def serve(settings: WorkerSettings, stop: threading.Event | None = None) -> None:
-    """Run a worker until SIGTERM/SIGINT (or `stop` is set)."""
+    """Run a worker until SIGTERM/SIGINT (or `stop` is set); its containers keep running.
+
+    With `settings.leave_on_terminate` the first signal makes the node leave the
+    cluster instead (see `WorkerAgent.run`), and a second one stops it at once."""
     stop = stop or threading.Event()
+    leave = threading.Event() if settings.leave_on_terminate else None
+
+    def on_signal(_signum: int, _frame: FrameType | None) -> None:
+        # Only flags here: the bus thread looks at them between I/O waits.
+        if leave is not None and not leave.is_set():
+            leave.set()
+        else:
+            stop.set()
+
     if threading.current_thread() is threading.main_thread():
         for signum in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(signum, lambda *_: stop.set())
-    WorkerAgent(settings).run(stop)
+            signal.signal(signum, on_signal)
+    WorkerAgent(settings).run(stop, leave)

@@ -5,7 +5,8 @@ with `container_info` and `EventDecoder`; the agent only ever sees these.
 Each container Corral runs is named `corral-<task_id>` and labelled
 `corral.managed`, `corral.node`, `corral.task`, `corral.job`, `corral.slot`,
 `corral.epoch`, `corral.cpu` and `corral.memory`; labels are the only state the
-runtime keeps, so a restarted agent finds its containers again.
+runtime keeps, so a restarted agent finds its containers again. Health checks are
+Docker's own (`worker.health`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from schemas.job import format_size
+from schemas.messages import Health
+from worker.health import HEALTH_EVENT, container_health, health_event
 
 LABEL_PREFIX = "corral."
 MANAGED = f"{LABEL_PREFIX}managed"
@@ -42,7 +45,9 @@ StopOutcome = Literal["signalled", "removed", "gone"]
 @dataclass(frozen=True)
 class ContainerInfo:
     """One Corral container as the engine reports it. `exit_code` is set only when exited;
-    `reason` says why it exited when the exit code does not (see `exit_reason`)."""
+    `reason` says why it exited when the exit code does not (see `exit_reason`);
+    `health` is Docker's verdict on a running container's check ("" if it has none,
+    and always once it has ended)."""
 
     task_id: str
     job_id: str
@@ -53,19 +58,26 @@ class ContainerInfo:
     memory: int
     epoch: int
     reason: str = ""
+    health: Health = ""
 
 
 @dataclass(frozen=True)
 class RuntimeEvent:
-    """A container of this node started ("running") or ended ("exited", with its exit code
-    and, when the engine tells more, a `reason`: see `exit_reason`)."""
+    """A container of this node started ("running"), ended ("exited", with its exit code
+    and, when the engine tells more, a `reason`: see `exit_reason`), or was judged by its
+    health check ("health", with the verdict in `health`)."""
 
     task_id: str
     job_id: str
     container_id: str
-    kind: Literal["running", "exited"]
+    kind: Literal["running", "exited", "health"]
     exit_code: int | None
     reason: str = ""
+    health: Health = ""
+
+
+# The engine's event actions the runtime asks for (an `event` filter).
+EVENT_ACTIONS = ("start", "die", "oom", HEALTH_EVENT)
 
 
 class RuntimeUnavailable(Exception):
@@ -101,7 +113,8 @@ def exit_reason(exit_code: int | None, *, oom_killed: bool, memory: int) -> str:
 
 def container_info(attrs: dict[str, Any], container_id: str) -> ContainerInfo:
     """A container's state from its engine attributes: a full inspect, or a sparse list
-    entry (whose `State` is a plain string and which carries no exit code)."""
+    entry (whose `State` is a plain string, which carries no exit code and whose health
+    is read from its `Status` text)."""
     labels: dict[str, str] = (attrs.get("Config") or {}).get("Labels") or attrs.get("Labels") or {}
     state = attrs.get("State")
     details: dict[str, Any] = state if isinstance(state, dict) else {"Status": state}
@@ -123,6 +136,7 @@ def container_info(attrs: dict[str, Any], container_id: str) -> ContainerInfo:
         memory=memory,
         epoch=_int(labels.get(EPOCH)),
         reason=exit_reason(exit_code, oom_killed=oom_killed, memory=memory),
+        health=container_health(attrs) if status == "running" else "",
     )
 
 
@@ -134,19 +148,24 @@ class EventDecoder:
     An event already decoded (same time, container and action) is skipped. The engine
     reports an OOM kill as an `oom` event before the container's `die` (whose own
     attributes do not say), so the containers that had one are remembered until they die.
+    A change of health is the action `health_status: <verdict>`; the engine sends one
+    per change.
     """
 
     seen: set[tuple[int, str, str]] = field(default_factory=set)
     oom_killed: set[str] = field(default_factory=set)
 
     def decode(self, raw: dict[str, Any]) -> RuntimeEvent | None:
-        """The Corral event in one engine event, or None if it is not a start or die of a
-        task container (an `oom` is only noted), or if it was decoded before."""
-        action = raw.get("Action", raw.get("status", ""))
+        """The Corral event in one engine event, or None if it is not a start, die or
+        health verdict of a task container (an `oom` is only noted), or if it was
+        decoded before."""
+        action = str(raw.get("Action", raw.get("status", "")))
         actor = raw.get("Actor") or {}
         attributes: dict[str, str] = actor.get("Attributes") or {}
-        key = (int(raw.get("timeNano", 0)), str(actor.get("ID", "")), str(action))
-        if key in self.seen or action not in ("start", "die", "oom") or TASK not in attributes:
+        key = (int(raw.get("timeNano", 0)), str(actor.get("ID", "")), action)
+        health = health_event(action)
+        wanted = action in ("start", "die", "oom") or health is not None
+        if key in self.seen or not wanted or TASK not in attributes:
             return None
         self.seen.add(key)
         container_id = key[1]
@@ -154,6 +173,8 @@ class EventDecoder:
             self.oom_killed.add(container_id)
             return None
         task_id, job_id = attributes[TASK], attributes.get(JOB, "")
+        if health is not None:
+            return RuntimeEvent(task_id, job_id, container_id, "health", None, health=health)
         if action == "start":
             return RuntimeEvent(task_id, job_id, container_id, "running", exit_code=None)
         exit_code = _int(attributes.get("exitCode"), -1)

@@ -29,6 +29,7 @@ from schemas.messages import StartTask
 from worker.containers import (
     CPU,
     EPOCH,
+    EVENT_ACTIONS,
     JOB,
     MANAGED,
     MEMORY,
@@ -43,6 +44,7 @@ from worker.containers import (
     StopOutcome,
     container_info,
 )
+from worker.health import configured_health, docker_healthcheck, unhealthy_reason
 
 __all__ = [
     "ContainerInfo",
@@ -228,9 +230,21 @@ class DockerRuntime:
             except NotFound:
                 raise KeyError(task_id) from None
 
+    def health_reason(self, container_id: str) -> str:
+        """Why the container's health check judged it unhealthy, quoting the last check's
+        output (`worker.health.unhealthy_reason`); one inspect. Raises `KeyError` if
+        there is no such container, `RuntimeUnavailable` if the engine fails."""
+        with _engine_errors(f"inspecting container {container_id} failed"):
+            try:
+                attrs = self._client.api.inspect_container(container_id)
+            except NotFound:
+                raise KeyError(container_id) from None
+        return unhealthy_reason((attrs.get("State") or {}).get("Health") or {})
+
     def events(self, stop: threading.Event) -> Iterator[RuntimeEvent]:
-        """Yield start/exit events of this node's containers until `stop` is set. An exit
-        the kernel's OOM killer caused carries the reason `out of memory (limit 64Mi)`.
+        """Yield start, exit and health events of this node's containers until `stop` is
+        set. An exit the kernel's OOM killer caused carries the reason `out of memory
+        (limit 64Mi)`; a health event carries Docker's new verdict.
 
         Blocks between events; returns within about a second of `stop` being set. The
         engine is read in windows of at most a second, each overlapping the last by a
@@ -269,12 +283,13 @@ class DockerRuntime:
         """Events from `since` (inclusive, replayed from the engine's buffer) until the engine
         closes the stream at `until`; events `decoder` has seen already are skipped."""
         # `oom` comes before the `die` of a container the kernel killed at its memory limit.
-        actions = ["start", "die", "oom"]
+        # `health_status` matches the actions `health_status: <verdict>` (a prefix match
+        # the engine makes for that value alone).
         stream = self._client.events(
             since=since,
             until=until,
             decode=True,
-            filters={"type": "container", "label": self._filters, "event": actions},
+            filters={"type": "container", "label": self._filters, "event": list(EVENT_ACTIONS)},
         )
         try:
             for raw in stream:
@@ -329,6 +344,11 @@ class DockerRuntime:
             "detach": True,
             "init": False,
         }
+        # Without a check in the spec the image's own HEALTHCHECK is switched off: health
+        # is the job's business (a task without a check is healthy once it has run).
+        kwargs["healthcheck"] = (
+            docker_healthcheck(spec.health) if spec.health is not None else {"test": ["NONE"]}
+        )
         try:
             return self._client.containers.create(spec.image, spec.command, **kwargs)
         except ImageNotFound as error:
@@ -362,8 +382,14 @@ class DockerRuntime:
             self._remove(container)
             raise
         # Started means running; if it has already ended, its die event says so next.
-        # (No inspect here: it would add a round trip to every start.)
-        return dataclasses.replace(self._info(container), state="running", exit_code=None)
+        # (No inspect here: it would add a round trip to every start.) A check starts
+        # as "starting"; Docker sends an event when its verdict changes.
+        return dataclasses.replace(
+            self._info(container),
+            state="running",
+            exit_code=None,
+            health=configured_health(container.attrs),
+        )
 
     def _remove(self, container: Container) -> None:
         try:

@@ -31,3 +31,9 @@ class WorkerSettings(BaseModel):
     log_keepalive: Annotated[float, Field(gt=0)] = 2.0
     # Added to every container this worker creates (tests use it to tag a run).
     container_labels: Labels = Field(default_factory=dict)
+    # SIGTERM/SIGINT makes the node leave the cluster (for machines being retired): the
+    # master moves its tasks away, then the agent exits. Without it a signal stops only
+    # the agent, and its containers keep running.
+    leave_on_terminate: bool = False
+    # Seconds a leave waits for the master before the agent stops its containers itself.
+    leave_timeout: Annotated[float, Field(gt=0, le=86_400)] = 120.0
