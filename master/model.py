@@ -138,6 +138,8 @@ class Job:
     wanted: Counter[str] = field(default_factory=Counter)
     wanted_done: int = 0  # of those, the slots whose work is done (see `slot_done`)
     wanted_healthy: int = 0  # of those, the slots whose task is running and healthy
+    # Healthy tasks that still serve a wanted slot while its new attempt starts (retiring).
+    retiring_healthy: int = 0
     # Of those, the slots crash-looping (see `crash_looping`).
     wanted_looping: int = 0
     version: int = 1  # the version its slots run or roll to (`spec` is its spec)

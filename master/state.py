@@ -238,11 +238,9 @@ class ClusterState:
         if job is None or event.task_id in self.tasks:
             return
         attempts = job.slots.setdefault(event.slot, [])
-        if attempts:  # the previous attempt is no longer the slot's current one
-            previous = self.tasks[attempts[-1]]
+        previous = self.tasks[attempts[-1]] if attempts else None
+        if previous is not None:  # no longer the slot's current attempt
             self._tally(job, previous, -1)
-            if event.retire and previous.state in ACTIVE_TASK_STATES:
-                previous.retiring = True
         task = Task(
             task_id=event.task_id,
             job_id=event.job_id,
@@ -264,6 +262,9 @@ class ClusterState:
         )
         self.tasks[task.task_id] = task
         attempts.append(task.task_id)
+        if previous is not None and event.retire and previous.state in ACTIVE_TASK_STATES:
+            previous.retiring = True  # it serves the slot until this attempt is healthy
+            self._tally_task(previous, +1)
         self.pending[task.task_id] = task
         self._tally(job, task, +1)
         self.placeable_version += 1
@@ -297,9 +298,7 @@ class ClusterState:
         task = self.tasks.get(event.task_id)
         if task is None or task.terminal:
             return
-        job = self._current_job(task)
-        if job is not None:
-            self._tally(job, task, -1)
+        job = self._tally_task(task, -1)
         task.state = event.state
         task.exit_code = event.exit_code
         task.reason = event.reason
@@ -318,8 +317,8 @@ class ClusterState:
             task.retiring = False
         if owner is not None:
             owner.note(event.at, task.task_id, _task_text(event))
+        self._tally_task(task, +1)
         if job is not None:
-            self._tally(job, task, +1)
             self._check_ended(job, event.at)
         self.pending.pop(task.task_id, None)
         if task.terminal:
@@ -330,17 +329,14 @@ class ClusterState:
         task = self.tasks.get(event.task_id)
         if task is None or task.terminal or task.health == event.health:
             return
-        job = self._current_job(task)
-        if job is not None:
-            self._tally(job, task, -1)
+        self._tally_task(task, -1)
         task.health = event.health
         if event.health == "healthy":
             if task.state == "running":
                 self._passing(task, event.at)
         else:
             self._not_passing(task)
-        if job is not None:
-            self._tally(job, task, +1)
+        self._tally_task(task, +1)
         if owner := self.jobs.get(task.job_id):
             detail = f" ({event.reason})" if event.reason else ""
             owner.note(event.at, task.task_id, f"health check: {event.health}{detail}")
@@ -350,12 +346,9 @@ class ClusterState:
         task = self.maturing.pop(event.task_id, None)
         if task is None:
             return
-        job = self._current_job(task)
-        if job is not None:
-            self._tally(job, task, -1)
+        self._tally_task(task, -1)
         task.healthy = True
-        if job is not None:
-            self._tally(job, task, +1)
+        self._tally_task(task, +1)
         if owner := self.jobs.get(task.job_id):
             owner.note(event.at, task.task_id, "healthy")
 
@@ -512,6 +505,20 @@ class ClusterState:
             return None
         return job
 
+    def _tally_task(self, task: Task, sign: int) -> Job | None:
+        """Count (+1) or uncount (-1) a task in its job's counters: its slot's current
+        attempt in all of them, a retiring one in `retiring_healthy`. Returns the job if
+        the task is its slot's current attempt."""
+        job = self.jobs.get(task.job_id)
+        if job is None:
+            return None
+        if job.slots.get(task.slot, [""])[-1] == task.task_id:
+            self._tally(job, task, sign)
+            return job
+        if task.retiring and task.healthy and task.state == "running" and task.slot < job.replicas:
+            job.retiring_healthy += sign
+        return None
+
     @staticmethod
     def _tally(job: Job, task: Task, sign: int) -> None:
         _add(job.task_counts, task.state, sign)
@@ -527,9 +534,11 @@ class ClusterState:
     def _recount(self, job: Job) -> None:
         job.task_counts.clear()
         job.wanted.clear()
-        job.wanted_done = job.wanted_healthy = job.wanted_looping = 0
+        job.wanted_done = job.wanted_healthy = job.wanted_looping = job.retiring_healthy = 0
         for attempts in job.slots.values():
             self._tally(job, self.tasks[attempts[-1]], +1)
+            for task_id in attempts[:-1]:
+                self._tally_task(self.tasks[task_id], +1)
 
     def _check_ended(self, job: Job, at: float) -> None:
         if self.job_done(job):
@@ -677,13 +686,19 @@ class ClusterState:
             if job.wanted["running"]:
                 return "running", ""
             return "pending", self._crash_loop(job) or self._pending_reason(job)
-        if job.wanted_healthy + job.wanted_done >= job.replicas:
+        if self.serving(job) + job.wanted_done >= job.replicas:
             return "running", ""
         if job.wanted["running"]:
-            healthy = f"{job.wanted_healthy}/{job.replicas} healthy"
+            healthy = f"{self.serving(job)}/{job.replicas} healthy"
             looping = self._crash_loop(job)
             return "degraded", f"{healthy}; {looping}" if looping else healthy
         return "pending", self._crash_loop(job) or self._pending_reason(job)
+
+    @staticmethod
+    def serving(job: Job) -> int:
+        """The wanted slots served by a healthy task: the slot's current attempt, or one it
+        replaces start-first (retiring) until the new one is healthy."""
+        return min(job.replicas, job.wanted_healthy + job.retiring_healthy)
 
     def _crash_loop(self, job: Job) -> str:
         """Why the job's first crash-looping slot loops, or "" if none does."""

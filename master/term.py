@@ -12,7 +12,9 @@ epoch. It then takes over, in this order: promote the controller (epoch,
 grace for node liveness, re-send outstanding starts), announce the epoch on
 `corral.control`, and only then consume `corral.api` and
 `corral.master.status`. While **active** it journals every input's events
-before acting on them (`master.writer`), and writes snapshots.
+before acting on them (`master.writer`), writes snapshots, and hears from the
+broker the moment a worker's connection closes (`bus.brokerevents`: an agent
+that stopped or crashed, not a lost host).
 
 A term that has claimed or leads ends the moment its connection is lost, or a
 newer claim shows up in the journal: its state may hold events the journal
@@ -30,6 +32,7 @@ from collections.abc import Callable
 from typing import Literal
 
 from bus import Bus, BusError, Delivery, topology
+from bus.brokerevents import ConnectionWatch
 from bus.consuming import Consumer
 from bus.streams import offset_of
 from master import journal, outputs, snapshot, snapshots
@@ -93,6 +96,7 @@ class Term:
         self._claimed_at = 0.0
         self._journal_read_at = 0.0
         self._journal_consumer: Consumer | None = None
+        self._closed_connections: ConnectionWatch | None = None  # while active
         self._attached_at = 0.0
         self._t0 = time.monotonic()
         self.bus = Bus(
@@ -126,6 +130,8 @@ class Term:
         bus.every(DEAD_LETTERS_EVERY, self._count_dead_letters)
         bus.every(0.1, lambda: self._end_if(stop))
         bus.run(self.over)
+        if self._closed_connections is not None:
+            self._closed_connections.stop()
 
     def _tail_journal(self) -> None:
         """(Re)attach to the journal just after the last record read."""
@@ -275,6 +281,14 @@ class Term:
         self._announce()
         self.bus.consume_messages(topology.API_QUEUE_DECL, self._on_api, prefetch=64)
         self.bus.consume_messages(topology.MASTER_STATUS_QUEUE_DECL, self._on_status, prefetch=500)
+        self._closed_connections = ConnectionWatch(
+            self.settings.amqp_url,
+            self._on_connection_closed,
+            self.bus.call_threadsafe,
+            name=self.bus.name,
+            heartbeat=self.settings.amqp_heartbeat,
+        )
+        self._closed_connections.start()
         self._after()
         log.info(
             "master %s takes the lead with epoch %d: replayed %d journal batches%s, "
@@ -339,6 +353,11 @@ class Term:
             return  # consumed only while active; the broker takes it back with the channel
         self.controller.task_status(message.expect(TaskStatus), self.clock())
         self._after(delivery.ack)
+
+    def _on_connection_closed(self, node_id: str) -> None:
+        if self.role == "active" and not self.over.is_set():
+            self.controller.connection_closed(node_id, self.clock())
+            self._after()
 
     def _on_api(self, message: Message, delivery: Delivery) -> None:
         if self.role != "active":

@@ -75,7 +75,7 @@ def job_summary(state: ClusterState, job: Job) -> JobInfo:
         submitted_at=timestamp(job.submitted_at),
         task_counts=dict(sorted(job.task_counts.items())),
         version=job.version,
-        healthy=job.wanted_healthy,
+        healthy=state.serving(job),
         rollout=_rollout_info(state, job),
         ended_at=timestamp(job.ended_at) if job.ended_at is not None else None,
     )

@@ -371,3 +371,17 @@ def test_a_hundred_restarts_keep_a_few_containers_and_attempts() -> None:
     assert len(removed) == 100 - 2
     assert len(master.job_info("web").tasks) == 6
     assert job_events(master.drain()[1]) == []
+
+
+def test_a_start_first_update_counts_the_retiring_task_as_serving() -> None:
+    master = controller("a", "b")
+    service(master, 2, update={"order": "start-first"})
+    spec = job_spec(kind="service", replicas=2, update={"order": "start-first"}, env={"A": "1"})
+    master.update("web", spec, 10.0)
+    info = master.job_info("web")
+    assert (info.state, info.healthy) == (
+        "running",
+        2,
+    )  # web-0-0 serves until its successor is healthy
+    report(master, current(master, 0), "exited", 10.5, code=1)  # the new one fails: rollback
+    assert master.job_info("web").healthy == 2
