@@ -25,7 +25,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
@@ -43,6 +43,7 @@ from schemas.api import (
     GetJob,
     GetMasters,
     GetStatus,
+    GetTask,
     JobInfo,
     ListJobs,
     ListNodes,
@@ -50,9 +51,13 @@ from schemas.api import (
     MastersInfo,
     NodeInfo,
     Page,
+    PurgeJob,
+    RollbackJob,
     ScaleJob,
+    SetNodeSchedule,
     SubmitJob,
     TaskInfo,
+    UpdateJob,
 )
 from schemas.envelope import Message, describe_errors
 from schemas.job import JobSpec
@@ -125,13 +130,33 @@ class Client:
         Raises InvalidSpec for a mapping that does not validate, ApiFailure
         (code "conflict") if a job of that name is still active.
         """
-        if not isinstance(spec, JobSpec):
-            try:
-                spec = JobSpec.model_validate(dict(spec))
-            except ValidationError as exc:
-                raise InvalidSpec(f"invalid job spec: {describe_errors(exc)}") from None
-        info = self._call(SubmitJob(spec=spec), JobInfo)
+        info = self._call(SubmitJob(spec=_spec(spec)), JobInfo)
         return Job(self, info.job_id, info)
+
+    def update(self, job_id: str, spec: JobSpec | Mapping[str, Any]) -> JobInfo:
+        """Roll the running service `job_id` out to `spec` (whose name must be `job_id`),
+        a few slots at a time as `spec.update` says; returns once the master has begun.
+
+        The reply's `version` is the new version and `rollout` tracks it: wait for the
+        end with `Job(client, job_id).wait(until=rollout_ended)`. A new task that fails
+        or turns unhealthy makes the master roll the job back by itself (the rollout
+        ends "rolled-back"). Raises InvalidSpec for a mapping that does not validate,
+        ApiFailure "not_found" if there is no such job, and another ApiFailure if the
+        master refuses (a batch job, or one that has ended).
+        """
+        return self._ask(UpdateJob, JobInfo, job_id=job_id, spec=_spec(spec))
+
+    def rollback(self, job_id: str) -> JobInfo:
+        """Roll a service back to the version before its current one, as a new version
+        with that spec; the reply's `rollout` tracks it (see `update`). ApiFailure if
+        there is no such job or nothing to roll back to."""
+        return self._ask(RollbackJob, JobInfo, job_id=job_id)
+
+    def purge(self, job_id: str) -> JobInfo:
+        """Forget an ended job now (rather than after the master's --ended-job-ttl) and
+        remove its containers; returns its last JobInfo. ApiFailure if there is no such
+        job, or it has not ended (cancel it first)."""
+        return self._ask(PurgeJob, JobInfo, job_id=job_id)
 
     def job(self, job_id: str) -> JobInfo:
         """One job with its tasks; ApiFailure "not_found" if there is no such job.
@@ -139,7 +164,7 @@ class Client:
         A job with very many tasks comes with only some (`tasks_omitted` says
         how many are left out; `iter_tasks(job_id)` lists them all).
         """
-        return self._call(GetJob(job_id=job_id), JobInfo)
+        return self._ask(GetJob, JobInfo, job_id=job_id)
 
     def jobs(self) -> list[JobInfo]:
         """Every job the master knows, finished ones included, in id order.
@@ -200,10 +225,38 @@ class Client:
 
     def cancel(self, job_id: str) -> JobInfo:
         """Stop every task of a job; the job ends `cancelled`."""
-        return self._call(CancelJob(job_id=job_id), JobInfo)
+        return self._ask(CancelJob, JobInfo, job_id=job_id)
 
     def scale(self, job_id: str, replicas: int) -> JobInfo:
-        return self._call(ScaleJob(job_id=job_id, replicas=replicas), JobInfo)
+        """Set how many slots a job has; the master starts or stops tasks to match."""
+        return self._ask(ScaleJob, JobInfo, job_id=job_id, replicas=replicas)
+
+    def task(self, task_id: str) -> JobInfo:
+        """One task by its exact id, as a JobInfo of its job holding only that task,
+        the job's events about it, and (in `versions`) the version it runs.
+        ApiFailure "not_found" if the master knows no such task (see `find_task`
+        for prefixes)."""
+        return self._ask(GetTask, JobInfo, task_id=task_id)
+
+    def cordon(self, node_id: str) -> NodeInfo:
+        """Give a node no new tasks; those it runs stay. ApiFailure "not_found" if the
+        master knows no such node."""
+        return self._set_schedule(node_id, "cordon")
+
+    def uncordon(self, node_id: str) -> NodeInfo:
+        """Let a cordoned or drained node take new tasks again."""
+        return self._set_schedule(node_id, "uncordon")
+
+    def drain(self, node_id: str) -> NodeInfo:
+        """Cordon a node and move its service tasks to other nodes, each replacement
+        started (and healthy) before the old task stops. Returns at once: the node is
+        drained when its NodeInfo.tasks is 0 (`nodes()` shows it)."""
+        return self._set_schedule(node_id, "drain")
+
+    def _set_schedule(
+        self, node_id: str, action: Literal["cordon", "uncordon", "drain"]
+    ) -> NodeInfo:
+        return self._ask(SetNodeSchedule, NodeInfo, node_id=node_id, action=action)
 
     def find_task(self, task_id: str) -> TaskInfo:
         """The task with this id, else the newest attempt of the only slot whose task
@@ -301,6 +354,15 @@ class Client:
     def _call(self, payload: Payload, model: type[M]) -> M:
         return _parse(model, self._session.request(payload), payload.TYPE)
 
+    def _ask(self, request: type[Payload], model: type[M], **fields: Any) -> M:
+        """`_call` with a request built from `fields`; CorralError, naming the field, if
+        they do not make a valid one (a job name with capitals, say), before sending."""
+        try:
+            payload = request(**fields)
+        except ValidationError as exc:
+            raise CorralError(f"invalid {request.TYPE} request: {describe_errors(exc)}") from None
+        return self._call(payload, model)
+
     def _pages(self, request: Callable[[str | None], Payload], model: type[M]) -> Iterator[list[M]]:
         """Follow a listing's `next_cursor` from the first page to the last."""
         cursor: str | None = None
@@ -318,6 +380,15 @@ class Client:
                     f" (cursor {cursor[:40]!r} came back); stopped listing"
                 )
             seen.add(cursor)
+
+
+def _spec(spec: JobSpec | Mapping[str, Any]) -> JobSpec:
+    if isinstance(spec, JobSpec):
+        return spec
+    try:
+        return JobSpec.model_validate(dict(spec))
+    except ValidationError as exc:
+        raise InvalidSpec(f"invalid job spec: {describe_errors(exc)}") from None
 
 
 def _limit(page_size: int) -> int:

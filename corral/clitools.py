@@ -11,7 +11,7 @@ from typing import Annotated, NoReturn, ParamSpec, TypeVar
 
 import typer
 
-from corral.client import DEFAULT_URL, URL_ENV
+from corral.client import DEFAULT_URL, URL_ENV, Client
 from corral.errors import CorralError, InvalidUrl
 from corral.text import visible
 from corral.urls import check_url, join_urls, split_urls
@@ -82,6 +82,23 @@ AmqpUrls = Annotated[
     ),
 ]
 DEFAULT_URLS = [DEFAULT_URL]
+
+# What the command modules get to make their client: the --amqp URLs (a list, or one
+# string of comma-separated URLs) -> a Client. `corral.cli` passes its own, the one
+# place a client is built (tests replace it).
+Connect = Callable[[list[str] | str], Client]
+
+
+class OutputFormat(StrEnum):
+    table = "table"
+    json = "json"
+
+
+Output = Annotated[OutputFormat, typer.Option("--output", "-o", help="table or json.")]
+WaitTimeoutOpt = Annotated[
+    float | None,
+    typer.Option("--timeout", metavar="SECONDS", help="Give up waiting after this long."),
+]
 
 LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 

@@ -46,12 +46,32 @@ def master(
     dead_after: Annotated[
         float, typer.Option(metavar="S", help="A silent node is down after this long.")
     ] = 3.0,
+    agent_grace: Annotated[
+        float,
+        typer.Option(
+            metavar="SECONDS",
+            help="A node whose agent disconnected keeps its tasks this long before they are"
+            " replaced (a job's agent_grace overrides it).",
+        ),
+    ] = 30.0,
     keep_ended_jobs: Annotated[
         int, typer.Option(metavar="N", help="Ended jobs kept for listings (oldest go first).")
     ] = 1000,
     keep_attempts: Annotated[
         int, typer.Option(metavar="N", help="Ended attempts kept per slot besides the current.")
     ] = 5,
+    ended_job_ttl: Annotated[
+        float,
+        typer.Option(
+            metavar="SECONDS", help="An ended job is forgotten, its containers removed, after this."
+        ),
+    ] = 86400.0,
+    keep_containers: Annotated[
+        int,
+        typer.Option(
+            metavar="N", help="Containers of ended attempts kept per slot, for `logs --previous`."
+        ),
+    ] = 2,
     remember_requests: Annotated[
         int, typer.Option(metavar="N", help="Requests remembered so a redelivery is not redone.")
     ] = 10_000,
@@ -90,8 +110,11 @@ def master(
             heartbeat_interval=heartbeat_interval,
             suspect_after=suspect_after,
             dead_after=dead_after,
+            agent_grace=agent_grace,
             keep_ended_jobs=keep_ended_jobs,
             keep_attempts=keep_attempts,
+            ended_job_ttl=ended_job_ttl,
+            keep_containers=keep_containers,
             remember_requests=remember_requests,
             unroutable_hold=unroutable_hold,
             forget_down_nodes_after=forget_down_nodes_after,
@@ -141,6 +164,20 @@ def worker(
     log_streams: Annotated[
         int, typer.Option(metavar="N", help="Log streams served at once (more: 'busy').")
     ] = 4,
+    leave_on_terminate: Annotated[
+        bool,
+        typer.Option(
+            help="On SIGTERM or Ctrl-C, leave the cluster: the master moves this node's tasks"
+            " away, then the worker exits. Without it only the agent stops; its containers run on."
+        ),
+    ] = False,
+    leave_timeout: Annotated[
+        float,
+        typer.Option(
+            metavar="SECONDS",
+            help="How long a leave waits for the master before stopping the containers itself.",
+        ),
+    ] = 120.0,
     amqp: AmqpUrls = DEFAULT_URLS,
     log_level: LogLevelOpt = LogLevel.info,
 ) -> None:
@@ -158,6 +195,8 @@ def worker(
             start_threads=start_threads,
             stop_threads=stop_threads,
             log_streams=log_streams,
+            leave_on_terminate=leave_on_terminate,
+            leave_timeout=leave_timeout,
         )
     except ValidationError as exc:
         usage_error(f"invalid worker settings: {describe_errors(exc)}")

@@ -17,17 +17,38 @@ from typing import TypeVar
 from pydantic import BaseModel
 
 from corral.brokers import BrokerNode
+from corral.job import ROLLOUT_ACTIVE
 from corral.streams import Event
 from corral.text import visible
-from schemas.api import ClusterStatus, JobInfo, MasterInfo, MastersInfo, NodeInfo, TaskInfo
+from schemas.api import (
+    CRASH_LOOP_RESTARTS,
+    ClusterStatus,
+    JobInfo,
+    MasterInfo,
+    MastersInfo,
+    NodeInfo,
+    RolloutInfo,
+    TaskInfo,
+)
 from schemas.job import format_size
-from schemas.messages import JobEvent, NodeEvent, TaskStatus
+from schemas.messages import TERMINAL_TASK_STATES, JobEvent, NodeEvent, TaskStatus
 
 NONE = "-"
 # An event line shows at most this much of a payload that is not a status event.
 OTHER_PAYLOAD_CHARS = 300
 JOB_HEADERS = ("JOB", "KIND", "STATE", "RUNNING", "IMAGE", "AGE", "REASON")
-TASK_HEADERS = ("TASK", "JOB", "NODE", "STATE", "EXIT", "UPDATED", "REASON")
+TASK_HEADERS = (
+    "TASK",
+    "JOB",
+    "NODE",
+    "STATE",
+    "HEALTH",
+    "RESTARTS",
+    "VER",
+    "EXIT",
+    "UPDATED",
+    "REASON",
+)
 NODE_HEADERS = ("NODE", "STATE", "CPU", "MEMORY", "TASKS", "LABELS")
 MASTER_HEADERS = ("NAME", "ROLE", "EPOCH", "APPLIED", "LAG", "SEEN", "BROKER")
 
@@ -120,11 +141,29 @@ def running_count(info: JobInfo) -> str:
     return f"{running}/{info.spec.replicas}"
 
 
+def rollout_text(rollout: RolloutInfo) -> str:
+    """`updating 2/4 v2→v3`: the rollout's state, slots done of all, and its versions."""
+    return (
+        f"{rollout.state} {rollout.done}/{rollout.total}"
+        f" v{rollout.from_version}→v{rollout.to_version}"
+    )
+
+
+def job_state_cell(job: JobInfo) -> str:
+    """The job's state; a rollout under way instead (`updating 2/4 v2→v3`), and for a
+    degraded job its healthy replicas (`degraded 5/8`)."""
+    if job.rollout is not None and job.rollout.state in ROLLOUT_ACTIVE:
+        return rollout_text(job.rollout)
+    if job.state == "degraded":
+        return f"degraded {job.healthy}/{job.spec.replicas}"
+    return job.state
+
+
 def job_row(job: JobInfo, now: datetime | None = None) -> list[str]:
     return [
         job.job_id,
         job.spec.kind,
-        job.state,
+        job_state_cell(job),
         running_count(job),
         job.spec.image,
         age(job.submitted_at, now),
@@ -132,22 +171,51 @@ def job_row(job: JobInfo, now: datetime | None = None) -> list[str]:
     ]
 
 
+def health(task: TaskInfo) -> str:
+    """healthy (for its job's min_healthy), unhealthy, starting (not yet healthy), or -
+    (no check, or not running)."""
+    if task.healthy:
+        return "healthy"
+    if task.health == "unhealthy":
+        return "unhealthy"
+    return "starting" if task.health else NONE
+
+
+def is_crash_looping(task: TaskInfo) -> bool:
+    """A live attempt of a slot that failed CRASH_LOOP_RESTARTS times in a row, not healthy."""
+    live = task.state not in TERMINAL_TASK_STATES
+    return live and task.restarts >= CRASH_LOOP_RESTARTS and not task.healthy
+
+
 def task_row(task: TaskInfo, now: datetime | None = None) -> list[str]:
+    reason = task.reason or NONE
+    if is_crash_looping(task):
+        reason = f"crash loop: {reason}"
     return [
         task.task_id,
         task.job_id,
         task.node_id or NONE,
-        task.state,
+        "retiring" if task.retiring and task.state == "running" else task.state,
+        health(task),
+        str(task.restarts),
+        str(task.version),
         NONE if task.exit_code is None else str(task.exit_code),
         age(task.updated_at, now),
-        task.reason or NONE,
+        reason,
     ]
+
+
+def node_state(node: NodeInfo) -> str:
+    """`ready`, or with its scheduling: `ready,cordoned`, `disconnected,draining`."""
+    if node.draining:
+        return f"{node.state},draining"
+    return f"{node.state},cordoned" if node.cordoned else node.state
 
 
 def node_row(node: NodeInfo) -> list[str]:
     return [
         node.node_id,
-        node.state,
+        node_state(node),
         f"{cpus(node.allocated.cpus)}/{cpus(node.capacity.cpus)}",
         f"{format_size(node.allocated.memory)}/{format_size(node.capacity.memory)}",
         str(node.tasks),
@@ -281,7 +349,8 @@ def event_json(event: Event) -> str:
 # -- the master group and the cluster status --
 
 ROLE_ORDER = ("active", "claiming", "standby")
-JOB_STATES = ("pending", "running", "complete", "failed", "cancelled")
+JOB_STATES = ("pending", "running", "degraded", "complete", "failed", "cancelled")
+# Shown even when none; a node in another state (disconnected) is listed when some are.
 NODE_STATES = ("ready", "suspect", "down")
 INDENT = "  "
 

@@ -90,11 +90,6 @@ def test_logs_and_ps_of_a_retried_job_show_its_newest_attempt(cluster: Cluster) 
     assert task_ids(every.stdout) == [t.task_id for t in attempts]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the worker removes a slot's container when its next attempt starts (issue 7,"
-    " item 6: replaced attempts' logs stay readable until retention removes them)",
-)
 def test_logs_previous_shows_the_attempt_before_the_newest(cluster: Cluster) -> None:
     attempts = retried(cluster, "flaky")
     newest = cluster.cli("logs", "flaky")

@@ -96,6 +96,8 @@ SCRIPTED: list[Step] = [
     ("snapshot", 0, 0),
     ("cancel", 0, 0),
     ("purge", 0, 0),
+    ("submit", 6, 0),  # web once more: the state ends with a job on every node it can
+    ("start", 0, 0),
     ("tick", 0, 0),
 ]
 
