@@ -16,6 +16,7 @@
     master ──snapshot───▶ (corral.snapshots stream) ──▶ a starting master reads the newest
     worker ──refused.*──▶ [corral.status topic] ──▶ dashboards, `corral watch`
     broker / consumers ─▶ [corral.dlx fanout] ──▶ (corral.dead) ──▶ operators
+    broker ──connection.*▶ [amq.rabbitmq.event topic, on /] ──▶ (server-named) ──▶ active master
 
 Status routing keys: ``task.<job>.<task>.<state>``, ``job.<job>.<state>``,
 ``node.<node>.<state>``. Job names and node ids never contain dots.
@@ -60,6 +61,15 @@ DEAD_LETTER_TTL_MS = 7 * 24 * 3600 * 1000
 
 HEARTBEAT_TTL_MS = 5_000
 ASSIGN_DELIVERY_LIMIT = 20
+
+# RabbitMQ's own events (the rabbitmq_event_exchange plugin): one exchange, in one vhost
+# ("/" unless the broker's rabbitmq_event_exchange.vhost says otherwise), for every vhost's
+# events. `bus.brokerevents` reads the connection events from it.
+EVENT_EXCHANGE = "amq.rabbitmq.event"
+EVENTS_VHOST = "/"
+CONNECTION_CREATED_KEY = "connection.created"
+CONNECTION_CLOSED_KEY = "connection.closed"
+BROKER_EVENTS_MAX = 10_000  # events waiting for a slow reader, at most (the oldest go first)
 
 
 @dataclass(frozen=True)
@@ -184,6 +194,22 @@ def _beats_view(exchange: str) -> Queue:
 def heartbeat_queue() -> Queue:
     """A master's private view of the workers' heartbeats."""
     return _beats_view(HEARTBEAT_EXCHANGE)
+
+
+def broker_events_queue() -> Queue:
+    """A master's private view of the broker's connection events (of every vhost). Declared
+    on the events vhost, where EVENT_EXCHANGE lives."""
+    return Queue(
+        "",
+        durable=False,
+        exclusive=True,
+        auto_delete=True,
+        arguments={"x-max-length": BROKER_EVENTS_MAX},
+        bindings=(
+            (EVENT_EXCHANGE, CONNECTION_CREATED_KEY),
+            (EVENT_EXCHANGE, CONNECTION_CLOSED_KEY),
+        ),
+    )
 
 
 def node_queue_name(node_id: str) -> str:

@@ -3,8 +3,10 @@
 # and does nothing if already done, so a rerun on a ready machine takes seconds.
 #
 #   1. apt-get install rabbitmq-server docker.io busybox-static   (if any is missing)
-#   2. RabbitMQ running (`rabbitmq-server -detached`), management plugin enabled,
-#      http://127.0.0.1:15672/api/overview answering guest:guest
+#   2. RabbitMQ running (`rabbitmq-server -detached`), plugins rabbitmq_management
+#      (http://127.0.0.1:15672/api/overview answering guest:guest) and
+#      rabbitmq_event_exchange (exchange amq.rabbitmq.event on vhost /: masters learn
+#      at once that a worker's connection closed) enabled
 #   3. Docker engine running (`dockerd` in the background, log /var/log/corral-dockerd.log)
 #   4. test image local/busybox:latest present (scripts/build-test-image.sh)
 #
@@ -18,6 +20,8 @@ APT_LOG=/tmp/corral-apt.log
 RMQ_START_LOG=/tmp/corral-rabbitmq-start.log
 DOCKERD_LOG=/var/log/corral-dockerd.log
 MGMT_URL=http://127.0.0.1:15672/api/overview
+EVENTS_URL=http://127.0.0.1:15672/api/exchanges/%2F/amq.rabbitmq.event
+PLUGINS=(rabbitmq_management rabbitmq_event_exchange)
 TEST_IMAGE=local/busybox:latest
 
 take_lock bootstrap
@@ -61,6 +65,7 @@ install_packages() {
 # --- 2. RabbitMQ ---------------------------------------------------------------
 rmq_ping() { timeout 30 rabbitmq-diagnostics -q ping >/dev/null 2>&1; }
 mgmt_ok() { http_ok "$MGMT_URL" guest:guest; }
+events_ok() { http_ok "$EVENTS_URL" guest:guest; }
 
 rmq_fail() {
     err "$1"
@@ -101,24 +106,30 @@ start_rabbitmq() {
     note "rabbitmq up after $((SECONDS - t0)) s"
 }
 
-enable_management() {
-    # Fast path: the API answering means the plugin is on.
-    if mgmt_ok; then
+enable_plugins() {
+    # Fast path: the API answering and the event exchange existing mean both are on.
+    if http_all_ok guest:guest "$MGMT_URL" "$EVENTS_URL"; then
         return 0
     fi
-    local enabled
+    local enabled plugin missing=()
     enabled=$(rabbitmq-plugins list -q -e -m 2>/dev/null) || true
-    if ! grep -qx rabbitmq_management <<<"$enabled"; then
-        need_root "enabling rabbitmq_management"
-        say "enabling rabbitmq_management plugin"
-        (close_lock_fds && exec rabbitmq-plugins enable rabbitmq_management) \
+    for plugin in "${PLUGINS[@]}"; do
+        grep -qx "$plugin" <<<"$enabled" || missing+=("$plugin")
+    done
+    if ((${#missing[@]})); then
+        need_root "enabling ${missing[*]}"
+        say "enabling RabbitMQ plugins ${missing[*]}"
+        # Online, on the running node; also written to its enabled_plugins file.
+        (close_lock_fds && exec rabbitmq-plugins enable "${missing[@]}") \
             >>"$RMQ_START_LOG" 2>&1 </dev/null ||
-            rmq_fail "rabbitmq-plugins enable rabbitmq_management failed"
+            rmq_fail "rabbitmq-plugins enable ${missing[*]} failed"
     fi
     say "waiting for $MGMT_URL"
     local t0=$SECONDS
     wait_until 60 mgmt_ok || rmq_fail "management API $MGMT_URL did not answer guest:guest within 60 s"
-    note "management API up after $((SECONDS - t0)) s"
+    wait_until 30 events_ok ||
+        rmq_fail "no exchange amq.rabbitmq.event on vhost / 30 s after enabling rabbitmq_event_exchange"
+    note "management API and event exchange up after $((SECONDS - t0)) s"
 }
 
 # --- 3. Docker -----------------------------------------------------------------
@@ -168,7 +179,7 @@ ensure_test_image() {
 
 install_packages
 start_rabbitmq
-enable_management
+enable_plugins
 start_docker
 ensure_test_image
-say "bootstrap ok: rabbitmq (amqp :5672, management :15672), docker, $TEST_IMAGE"
+say "bootstrap ok: rabbitmq (amqp :5672, management :15672, event exchange), docker, $TEST_IMAGE"

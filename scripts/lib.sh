@@ -86,18 +86,26 @@ is_static() {
 
 # http_ok URL [USER:PASS] : true if URL answers 200 (curl may be missing: use python).
 http_ok() {
-    python3 - "$1" "${2:-}" <<'PY'
+    http_all_ok "${2:-}" "$1"
+}
+
+# http_all_ok USER:PASS URL... : true if every URL answers 200 (one python for them all;
+# an empty USER:PASS sends no credentials).
+http_all_ok() {
+    python3 - "$@" <<'PY'
 import base64, sys, urllib.request
 
-url, cred = sys.argv[1], sys.argv[2]
-req = urllib.request.Request(url)
-if cred:
-    req.add_header("Authorization", "Basic " + base64.b64encode(cred.encode()).decode())
-try:
-    with urllib.request.urlopen(req, timeout=5) as resp:
-        sys.exit(0 if resp.status == 200 else 1)
-except Exception:
-    sys.exit(1)
+cred, urls = sys.argv[1], sys.argv[2:]
+for url in urls:
+    req = urllib.request.Request(url)
+    if cred:
+        req.add_header("Authorization", "Basic " + base64.b64encode(cred.encode()).decode())
+    try:
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            if resp.status != 200:
+                sys.exit(1)
+    except Exception:
+        sys.exit(1)
 PY
 }
 
