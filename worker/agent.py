@@ -53,6 +53,7 @@ from types import FrameType
 from typing import Literal
 
 from bus import Bus, Delivery, topology
+from bus.connevents import worker_connection_name
 from schemas.envelope import Message
 from schemas.limits import MAX_NODE_TASKS
 from schemas.messages import (
@@ -135,7 +136,7 @@ class WorkerAgent:
         )
         self._starts, self._short_calls, logs = self._pools
 
-        self.bus = Bus(settings.amqp_url, name=f"worker:{self.node_id}")
+        self.bus = Bus(settings.amqp_url, name=worker_connection_name(self.node_id))
         self.stopper = Stopper(
             self.bus,
             self.runtime,

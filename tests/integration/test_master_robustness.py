@@ -84,7 +84,7 @@ def test_a_node_without_an_assignment_queue_does_not_make_the_master_spin(
     assert len(tasks) == 4 + len(lost) <= 8
     fake = next(n for n in client.nodes() if n.node_id == fake_node)
     assert (fake.state, fake.tasks) == ("ready", 0)
-    assert client.job("web").state == "running"
+    wait_until(lambda: client.job("web").state == "running", what="every replica healthy")
 
 
 def test_the_master_keeps_serving_after_a_huge_job_it_cannot_place(cluster: Cluster) -> None:
