@@ -104,6 +104,9 @@ class Rollout:
     to_version: int
     reason: str = ""
     automatic: bool = False  # a rollback the master started because the update failed
+    # The versions whose spec is the target's but for the replicas (a rollback makes an
+    # older spec current again: its tasks need no replacing). Computed once, when it starts.
+    equivalent: list[int] = field(default_factory=list)
 
     @property
     def active(self) -> bool:

@@ -65,14 +65,10 @@ def step(state: ClusterState, job: Job, now: float) -> Step:
 
 
 def equivalent_versions(job: Job) -> set[int]:
-    """The kept versions whose spec is the current one's but for the replicas (a rollback
-    makes an older spec current again: its tasks need no replacing)."""
-    wanted = job.spec.model_dump(exclude={"replicas"})
-    return {
-        number
-        for number, version in job.versions.items()
-        if number == job.version or version.spec.model_dump(exclude={"replicas"}) == wanted
-    }
+    """The versions a slot may run and count as up to date (see `Rollout.equivalent`)."""
+    if job.rollout is None:
+        return {job.version}
+    return {job.version, *job.rollout.equivalent}
 
 
 def _done(job: Job, task: Task) -> bool:

@@ -204,6 +204,12 @@ class ClusterState:
             automatic=event.automatic,
         )
         job.versions[event.version] = Version(event.version, event.spec, event.at, event.reason)
+        wanted = event.spec.model_dump(exclude={"replicas"})
+        rollout.equivalent = [
+            number
+            for number, kept in job.versions.items()
+            if number == event.version or kept.spec.model_dump(exclude={"replicas"}) == wanted
+        ]
         job.spec, job.version, job.rollout = event.spec, event.version, rollout
         self._trim_versions(job)
         verb = "rolling back" if event.rollback else "updating"

@@ -257,3 +257,41 @@ def test_each_failure_shows_its_own_reason_in_ps_and_inspect(cluster3: Cluster) 
         inspect = cluster3.cli("inspect", job)
         assert inspect.returncode == 0, inspect.stderr
         assert reason in inspect.stdout, (job, inspect.stdout)
+
+
+def test_retention_purges_ended_jobs_and_ps_stays_short_after_100_restarts(
+    vhost_url: str, tmp_path: Path, docker_engine: None
+) -> None:
+    cluster = Cluster(vhost_url, tmp_path)
+    try:
+        cluster.start_master(extra=("--ended-job-ttl", "3", "--keep-containers", "1"))
+        for name in ("w1", "w2", "w3"):
+            cluster.start_worker(name)
+        cluster.wait_nodes_ready(3)
+        client = cluster.client
+        client.submit({"name": "once", "image": IMAGE, "command": ["true"]})
+        wait_until(lambda: client.job("once").state == "complete", timeout=30, what="done")
+        assert cluster.containers("once")  # kept for its logs while the job is remembered
+        wait_until(
+            lambda: "once" not in {j.job_id for j in client.jobs()}, timeout=30, what="purged"
+        )
+        wait_until(lambda: not cluster.containers("once"), timeout=30, what="its container gone")
+
+        restarts = {"backoff_initial": 0.5, "backoff_max": 0.5}
+        spec = {"name": "flap", "image": IMAGE, "kind": "service", "replicas": 4}
+        client.submit({**spec, "command": ["sh", "-c", "exit 1"], "restart": restarts})
+
+        def restarted() -> int:
+            return sum(t.attempt for t in client.job("flap").tasks if t.slot < 4)
+
+        wait_until(lambda: restarted() >= 100, timeout=180, interval=1, what="100 restarts")
+        ps = cluster.cli("ps", "flap")
+        assert ps.returncode == 0, ps.stderr
+        assert len(ps.stdout.strip().splitlines()) == 1 + 4  # a header and one row per slot
+        everything = cluster.cli("ps", "-a", "flap")
+        assert len(everything.stdout.strip().splitlines()) <= 1 + 4 * 6  # keep_attempts 5
+        # Per slot: the current attempt's container and keep_containers (1) before it.
+        assert len(cluster.containers("flap")) <= 4 * 2
+    finally:
+        print(cluster.logs())
+        cluster.close()
