@@ -174,10 +174,12 @@ def job_row(job: JobInfo, now: datetime | None = None) -> list[str]:
 def health(task: TaskInfo) -> str:
     """healthy (for its job's min_healthy), unhealthy, starting (not yet healthy), or -
     (no check, or not running)."""
-    if task.healthy:
-        return "healthy"
     if task.health == "unhealthy":
         return "unhealthy"
+    if task.state in TERMINAL_TASK_STATES:
+        return NONE
+    if task.healthy:
+        return "healthy"
     return "starting" if task.health else NONE
 
 
@@ -189,7 +191,7 @@ def is_crash_looping(task: TaskInfo) -> bool:
 
 def task_row(task: TaskInfo, now: datetime | None = None) -> list[str]:
     reason = task.reason or NONE
-    if is_crash_looping(task):
+    if is_crash_looping(task) and not reason.startswith("crash loop"):
         reason = f"crash loop: {reason}"
     return [
         task.task_id,

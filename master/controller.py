@@ -128,7 +128,10 @@ class Controller(Moves):
             if reported.state == "running" and reported.health:
                 self._judge_health(reported.task_id, beat.node_id, reported.health, "", now)
         node = self.state.nodes[beat.node_id]
-        if beat.leaving and not node.leaving:
+        if node.leaving and not beat.leaving and previous_state == "down":
+            log.info("node %s, which had left the cluster, joins again", beat.node_id)
+            self._commit(ev.NodeScheduling(at=now, node_id=beat.node_id, cordoned=False), now)
+        elif beat.leaving and not node.leaving:
             log.info("node %s is leaving the cluster: moving its tasks", beat.node_id)
             self._commit(
                 ev.NodeScheduling(

@@ -202,14 +202,15 @@ class Effects:
         return job
 
     def _stop_leftovers(self, job: Job, reason: str) -> None:
-        """Stop the containers an ended job may still have: each slot's newest attempt if
-        it ended there (kept for its logs; older ones were removed when replaced), and any
-        lost attempt (its node may come back). Stopped attempts were stopped already."""
+        """Stop the containers an ended job may still have: every attempt that ended where
+        it ran (kept for its logs, see keep_containers; a stop of one already removed does
+        nothing), and any lost attempt (its node may come back). Stopped attempts were
+        stopped already."""
+        kept = self.settings.keep_containers + 1  # older ones were removed when replaced
         for attempts in job.slots.values():
             for index, task_id in enumerate(attempts):
                 task = self.state.tasks[task_id]
-                newest = index == len(attempts) - 1
-                ended_here = newest and task.state in ("exited", "failed")
+                ended_here = index >= len(attempts) - kept and task.state in ("exited", "failed")
                 if task.node_id is not None and (ended_here or task.state == "lost"):
                     self._send_stop(task_id, job.job_id, task.node_id, reason)
 

@@ -75,6 +75,7 @@ class Task:
     # `healthy` once that has lasted the job's min_healthy (a TaskHealthy event).
     passing_since: float | None = None
     healthy: bool = False
+    was_healthy: bool = False  # it has been healthy at some point (a crash loop had ended)
     # Kept running after its slot got a newer attempt (start-first), until that one is
     # healthy; then stopped.
     retiring: bool = False
@@ -104,8 +105,9 @@ class Rollout:
     to_version: int
     reason: str = ""
     automatic: bool = False  # a rollback the master started because the update failed
-    # The versions whose spec is the target's but for the replicas (a rollback makes an
-    # older spec current again: its tasks need no replacing). Computed once, when it starts.
+    # The versions whose containers are the target's (the specs differ at most in what
+    # does not reach a container, e.g. the replicas: a rollback makes an older spec
+    # current again, its tasks need no replacing). Computed once, when it starts.
     equivalent: list[int] = field(default_factory=list)
 
     @property

@@ -42,7 +42,7 @@ def failures_after(job: Job, task: Task) -> int:
     if not task.terminal or task.state in ("lost", "stopped"):
         return task.failures
     ran = (task.updated_at - task.started_at) if task.started_at is not None else 0.0
-    if (task.healthy or ran >= HEALTHY_RUN_SECONDS) and job.spec.kind == "service":
+    if (task.was_healthy or ran >= HEALTHY_RUN_SECONDS) and job.spec.kind == "service":
         return 0
     if task.state == "failed" or task.exit_code != 0 or job.spec.kind == "service":
         return task.failures + 1

@@ -82,7 +82,7 @@ def failed_before_healthy(job: Job, task: Task) -> bool:
     rollout = job.rollout
     if rollout is None or not rollout.active or task.version != job.version:
         return False
-    if task.healthy or task.state in ("lost", "stopped"):
+    if task.was_healthy or task.state in ("lost", "stopped"):
         return False
     return task.state == "failed" or job.spec.kind == "service" or task.exit_code != 0
 

@@ -94,6 +94,9 @@ def _add(counter: Counter[Any], key: Any, amount: int) -> None:
 
 
 FORGOTTEN_JOBS_KEPT = 10_000
+# Spec fields that make no difference to a running container: a new version that changes
+# only these needs no task replaced (a rollout of it is done at once).
+NOT_IN_CONTAINER = {"replicas", "update", "min_healthy", "stop_grace", "agent_grace", "restart"}
 # A stray container is sent a stop at most this often; at most FENCED_KEPT are remembered.
 FENCE_RESEND_SECONDS = 5.0
 FENCED_KEPT = 10_000
@@ -204,11 +207,11 @@ class ClusterState:
             automatic=event.automatic,
         )
         job.versions[event.version] = Version(event.version, event.spec, event.at, event.reason)
-        wanted = event.spec.model_dump(exclude={"replicas"})
+        wanted = event.spec.model_dump(exclude=NOT_IN_CONTAINER)
         rollout.equivalent = [
             number
             for number, kept in job.versions.items()
-            if number == event.version or kept.spec.model_dump(exclude={"replicas"}) == wanted
+            if number == event.version or kept.spec.model_dump(exclude=NOT_IN_CONTAINER) == wanted
         ]
         job.spec, job.version, job.rollout = event.spec, event.version, rollout
         self._trim_versions(job)
@@ -317,7 +320,7 @@ class ClusterState:
             checked = owner is not None and owner.spec_of(task).health is not None
             if not checked or task.health == "healthy":
                 self._passing(task, event.at)
-        if task.terminal:  # `healthy` stays: it was healthy (a crash loop had ended)
+        if task.terminal:
             task.passing_since = None
             self.maturing.pop(task.task_id, None)
             task.retiring = False
@@ -353,7 +356,7 @@ class ClusterState:
         if task is None:
             return
         self._tally_task(task, -1)
-        task.healthy = True
+        task.healthy = task.was_healthy = True
         self._tally_task(task, +1)
         if owner := self.jobs.get(task.job_id):
             owner.note(event.at, task.task_id, "healthy")
@@ -661,7 +664,14 @@ class ClusterState:
         return [self.tasks[attempts[-1]] for _, attempts in sorted(job.slots.items())]
 
     def live_tasks(self, job: Job) -> list[Task]:
-        return [task for task in self.current_tasks(job) if not task.terminal]
+        """The job's tasks that have not ended: each slot's current attempt, and those it
+        replaces start-first (retiring) until it is healthy."""
+        return [
+            task
+            for _, attempts in sorted(job.slots.items())
+            for task_id in attempts
+            if not (task := self.tasks[task_id]).terminal
+        ]
 
     def pending_tasks(self) -> list[Task]:
         return list(self.pending.values())

@@ -236,6 +236,14 @@ class HealthCheck(Closed):
             raise ValueError("expected a list of strings, e.g. [sh, -c, 'test -f /ready']")
         return value
 
+    @field_validator("command")
+    @classmethod
+    def _command_has_no_nul(cls, value: list[str] | None) -> list[str] | None:
+        for index, arg in enumerate(value or ()):
+            if "\x00" in arg:
+                raise ValueError(f"argument {index} contains a NUL character, which exec refuses")
+        return value
+
     @model_validator(mode="after")
     def _exactly_one(self) -> HealthCheck:
         given = [name for name in ("command", "tcp", "http") if getattr(self, name) is not None]

@@ -352,11 +352,12 @@ def test_a_resubmitted_name_removes_the_old_containers() -> None:
 
 
 def test_a_resubmission_stops_only_the_containers_that_may_be_left() -> None:
-    """Replaced attempts were removed when they were replaced: no second stop for them."""
+    """Attempts beyond keep_containers were removed when they were replaced: no second
+    stop for them; the kept ones go now."""
     master = controller("a")
-    master.submit(job_spec(restart={"max_retries": 2, "backoff_initial": 0.5}), 1.0)
+    master.submit(job_spec(restart={"max_retries": 3, "backoff_initial": 0.5}), 1.0)
     now = 1.0
-    for attempt in range(3):
+    for attempt in range(4):
         task_id = f"web-0-{attempt}"
         master.heartbeat(heartbeat("a", seq=attempt + 1), now)
         master.tick(now)
@@ -367,4 +368,9 @@ def test_a_resubmission_stops_only_the_containers_that_may_be_left() -> None:
     master.drain()
     master.submit(job_spec(), now)
     commands, _ = master.drain()
-    assert stops(commands) == {"web-0-2": ("a", "job resubmitted")}
+    resubmitted = ("a", "job resubmitted")
+    assert stops(commands) == {
+        "web-0-1": resubmitted,
+        "web-0-2": resubmitted,
+        "web-0-3": resubmitted,
+    }

@@ -385,3 +385,50 @@ def test_a_start_first_update_counts_the_retiring_task_as_serving() -> None:
     )  # web-0-0 serves until its successor is healthy
     report(master, current(master, 0), "exited", 10.5, code=1)  # the new one fails: rollback
     assert master.job_info("web").healthy == 2
+
+
+def test_cancel_during_a_start_first_update_stops_the_retiring_task_too() -> None:
+    master = controller("a", "b")
+    service(master, 1, update={"order": "start-first"})
+    spec = job_spec(kind="service", update={"order": "start-first"}, env={"A": "1"})
+    master.update("web", spec, 10.0)
+    master.drain()
+    master.cancel("web", 11.0)
+    assert set(stops(master.drain()[0])) == {"web-0-0", current(master, 0)}
+
+
+def test_an_update_that_changes_no_container_replaces_nothing() -> None:
+    master = controller("a")
+    service(master, 1)
+    master.update("web", job_spec(kind="service", stop_grace=3, min_healthy=2), 10.0)
+    rollout = master.job_info("web").rollout
+    assert rollout is not None and rollout.state == "done"
+    assert starts(master.drain()[0]) == {} and len(master.state.tasks) == 1
+
+
+def test_a_task_healthy_once_then_unhealthy_does_not_roll_the_update_back() -> None:
+    master = controller("a", "b")
+    service(master, 2)
+    master.update("web", job_spec(kind="service", replicas=2, env={"A": "1"}), 10.0)
+    new = current(master, 0)
+    report(master, new, "running", 10.2)
+    tick(master, 11.5)  # healthy
+    health(master, new, "unhealthy", 12.0, "boom")
+    info = master.job_info("web")
+    assert info.rollout is not None and info.rollout.state == "updating" and info.version == 2
+
+
+def test_a_node_that_left_and_comes_back_is_schedulable_again() -> None:
+    master = controller("a", "b")
+    leaving = heartbeat("a", seq=5)
+    master.heartbeat(Heartbeat.model_validate({**leaving.model_dump(), "leaving": True}), 1.0)
+    master.connection_closed("a", 1.1)
+    assert node_state(master, "a") == "down"
+    master.heartbeat(heartbeat("a", seq=9), 5.0)
+    node = master.state.nodes["a"]
+    assert (node.state, node.cordoned, node.draining, node.leaving) == (
+        "ready",
+        False,
+        False,
+        False,
+    )
