@@ -8,7 +8,8 @@ like a dead fleet:
   period of `dead_after` before judging it (a new leader: `takeover_grace`);
 - partition guard: if more than `partition_threshold` of the live nodes (and at
   least two) would go down in the same tick, hold them at `suspect` for up to
-  `hold_max` seconds instead of rescheduling the world.
+  `hold_max` seconds instead of rescheduling the world; when it lets go (most
+  nodes are heard again), the nodes still silent get `dead_after` more.
 """
 
 from __future__ import annotations
@@ -77,8 +78,13 @@ class Liveness:
                     )
                 for node_id in going_down:
                     changes[node_id] = "suspect"
-        else:
+        elif self._holding_since is not None:
+            # The partition heals, node by node: those still silent get a fresh dead_after
+            # (a slow one is not taken for lost because the others came back first).
             self._holding_since = None
+            self.grant_grace(now)
+            for node_id in going_down:
+                changes[node_id] = "suspect"
         return [
             ev.NodeStateChanged(
                 at=now,

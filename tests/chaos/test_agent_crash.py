@@ -96,9 +96,7 @@ def test_past_the_grace_the_tasks_are_replaced_and_the_originals_stopped_on_retu
     wait_until(
         lambda: node_state(crashable, "w1") == "down", timeout=GRACE + 10, what="down after grace"
     )
-    wait_until(
-        lambda: crashable.client.job("svc").state == "running", timeout=30, what="replaced"
-    )
+    wait_until(lambda: crashable.client.job("svc").state == "running", timeout=30, what="replaced")
     running = [t for t in crashable.client.job("svc").tasks if t.state == "running"]
     assert len(running) == 3 and w1 not in {t.node_id for t in running}
     # The originals still run on the orphaned host (nobody stopped them yet).

@@ -89,7 +89,8 @@ def test_restarting_a_worker_does_not_duplicate_its_containers(
     vhost_url: str, tmp_path: Path, docker_engine: None, hard: bool
 ) -> None:
     # A slow machine must not turn the restart into a node loss (that path, with
-    # rescheduling and fencing, is tests/chaos/test_worker_loss.py): allow 15 s.
+    # rescheduling and fencing, is tests/chaos/test_worker_partition.py and, past the
+    # agent grace, tests/chaos/test_agent_crash.py): allow 15 s.
     cluster = Cluster(vhost_url, tmp_path).start(workers=2, dead_after=15)
     try:
         _restart_worker_and_check(cluster, hard)
