@@ -3,6 +3,10 @@
 #
 #   ./scripts/test.sh [pytest args...]      e.g. ./scripts/test.sh tests/unit -x -k election
 #
+# Without arguments: unit and integration tests in parallel (pytest-xdist, PYTEST_WORKERS
+# processes, default 3), then the chaos tests one at a time. With arguments: one pytest
+# run with them.
+#
 # Steps: scripts/bootstrap.sh (RabbitMQ, Docker, test image), the venv .venv with
 # `pip install -e '.[test]'` (redone only when pyproject.toml or the package list
 # changes), then ruff check, ruff format --check, mypy, pytest. Extra arguments go
@@ -47,14 +51,27 @@ else
     step "mypy" mypy
 fi
 
-say "pytest"
-rc=0
-pytest "$@" || rc=$?
-if ((rc == 5)); then
-    err "pytest collected no tests (exit code 5): check the arguments/-k expression and tests/"
-    failed+=("pytest (no tests collected)")
-elif ((rc != 0)); then
-    failed+=("pytest (exit code $rc)")
+run_pytest() { # run_pytest NAME ARGS...: one pytest run; exit code 5 (nothing ran) fails too
+    local name=$1 rc=0
+    shift
+    say "$name"
+    pytest "$@" || rc=$?
+    if ((rc == 5)); then
+        err "pytest collected no tests (exit code 5): check the arguments/-k expression and tests/"
+        failed+=("$name (no tests collected)")
+    elif ((rc != 0)); then
+        failed+=("$name (exit code $rc)")
+    fi
+}
+
+if (($#)); then
+    run_pytest "pytest" "$@"
+else
+    # The whole suite in two runs: unit and integration tests on PYTEST_WORKERS processes
+    # (each test has its own vhost and labels its containers; most of their time is
+    # waiting), then the chaos tests one at a time (they restart the shared broker).
+    run_pytest "pytest (unit, integration)" -n "${PYTEST_WORKERS:-3}" -m "not chaos and not soak"
+    run_pytest "pytest (chaos)" -m "chaos and not soak"
 fi
 
 if ((${#failed[@]})); then
