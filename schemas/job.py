@@ -201,6 +201,14 @@ class PortMapping(Closed):
         return {"anyOf": [schema, short]}
 
 
+def _without_nul(command: list[str] | None) -> list[str] | None:
+    """The command, if none of its arguments holds a NUL (exec refuses those)."""
+    for index, arg in enumerate(command or ()):
+        if "\x00" in arg:
+            raise ValueError(f"argument {index} contains a NUL character, which exec refuses")
+    return command
+
+
 HTTP_PATH_PATTERN = r"^/[!-~]{0,1023}$"  # printable ASCII, no spaces
 
 
@@ -239,10 +247,7 @@ class HealthCheck(Closed):
     @field_validator("command")
     @classmethod
     def _command_has_no_nul(cls, value: list[str] | None) -> list[str] | None:
-        for index, arg in enumerate(value or ()):
-            if "\x00" in arg:
-                raise ValueError(f"argument {index} contains a NUL character, which exec refuses")
-        return value
+        return _without_nul(value)
 
     @model_validator(mode="after")
     def _exactly_one(self) -> HealthCheck:
@@ -356,10 +361,7 @@ class JobSpec(Closed):
     @field_validator("command")
     @classmethod
     def _command_has_no_nul(cls, value: list[str] | None) -> list[str] | None:
-        for index, arg in enumerate(value or ()):
-            if "\x00" in arg:
-                raise ValueError(f"argument {index} contains a NUL character, which exec refuses")
-        return value
+        return _without_nul(value)
 
     @field_validator("env")
     @classmethod

@@ -14,7 +14,8 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -40,6 +41,24 @@ def wait_until(
     raise AssertionError(
         f"timed out after {timeout:g} s waiting for {what or probe}: last {last!r}"
     )
+
+
+@contextmanager
+def running_cluster(
+    amqp_url: str, workdir: Path, *, workers: int = 3, master_extra: tuple[str, ...] = ()
+) -> Iterator[Cluster]:
+    """A master (with `master_extra` options) and workers w1..wN, all ready; closed after,
+    its logs printed (pytest shows them when the test failed)."""
+    cluster = Cluster(amqp_url, workdir)
+    try:
+        cluster.start_master(extra=master_extra)
+        for index in range(1, workers + 1):
+            cluster.start_worker(f"w{index}")
+        cluster.wait_nodes_ready(workers)
+        yield cluster
+    finally:
+        print(cluster.logs())
+        cluster.close()
 
 
 class Cluster:

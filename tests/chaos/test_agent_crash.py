@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.cluster import Cluster, wait_until
+from tests.cluster import Cluster, running_cluster, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos]
 
@@ -23,16 +23,8 @@ GRACE = 8.0
 @pytest.fixture
 def crashable(vhost_url: str, tmp_path: Path, docker_engine: None) -> Iterator[Cluster]:
     """A master with an agent grace of GRACE seconds, and three workers."""
-    running = Cluster(vhost_url, tmp_path)
-    try:
-        running.start_master(extra=("--agent-grace", str(GRACE)))
-        for name in ("w1", "w2", "w3"):
-            running.start_worker(name)
-        running.wait_nodes_ready(3)
-        yield running
-    finally:
-        print(running.logs())
-        running.close()
+    with running_cluster(vhost_url, tmp_path, master_extra=("--agent-grace", str(GRACE))) as c:
+        yield c
 
 
 def serve(cluster: Cluster, replicas: int = 3) -> dict[str, Any]:

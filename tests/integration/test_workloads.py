@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.cluster import Cluster, wait_until
+from tests.cluster import Cluster, running_cluster, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -27,13 +27,8 @@ PORT = 8080
 @pytest.fixture
 def cluster3(vhost_url: str, tmp_path: Path, docker_engine: None) -> Iterator[Cluster]:
     """A master and three workers (2 CPUs, 1 GiB each)."""
-    running = Cluster(vhost_url, tmp_path)
-    try:
-        running.start(workers=3)
-        yield running
-    finally:
-        print(running.logs())
-        running.close()
+    with running_cluster(vhost_url, tmp_path) as cluster:
+        yield cluster
 
 
 def web(version: str, replicas: int = 4, **fields: Any) -> dict[str, Any]:
@@ -262,12 +257,8 @@ def test_each_failure_shows_its_own_reason_in_ps_and_inspect(cluster3: Cluster) 
 def test_retention_purges_ended_jobs_and_ps_stays_short_after_100_restarts(
     vhost_url: str, tmp_path: Path, docker_engine: None
 ) -> None:
-    cluster = Cluster(vhost_url, tmp_path)
-    try:
-        cluster.start_master(extra=("--ended-job-ttl", "3", "--keep-containers", "1"))
-        for name in ("w1", "w2", "w3"):
-            cluster.start_worker(name)
-        cluster.wait_nodes_ready(3)
+    ttl = ("--ended-job-ttl", "3", "--keep-containers", "1")
+    with running_cluster(vhost_url, tmp_path, master_extra=ttl) as cluster:
         client = cluster.client
         client.submit({"name": "once", "image": IMAGE, "command": ["true"]})
         wait_until(lambda: client.job("once").state == "complete", timeout=30, what="done")
@@ -292,6 +283,3 @@ def test_retention_purges_ended_jobs_and_ps_stays_short_after_100_restarts(
         assert len(everything.stdout.strip().splitlines()) <= 1 + 4 * 6  # keep_attempts 5
         # Per slot: the current attempt's container and keep_containers (1) before it.
         assert len(cluster.containers("flap")) <= 4 * 2
-    finally:
-        print(cluster.logs())
-        cluster.close()
