@@ -193,6 +193,17 @@ def lose_host(cluster: Cluster, audit: ContainerAudit, replicas: int, index: int
     return Run(len(lost), recovered, detected, raw)
 
 
+def respread(cluster: Cluster, replicas: int) -> None:
+    """Start the next run from a service spread evenly again (2 replicas per worker for 6):
+    replacements are never moved back, so without this every later run would lose the
+    3 slots piled on one worker, not the 2 a spread service has on each."""
+    client = cluster.client
+    client.cancel(JOB)
+    wait_until(lambda: not cluster.containers(JOB, all=False), timeout=30, what="old copies gone")
+    client.purge(JOB)
+    client.submit(spec(replicas)).wait(timeout=60)
+
+
 def settle(cluster: Cluster, node_id: str, thawed_at: float, replicas: int) -> None:
     """The thawed node is ready and heard twice since (so its late reports are in), and the
     master again counts `replicas` running tasks."""
@@ -314,6 +325,7 @@ def main() -> None:
         for index in range(args.runs):
             runs.append(lose_host(cluster, audit, args.replicas, index))
             run = runs[-1]
+            respread(cluster, args.replicas)
             print(
                 f"run {index + 1}: {run.slots} slots running elsewhere after "
                 f"{run.recovered:.2f} s (marked lost after {run.detected:.2f} s); "
