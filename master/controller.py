@@ -325,12 +325,13 @@ class Controller(Moves):
         reaches the standby through the journal."""
         self.state.apply(self._observed(beat, now))
 
-    def promote(self, epoch: int, now: float) -> None:
+    def promote(self, epoch: int, now: float, *, grace: float | None = None) -> None:
         """This master leads from now on, with `epoch`; its state holds the journal up to
         its own claim.
 
-        Nodes get `takeover_grace` to be heard before liveness judges them (nodes
-        the journal names but that were never heard from included). Every task still
+        Nodes get `grace` (default `takeover_grace`; the term gives more after a broker
+        outage) to be heard before liveness judges them (nodes the journal names but
+        that were never heard from included). Every task still
         `assigned` is sent its StartCommand again: the old leader's may never have
         arrived, or been refused as stale, and a worker that has the container
         already finds it by its label. Then one settling: a scheduling pass (the
@@ -338,7 +339,7 @@ class Controller(Moves):
         one last announced (none, unless the journal lost the end of an input).
         """
         self.epoch = epoch
-        self.liveness.grant_grace(now, self.settings.takeover_grace)
+        self.liveness.grant_grace(now, self.settings.takeover_grace if grace is None else grace)
         for task in self.state.tasks.values():
             if task.state == "assigned" and task.node_id is not None:
                 self.commands.append(StartCommand(task.task_id, task.node_id))

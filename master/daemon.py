@@ -47,13 +47,21 @@ class MasterDaemon:
     def run(self, stop: threading.Event) -> None:
         log.info("master %s (%s) starting", self.settings.name, self.instance)
         leftovers: list[Outgoing] = []
+        outage = False
         while not stop.is_set():
             self.term = Term(
-                self.settings, self.instance, self.started_at, self.clock, self._seen, self.seen
+                self.settings,
+                self.instance,
+                self.started_at,
+                self.clock,
+                self._seen,
+                self.seen,
+                after_outage=outage,
             )
             self.term.bus.requeue(leftovers)
             self.term.run(stop)
             leftovers = [out for out in self.term.bus.leftovers() if not _journal(out)]
+            outage = self.term.lost_connection
             if not stop.is_set():
                 stop.wait(PAUSE_BETWEEN_TERMS)
         log.info("master %s stopped", self.settings.name)

@@ -54,6 +54,10 @@ from schemas.messages import (
 
 log = logging.getLogger("corral.master")
 
+# Workers retry a lost broker connection at most every ~5.5 s (the bus's max_backoff of
+# 5 s, with jitter): after an outage a new leader gives them that much more to be heard.
+RECONNECT_GRACE = 6.0
+
 Role = Literal["standby", "claiming", "active"]
 
 ANNOUNCE_EVERY = 5.0  # the leader repeats its epoch on corral.control this often
@@ -75,7 +79,11 @@ class Term:
         clock: Callable[[], float],
         seen: Callable[[MasterBeat, float], None],
         masters: Callable[[], list[SeenMaster]] | None = None,
+        *,
+        after_outage: bool = False,
     ) -> None:
+        """`after_outage`: the previous term lost its broker connection, so the workers
+        most likely lost theirs too and come back at their own pace (see RECONNECT_GRACE)."""
         self.settings = settings
         self.instance = instance
         self.started_at = started_at
@@ -90,6 +98,8 @@ class Term:
         self.api = self._api()
         self.writer: JournalWriter | None = None
         self.over = threading.Event()
+        self.after_outage = after_outage
+        self.lost_connection = False  # this term ended because its connection was lost
         self.replayed = 0  # batches applied in this term (since the snapshot)
         self.snapshots = snapshots.Schedule(settings)
         self._loaded_in = 0.0
@@ -213,6 +223,7 @@ class Term:
             self.over.set()
 
     def _lost(self) -> None:
+        self.lost_connection = True
         self._step_down("it lost its broker connection")
 
     # -- the journal --
@@ -277,7 +288,8 @@ class Term:
         self.writer = JournalWriter(self.settings.name, epoch, self._send_batch)
         self.writer.on_sent = self._on_batch_sent
         self.controller.journal = self.writer.add
-        self.controller.promote(epoch, now)
+        grace = self.settings.takeover_grace + (RECONNECT_GRACE if self.after_outage else 0.0)
+        self.controller.promote(epoch, now, grace=grace)
         self._announce()
         self.bus.consume_messages(topology.API_QUEUE_DECL, self._on_api, prefetch=64)
         self.bus.consume_messages(topology.MASTER_STATUS_QUEUE_DECL, self._on_status, prefetch=500)

@@ -70,8 +70,8 @@ else
     # The whole suite in two runs: unit and integration tests on PYTEST_WORKERS processes
     # (each test has its own vhost and labels its containers; most of their time is
     # waiting), then the chaos tests one at a time (they restart the shared broker).
-    run_pytest "pytest (unit, integration)" -n "${PYTEST_WORKERS:-3}" -m "not chaos and not soak"
-    run_pytest "pytest (chaos)" -m "chaos and not soak"
+    run_pytest "pytest (unit, integration)" -n "${PYTEST_WORKERS:-3}" -m "not chaos and not soak" --durations=10
+    run_pytest "pytest (chaos)" -m "chaos and not soak" --durations=10
 fi
 
 if ((${#failed[@]})); then
