@@ -26,8 +26,6 @@ from worker.runtime import DockerRuntime, RuntimeEvent
 pytestmark = pytest.mark.integration
 
 IMAGE = "local/busybox:latest"
-RUN_LABEL = "test.corral.run"
-RUN_ID = uuid.uuid4().hex[:8]
 HTTPD = "mkdir -p /www && echo ok > /www/index.html && exec httpd -f -p 8080 -h /www"
 FAST = {"interval": 0.2, "timeout": 1, "retries": 2}
 
@@ -62,27 +60,6 @@ class Events:
     def close(self) -> None:
         self.stop.set()
         self.reader.join(timeout=5)
-
-
-@pytest.fixture(scope="module")
-def engine() -> Iterator[docker.DockerClient]:
-    client = docker.from_env()
-    yield client
-    client.close()
-
-
-@pytest.fixture
-def node_id() -> str:
-    return f"hc-{uuid.uuid4().hex[:8]}"
-
-
-@pytest.fixture
-def runtime(node_id: str, engine: docker.DockerClient) -> Iterator[DockerRuntime]:
-    rt = DockerRuntime(node_id, extra_labels={RUN_LABEL: RUN_ID})
-    yield rt
-    rt.close()
-    for container in engine.containers.list(all=True, filters={"label": f"corral.node={node_id}"}):
-        container.remove(force=True)
 
 
 @pytest.fixture

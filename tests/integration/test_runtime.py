@@ -13,7 +13,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -23,6 +23,7 @@ from docker.models.containers import Container
 
 from schemas.job import JobSpec, PortMapping
 from schemas.messages import StartTask
+from tests.integration.conftest import RUN_ID, RUN_LABEL
 from worker.runtime import (
     ContainerInfo,
     DockerRuntime,
@@ -34,29 +35,6 @@ from worker.runtime import (
 pytestmark = pytest.mark.integration
 
 IMAGE = "local/busybox:latest"
-RUN_LABEL = "test.corral.run"
-RUN_ID = uuid.uuid4().hex[:8]
-
-
-@pytest.fixture(scope="module")
-def engine() -> Iterator[docker.DockerClient]:
-    client = docker.from_env()
-    yield client
-    client.close()
-
-
-@pytest.fixture
-def node_id() -> str:
-    return f"rt-{uuid.uuid4().hex[:8]}"
-
-
-@pytest.fixture
-def runtime(node_id: str, engine: docker.DockerClient) -> Iterator[DockerRuntime]:
-    rt = DockerRuntime(node_id, extra_labels={RUN_LABEL: RUN_ID})
-    yield rt
-    rt.close()
-    for container in containers_of(engine, node_id):
-        container.remove(force=True)
 
 
 def containers_of(engine: docker.DockerClient, node_id: str) -> list[Container]:
