@@ -127,3 +127,35 @@ class Tap:
     def close(self) -> None:
         if self.connection.is_open:
             self.connection.close()
+
+
+class RawMaster:
+    """Raw pika in the masters' place, for tests of a worker alone: it declares the
+    exchanges (the worker declares the same, maybe later) and reads private queues."""
+
+    def __init__(self, url: str) -> None:
+        from bus import topology  # the tests' own view of the topology
+
+        self.connection = pika.BlockingConnection(pika.URLParameters(url))
+        self.channel = self.connection.channel()
+        for exchange in topology.EXCHANGES:
+            self.channel.exchange_declare(exchange.name, exchange.kind, durable=exchange.durable)
+
+    def subscribe(self, exchange: str, key: str) -> str:
+        """A private queue bound to `exchange` with `key`; its name."""
+        queue: str = self.channel.queue_declare("", exclusive=True).method.queue
+        self.channel.queue_bind(queue, exchange, routing_key=key)
+        return queue
+
+    def messages(self, queue: str) -> list[dict[str, Any]]:
+        """Every envelope waiting in `queue`, decoded (read destructively)."""
+        taken: list[dict[str, Any]] = []
+        while True:
+            method, _props, body = self.channel.basic_get(queue, auto_ack=True)
+            if method is None:
+                return taken
+            taken.append(json.loads(body))
+
+    def close(self) -> None:
+        if self.connection.is_open:
+            self.connection.close()

@@ -9,14 +9,12 @@ subscription and corral.dead, and the containers through the Docker engine.
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pika
 import pytest
 
 from bus import topology
@@ -25,45 +23,29 @@ from schemas.job import JobSpec
 from schemas.messages import CommandRefused, Heartbeat, LeaderAnnounced, Payload, StartTask
 from tests.cluster import RUN_LABEL, Cluster, wait_until
 from tests.conftest import TEST_IMAGE
+from tests.rawamqp import RawMaster
 
 pytestmark = pytest.mark.integration
 
 HUGE_EPOCH = 2**62
 
 
-class Masters:
+class Masters(RawMaster):
     """Raw pika playing the masters, with private queues on the heartbeats, on
     `refused.#` status events and on nothing else."""
 
     def __init__(self, url: str) -> None:
-        self.connection = pika.BlockingConnection(pika.URLParameters(url))
-        self.channel = self.connection.channel()
-        for exchange in topology.EXCHANGES:  # the worker declares the same, maybe later
-            self.channel.exchange_declare(exchange.name, exchange.kind, durable=exchange.durable)
-        self.beats = self._subscribe(topology.HEARTBEAT_EXCHANGE, "")
-        self.refused = self._subscribe(topology.STATUS_EXCHANGE, "refused.#")
-
-    def _subscribe(self, exchange: str, key: str) -> str:
-        queue: str = self.channel.queue_declare("", exclusive=True).method.queue
-        self.channel.queue_bind(queue, exchange, routing_key=key)
-        return queue
+        super().__init__(url)
+        self.beats = self.subscribe(topology.HEARTBEAT_EXCHANGE, "")
+        self.refused = self.subscribe(topology.STATUS_EXCHANGE, "refused.#")
 
     def send(self, exchange: str, key: str, payload: Payload, *, epoch: int | None) -> None:
         body = encode(payload, sender="raw-master", epoch=epoch)
         self.channel.basic_publish(exchange, key, body)
 
-    def take(self, queue: str) -> list[dict[str, Any]]:
-        """Every message waiting in `queue`, decoded (read destructively)."""
-        taken: list[dict[str, Any]] = []
-        while True:
-            method, _props, body = self.channel.basic_get(queue, auto_ack=True)
-            if method is None:
-                return taken
-            taken.append(json.loads(body))
-
     def beat_of(self, node_id: str) -> dict[str, Any] | None:
         """The newest waiting heartbeat payload of `node_id`, if any."""
-        beats = [m["payload"] for m in self.take(self.beats) if m["type"] == Heartbeat.TYPE]
+        beats = [m["payload"] for m in self.messages(self.beats) if m["type"] == Heartbeat.TYPE]
         ours = [beat for beat in beats if beat["node_id"] == node_id]
         return ours[-1] if ours else None
 
@@ -76,10 +58,6 @@ class Masters:
                 return count
             if (properties.headers or {}).get(header) == value:
                 count += 1
-
-    def close(self) -> None:
-        if self.connection.is_open:
-            self.connection.close()
 
 
 @pytest.fixture
@@ -138,7 +116,7 @@ def test_a_deposed_masters_command_is_refused_reported_and_not_run(
     masters.send(topology.ASSIGN_EXCHANGE, node_id, fresh, epoch=100)
 
     # (a) The stale command is reported on refused.<node> ...
-    (event,) = wait_until(lambda: masters.take(masters.refused), what="a command.refused event")
+    (event,) = wait_until(lambda: masters.messages(masters.refused), what="a command.refused event")
     assert event["type"] == CommandRefused.TYPE
     refused = event["payload"]
     assert refused["node_id"] == node_id
@@ -155,10 +133,10 @@ def test_a_deposed_masters_command_is_refused_reported_and_not_run(
     # (c) The current master's command, handled after the stale one, runs; the stale one not.
     wait_until(lambda: task_containers(headless, fresh.task_id), what="the fresh task's container")
     assert task_containers(headless, stale.task_id) == []
-    assert masters.take(masters.refused) == []
+    assert masters.messages(masters.refused) == []
 
     # Headless all along: the worker keeps beating, with the epoch it was told.
-    masters.take(masters.beats)
+    masters.messages(masters.beats)
     beat = wait_until(lambda: masters.beat_of(node_id), what="a later heartbeat")
     assert beat["max_epoch"] == 100
     assert [task["task_id"] for task in beat["tasks"]] == [fresh.task_id]
@@ -184,11 +162,11 @@ def test_a_flood_of_refused_commands_makes_few_events_and_one_warning(
 
     wait_until(all_dead_lettered, timeout=60, what=f"{flood} dead letters")
     # A heartbeat sent after the last refusal: every event is in our queue by now.
-    masters.take(masters.beats)
+    masters.messages(masters.beats)
     beat = wait_until(lambda: masters.beat_of(node_id), what="a heartbeat after the flood")
     elapsed = time.monotonic() - began
 
-    events = masters.take(masters.refused)
+    events = masters.messages(masters.refused)
     assert 1 <= len(events) <= 20 + 20 * elapsed + 1, (len(events), elapsed)
     assert all(e["payload"]["reason"].startswith("addressed to node elsewhere") for e in events)
     assert beat["max_epoch"] == 0  # nothing forged was believed

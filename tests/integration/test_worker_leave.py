@@ -10,7 +10,6 @@ ends at once on SIGTERM, so stops are quick.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -21,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import docker
-import pika
 import pytest
 
 from bus import topology
@@ -30,6 +28,7 @@ from schemas.job import JobSpec
 from schemas.messages import Heartbeat, StartTask, StopTask, TaskStatus
 from tests.cluster import wait_until
 from tests.conftest import TEST_IMAGE
+from tests.rawamqp import RawMaster
 from worker.runtime import DockerRuntime
 from worker.settings import WorkerSettings
 
@@ -48,32 +47,17 @@ serve(WorkerSettings.model_validate_json(sys.argv[1]))
 """
 
 
-class Master:
+class Master(RawMaster):
     """Raw pika in the master's place: private queues on heartbeats and task statuses."""
 
     def __init__(self, url: str) -> None:
-        self.connection = pika.BlockingConnection(pika.URLParameters(url))
-        self.channel = self.connection.channel()
-        for exchange in topology.EXCHANGES:  # the worker declares the same, maybe later
-            self.channel.exchange_declare(exchange.name, exchange.kind, durable=exchange.durable)
-        self.beats = self._subscribe(topology.HEARTBEAT_EXCHANGE, "")
-        self.statuses = self._subscribe(topology.STATUS_EXCHANGE, "task.#")
-
-    def _subscribe(self, exchange: str, key: str) -> str:
-        queue: str = self.channel.queue_declare("", exclusive=True).method.queue
-        self.channel.queue_bind(queue, exchange, routing_key=key)
-        return queue
+        super().__init__(url)
+        self.beats = self.subscribe(topology.HEARTBEAT_EXCHANGE, "")
+        self.statuses = self.subscribe(topology.STATUS_EXCHANGE, "task.#")
 
     def take(self, queue: str, kind: str) -> list[dict[str, Any]]:
         """The payloads of type `kind` waiting in `queue` (read destructively)."""
-        taken: list[dict[str, Any]] = []
-        while True:
-            method, _props, body = self.channel.basic_get(queue, auto_ack=True)
-            if method is None:
-                return taken
-            message = json.loads(body)
-            if message["type"] == kind:
-                taken.append(message["payload"])
+        return [m["payload"] for m in self.messages(queue) if m["type"] == kind]
 
     def beat(self) -> dict[str, Any] | None:
         """The newest waiting heartbeat, if any."""
@@ -84,10 +68,6 @@ class Master:
         command = StopTask(task_id=task_id, job_id=job_id, node_id=node_id, grace=5)
         body = encode(command, sender="raw-master", epoch=1)
         self.channel.basic_publish(topology.ASSIGN_EXCHANGE, node_id, body)
-
-    def close(self) -> None:
-        if self.connection.is_open:
-            self.connection.close()
 
 
 class Node:
@@ -108,7 +88,7 @@ class Node:
         runtime = DockerRuntime(self.node_id, extra_labels={RUN_LABEL: self.run_id})
         spec = JobSpec(name=self.job_id, image=TEST_IMAGE, command=["sh", "-c", ENDS_ON_TERM])
         task = StartTask(
-            task_id=f"{self.job_id}-0-0",
+            task_id=f"{self.job_id}-{self.run_id}-0-0",  # unique: tests run side by side
             job_id=self.job_id,
             slot=0,
             node_id=self.node_id,
