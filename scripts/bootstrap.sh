@@ -101,9 +101,21 @@ start_rabbitmq() {
     # broker file descriptors; with the usual 1024 a few hundred quorum queues leave it
     # accepting sockets it can never serve, so give it many more.
     raise_fd_limit
-    (close_lock_fds && exec rabbitmq-server -detached) >>"$RMQ_START_LOG" 2>&1 </dev/null || true
-    wait_until 90 rmq_ping || rmq_fail "rabbitmq did not answer 'rabbitmq-diagnostics ping' within 90 s"
-    note "rabbitmq up after $((SECONDS - t0)) s"
+    # RabbitMQ 3.10 sometimes crashes while booting on a node with queues from earlier
+    # runs (file_handle_cache badarg: "Application rabbit exited"); the node it left
+    # is stopped and started again, up to three times.
+    local attempt
+    for attempt in 1 2 3; do
+        (close_lock_fds && exec rabbitmq-server -detached) >>"$RMQ_START_LOG" 2>&1 </dev/null || true
+        if wait_until 60 rmq_ping; then
+            note "rabbitmq up after $((SECONDS - t0)) s"
+            return 0
+        fi
+        ((attempt < 3)) || break
+        note "rabbitmq did not answer within 60 s (attempt $attempt): stopping the node and starting it again"
+        timeout 60 rabbitmqctl stop >>"$RMQ_START_LOG" 2>&1 </dev/null || true
+    done
+    rmq_fail "rabbitmq did not answer 'rabbitmq-diagnostics ping' after 3 starts of 60 s each"
 }
 
 enable_plugins() {
