@@ -44,5 +44,5 @@ def declare_queue(connection: Any, channel: Any, q: topology.Queue) -> tuple[Any
         result = channel.queue_declare(q.name, passive=True)
     name: str = result.method.queue
     for exchange, key in q.bindings:
-        channel.queue_bind(name, exchange, routing_key=key)
+        channel.queue_bind(name, exchange, routing_key=name if key == topology.OWN_NAME else key)
     return channel, name

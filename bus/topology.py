@@ -2,13 +2,15 @@
 
 ::
 
-    worker ──heartbeat──▶ [corral.heartbeat fanout] ──▶ (server-named, TTL) ──▶ master
-    client ──api.*──────▶ (corral.api quorum) ───────────────────────────────▶ master
+    worker ──heartbeat──▶ [corral.heartbeats topic] ─key=node─▶ (server-named, TTL) ──▶ master
+    client ──api.*──────▶ [corral.requests topic] ─key=<role>.<type>─▶ (corral.api quorum) ─▶ master
     master ──reply──────▶ reply_to (direct reply-to or the client's queue) ──▶ client
-    master ──assign.*───▶ [corral.assign direct] ─key=node─▶ (corral.node.<id> quorum) ─▶ worker
+    master ──assign.*───▶ [corral.assignments topic] ─key=node─▶ (corral.node.<id> quorum) ─▶ worker
     worker ──task.*─────▶ [corral.status topic] ─task.#──▶ (corral.master.status quorum) ─▶ master
     master ──job.*/node.*▶ [corral.status topic] ──▶ dashboards, `corral watch` (own queues)
-    client ──logs.request▶ [corral.rpc direct] ─key=node─▶ (corral.node.<id>.rpc) ─▶ worker
+    client ──api.logs───▶ [corral.requests] ──▶ master (checks who may read them)
+    master ──logs.request▶ [corral.node-rpc topic] ─key=node─▶ (corral.node.<id>.rpc) ─▶ worker
+    worker ──logs.chunk─▶ [corral.replies direct] ─key=queue─▶ (the client's private queue)
     master ──announce───▶ [corral.control fanout] ──▶ workers (own queues)
     master ──beat───────▶ [corral.masters fanout] ──▶ masters (own queues)
     master ──ping───────▶ (corral.leader quorum, single active consumer) ──▶ the active master
@@ -18,8 +20,10 @@
     broker / consumers ─▶ [corral.dlx fanout] ──▶ (corral.dead) ──▶ operators
     broker ──connection.*▶ [amq.rabbitmq.event topic, on /] ──▶ (server-named) ──▶ active master
 
-Status routing keys: ``task.<job>.<task>.<state>``, ``job.<job>.<state>``,
-``node.<node>.<state>``. Job names and node ids never contain dots.
+Status routing keys: ``task.<job>.<task>.<state>.<node>``, ``job.<job>.<state>``,
+``node.<node>.<state>``, ``refused.<node>``. Job names and node ids never contain
+dots. Whatever a worker publishes names its node in the routing key, so that the
+broker's topic permissions (see `bus.access`) hold each worker to its own node id.
 
 This module only names things and describes their arguments; `bus.connection`
 declares them. Nothing else in Corral spells a queue or exchange name.
@@ -30,11 +34,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-HEARTBEAT_EXCHANGE = "corral.heartbeat"
-ASSIGN_EXCHANGE = "corral.assign"
+HEARTBEAT_EXCHANGE = "corral.heartbeats"  # topic: the key is the node id
+API_EXCHANGE = "corral.requests"  # topic: the key is <role>.<type>, e.g. submitter.api.submit
+REPLIES_EXCHANGE = "corral.replies"  # direct: the key is a client's private queue name
+ASSIGN_EXCHANGE = "corral.assignments"  # topic (keys: node ids), for topic permissions
 STATUS_EXCHANGE = "corral.status"
 CONTROL_EXCHANGE = "corral.control"
-RPC_EXCHANGE = "corral.rpc"
+RPC_EXCHANGE = "corral.node-rpc"  # topic (keys: node ids), for topic permissions
 MASTERS_EXCHANGE = "corral.masters"
 DEAD_LETTER_EXCHANGE = "corral.dlx"
 DEFAULT_EXCHANGE = ""
@@ -92,11 +98,13 @@ class Queue:
 
 
 EXCHANGES = (
-    Exchange(HEARTBEAT_EXCHANGE, "fanout"),
-    Exchange(ASSIGN_EXCHANGE, "direct"),
+    Exchange(HEARTBEAT_EXCHANGE, "topic"),
+    Exchange(API_EXCHANGE, "topic"),
+    Exchange(REPLIES_EXCHANGE, "direct"),
+    Exchange(ASSIGN_EXCHANGE, "topic"),
     Exchange(STATUS_EXCHANGE, "topic"),
     Exchange(CONTROL_EXCHANGE, "fanout"),
-    Exchange(RPC_EXCHANGE, "direct"),
+    Exchange(RPC_EXCHANGE, "topic"),
     Exchange(MASTERS_EXCHANGE, "fanout"),
     Exchange(DEAD_LETTER_EXCHANGE, "fanout"),
 )
@@ -122,7 +130,7 @@ DEAD_QUEUE_DECL = Queue(
     },
     bindings=((DEAD_LETTER_EXCHANGE, ""),),
 )
-API_QUEUE_DECL = Queue(API_QUEUE, arguments=dict(_QUORUM))
+API_QUEUE_DECL = Queue(API_QUEUE, arguments=dict(_QUORUM), bindings=((API_EXCHANGE, "#"),))
 MASTER_STATUS_QUEUE_DECL = Queue(
     MASTER_STATUS_QUEUE,
     arguments=dict(_QUORUM),
@@ -179,21 +187,34 @@ SNAPSHOT_STREAM_DECL = _stream(
 CORE_QUEUES = (DEAD_QUEUE_DECL, API_QUEUE_DECL, MASTER_STATUS_QUEUE_DECL)
 
 
-def _beats_view(exchange: str) -> Queue:
-    """A private queue on a fanout of beats; stale beats expire unread."""
+def _beats_view(exchange: str, key: str = "") -> Queue:
+    """A private queue on an exchange of beats; stale beats expire unread."""
     return Queue(
         "",
         durable=False,
         exclusive=True,
         auto_delete=True,
         arguments={"x-message-ttl": HEARTBEAT_TTL_MS},  # expired beats are dropped
-        bindings=((exchange, ""),),
+        bindings=((exchange, key),),
     )
 
 
 def heartbeat_queue() -> Queue:
-    """A master's private view of the workers' heartbeats."""
-    return _beats_view(HEARTBEAT_EXCHANGE)
+    """A master's private view of the workers' heartbeats (every node's)."""
+    return _beats_view(HEARTBEAT_EXCHANGE, "#")
+
+
+def heartbeat_key(node_id: str) -> str:
+    return node_id
+
+
+ROLES = ("viewer", "submitter", "admin")  # client roles, least to most allowed
+
+
+def api_key(role: str, message_type: str) -> str:
+    """The routing key of an API request: the role it is sent as, then its type. The
+    broker lets each client user publish only under the roles it was given."""
+    return f"{role}.{message_type}"
 
 
 def broker_events_queue() -> Queue:
@@ -266,13 +287,20 @@ def status_queue(patterns: tuple[str, ...] = ("#",)) -> Queue:
     )
 
 
+# A binding key that stands for the queue's own (server-given) name.
+OWN_NAME = "{queue}"
+
+
 def reply_queue() -> Queue:
-    """A private queue for streamed replies (logs)."""
-    return Queue("", durable=False, exclusive=True, auto_delete=True)
+    """A private queue for streamed replies (logs), bound to corral.replies under its own
+    name: workers publish there, never on the default exchange."""
+    return Queue(
+        "", durable=False, exclusive=True, auto_delete=True, bindings=((REPLIES_EXCHANGE, OWN_NAME),)
+    )
 
 
-def task_key(job_id: str, task_id: str, state: str) -> str:
-    return f"task.{job_id}.{task_id}.{state}"
+def task_key(job_id: str, task_id: str, state: str, node_id: str) -> str:
+    return f"task.{job_id}.{task_id}.{state}.{node_id}"
 
 
 def job_key(job_id: str, state: str) -> str:
