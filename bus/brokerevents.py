@@ -33,6 +33,7 @@ from bus.consuming import Consumer
 from bus.delivery import Delivery
 from bus.errors import NOT_FOUND, AccessRefused, BusError
 from bus.params import connection_parameters, split_urls
+from bus.tls import Tls
 
 log = logging.getLogger("corral.bus")
 
@@ -66,8 +67,11 @@ class ConnectionWatch:
         name: str = "corral",
         events_vhost: str = topology.EVENTS_VHOST,
         heartbeat: int = 10,
+        tls: Tls | None = None,
     ) -> None:
-        vhosts = {p.virtual_host for p in connection_parameters(url, name=name, heartbeat=0)}
+        vhosts = {
+            p.virtual_host for p in connection_parameters(url, name=name, heartbeat=0, tls=tls)
+        }
         self.name = name
         self.events_vhost = events_vhost
         self._on_closed = on_closed
@@ -78,6 +82,7 @@ class ConnectionWatch:
             name=f"{name} (events)",
             heartbeat=heartbeat,
             declare_topology=False,
+            tls=tls,
         )
         self._consumer: Consumer | None = None
         self._stopping = threading.Event()  # the watch's bus stops serving

@@ -56,6 +56,7 @@ from bus.rpc import Requester
 from bus.sending import Sending
 from bus.subscription import Subscription
 from bus.timers import Timer, Timers
+from bus.tls import Tls
 from bus.watch import ChannelBroken, ChannelWatch
 from schemas.envelope import Message, decode
 from schemas.messages import Payload
@@ -82,12 +83,14 @@ class Bus(Sending):
         heartbeat: int = 10,
         max_backoff: float = 5.0,
         declare_topology: bool = True,
+        tls: Tls | None = None,
     ) -> None:
-        super().__init__(url, name, window)
+        super().__init__(url, name, window, tls)
         self.url = url
         self.generation = 0
         self.declare_topology = declare_topology
-        self._parameters = connection_parameters(url, name=name, heartbeat=heartbeat)
+        self.tls = tls
+        self._parameters = connection_parameters(url, name=name, heartbeat=heartbeat, tls=tls)
         for parameters in self._parameters:
             claim_vhost(parameters)  # the broker's connection.closed events do not say it
         self._urls = split_urls(url)  # one per broker node, in the order given

@@ -77,6 +77,7 @@ def on_message_callback(bus: Bus, consumer: Consumer, generation: int) -> Callab
             reply_to=reply_to,
             correlation_id=properties.correlation_id,
             headers=dict(properties.headers or {}),
+            user_id=properties.user_id,
         )
         handle(bus, consumer, delivery)
 

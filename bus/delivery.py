@@ -75,6 +75,10 @@ class Delivery:
     reply_to: str | None
     correlation_id: str | None
     headers: dict[str, Any]
+    # The sender's broker user: RabbitMQ refuses a user_id that is not the connection's
+    # own, and every Corral process sets it, so this is who sent the message (None: a
+    # sender that did not say, which only the trusted single-user setup accepts).
+    user_id: str | None = None
     settled: bool = False
 
     def ack(self) -> None:

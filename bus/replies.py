@@ -88,6 +88,12 @@ def is_reply_queue(name: str | None) -> bool:
     return bool(_PRIVATE.fullmatch(name)) or direct_reply_node(name) is not None
 
 
+def usable_reply_queue(reply_to: str | None) -> bool:
+    """Whether a stream (logs) can be sent to `reply_to` through corral.replies: a
+    client's private queue, bound there under its own name; not a direct reply-to name."""
+    return reply_to is not None and is_reply_queue(reply_to) and not is_direct_reply(reply_to)
+
+
 def is_direct_reply(name: str) -> bool:
     return name.startswith(topology.DIRECT_REPLY_TO)
 

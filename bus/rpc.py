@@ -13,6 +13,7 @@ from bus import topology
 from bus.errors import (
     CONNECTION_ERRORS,
     NOT_FOUND,
+    AccessRefused,
     ConnectionLost,
     NoRoute,
     RequestTimeout,
@@ -59,12 +60,17 @@ class Requester:
                     delivery_mode=2,
                     reply_to=topology.DIRECT_REPLY_TO,
                     correlation_id=correlation_id,
+                    user_id=self.bus.user,
                     # Nobody waits for the answer after that: don't let a late master act on it.
                     expiration=str(max(1, int(timeout * 1000))),
                 ),
             )
             deadline = time.monotonic() + timeout
             while correlation_id not in self._replies:
+                if channel.is_closed:  # the broker refused the publish (403)
+                    self._channel = None
+                    why = getattr(channel, "_closing_reason", None) or "the channel was closed"
+                    raise AccessRefused(f"the broker refused {routing_key!r} on {exchange}: {why}")
                 if correlation_id in self._returned:
                     self._returned.discard(correlation_id)
                     raise NoRoute(f"nothing on this vhost takes {routing_key!r} messages")

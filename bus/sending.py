@@ -11,15 +11,17 @@ import logging
 import uuid
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import pika
 
 from bus import topology
 from bus.delivery import Delivery
 from bus.errors import CONNECTION_ERRORS, MessageTooLarge, check_size
-from bus.params import probe_parameters
+from bus.params import certificate_login, probe_parameters, split_urls
 from bus.publisher import ConfirmingPublisher, Outgoing
 from bus.replies import ReplyGuard, is_direct_reply
+from bus.tls import InvalidTls, Tls, tls_user
 from schemas.api import ApiError, Reply
 from schemas.envelope import encode
 from schemas.messages import Payload
@@ -27,13 +29,28 @@ from schemas.messages import Payload
 log = logging.getLogger("corral.bus")
 
 
+def broker_user(url: str, tls: Tls | None = None) -> str:
+    """The broker user a URL setting logs in as: the certificate's CN for a certificate
+    login, else the first URL's user (pika's default: guest). Every URL of one setting
+    is meant to name the same user."""
+    if tls is not None and certificate_login(url, tls):
+        user = tls_user(tls)
+        if user is None:
+            raise InvalidTls(f"the certificate {tls.cert_file} names no CN to log in as")
+        return user
+    parts = urlsplit(split_urls(url)[0])
+    return unquote(parts.username) if parts.username else "guest"
+
+
 class Sending:
     """Publishing for the bus named `name` on `url`, with up to `window` unconfirmed."""
 
-    def __init__(self, url: str, name: str, window: int) -> None:
+    def __init__(self, url: str, name: str, window: int, tls: Tls | None = None) -> None:
         self.name = name
+        # Every message carries it as user_id, which the broker checks.
+        self.user = broker_user(url, tls)
         self._publisher = ConfirmingPublisher(window)
-        self._reply_guard = ReplyGuard(probe_parameters(url, name=f"{name} (reply)"))
+        self._reply_guard = ReplyGuard(probe_parameters(url, name=f"{name} (reply)", tls=tls))
 
     def publish(
         self,
@@ -91,6 +108,7 @@ class Sending:
             headers=headers,
             reply_to=reply_to,
             correlation_id=correlation_id,
+            user_id=self.user,
         )
         direct = exchange == topology.DEFAULT_EXCHANGE and is_direct_reply(routing_key)
         if direct and not self._reply_guard.trusted(routing_key):

@@ -295,7 +295,11 @@ def reply_queue() -> Queue:
     """A private queue for streamed replies (logs), bound to corral.replies under its own
     name: workers publish there, never on the default exchange."""
     return Queue(
-        "", durable=False, exclusive=True, auto_delete=True, bindings=((REPLIES_EXCHANGE, OWN_NAME),)
+        "",
+        durable=False,
+        exclusive=True,
+        auto_delete=True,
+        bindings=((REPLIES_EXCHANGE, OWN_NAME),),
     )
 
 

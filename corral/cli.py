@@ -13,6 +13,7 @@ get their client from `_client` here (the one place a Client is made):
 - `corral.cli_views`: jobs, ps, nodes, masters, status, inspect;
 - `corral.cli_logs`: logs, watch;
 - `corral.cli_nodes`: cordon, uncordon, drain;
+- `corral.cli_admin`: admin bootstrap, add-worker, add-user, remove-user (broker users);
 - `corral.daemons`: master, worker.
 
 Waiting (`--wait`) and its progress lines are `corral.waiting`.
@@ -31,6 +32,7 @@ import typer
 from pydantic import ValidationError
 
 from corral import output, waiting
+from corral.cli_admin import admin_app
 from corral.cli_logs import register_log_commands
 from corral.cli_nodes import register_node_commands
 from corral.cli_views import register_view_commands
@@ -46,11 +48,17 @@ from corral.clitools import (
 from corral.daemons import register_daemons
 from corral.errors import ApiFailure
 from corral.job import Job
-from corral.specs import UPDATE_OPTIONS, SpecChanges, spec_error, updated_spec
+from corral.specs import (
+    UPDATE_OPTIONS,
+    SpecChanges,
+    load_job_file,
+    parse_secret_pairs,
+    spec_error,
+    updated_spec,
+)
 from corral.text import visible
 from corral.urls import join_urls
 from schemas.api import JobInfo
-from schemas.files import load_job_file
 from schemas.job import JobSpec
 from schemas.messages import TERMINAL_JOB_STATES
 
@@ -82,6 +90,14 @@ WaitOpt = Annotated[
 ]
 EnvOpt = Annotated[
     list[str] | None, typer.Option("--env", "-e", metavar="K=V", help="Environment variable.")
+]
+SecretEnvOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--secret-env",
+        metavar="K=V|K=@FILE",
+        help="Secret variable: its value is shown as *** (@FILE: read it from FILE, here).",
+    ),
 ]
 
 
@@ -134,6 +150,7 @@ def run(
         str | None, typer.Option(metavar="SIZE", help="Memory per task, e.g. 256m.")
     ] = None,
     env: EnvOpt = None,
+    secret_env: SecretEnvOpt = None,
     kind: Annotated[Kind, typer.Option(help="batch runs to completion; a service runs on.")] = (
         Kind.batch
     ),
@@ -162,6 +179,7 @@ def run(
         "image": image,
         "command": list(command) if command else None,
         "env": parse_pairs(env, "--env"),
+        "secret_env": parse_secret_pairs(secret_env, "--secret-env"),
         "replicas": replicas,
         "kind": kind.value,
         "ports": list(port or []),
@@ -233,6 +251,7 @@ def update(
         list[str] | None,
         typer.Option("--env", "-e", metavar="K=V", help="Set a variable (K= sets it empty)."),
     ] = None,
+    secret_env: SecretEnvOpt = None,
     env_rm: Annotated[
         list[str] | None, typer.Option("--env-rm", metavar="KEY", help="Remove a variable.")
     ] = None,
@@ -267,14 +286,16 @@ def update(
 
     JOB's current spec with these changes becomes its next version, rolled out a few
     slots at a time (the spec's `update` policy; --parallelism, --start-first change it).
-    --env sets a variable (K= sets it empty), --env-rm removes one. A new task that fails
-    or turns unhealthy before it was healthy rolls the job back by itself."""
+    --env sets a variable (K= sets it empty), --secret-env a secret one, --env-rm removes
+    one. A new task that fails or turns unhealthy before it was healthy rolls the job
+    back by itself."""
     order: Literal["start-first", "stop-first"] | None = None
     if start_first is not None:
         order = "start-first" if start_first else "stop-first"
     changes = SpecChanges(
         image=image,
         env=parse_pairs(env, "--env"),
+        secret_env=parse_secret_pairs(secret_env, "--secret-env"),
         env_rm=list(env_rm or []),
         cpu=cpu,
         memory=memory,
@@ -284,8 +305,8 @@ def update(
     )
     if changes.empty():
         usage_error(
-            "nothing to change: give --image, --env, --env-rm, --cpu, --memory, --command,"
-            " --parallelism or --start-first/--stop-first"
+            "nothing to change: give --image, --env, --secret-env, --env-rm, --cpu, --memory,"
+            " --command, --parallelism or --start-first/--stop-first"
         )
     with _client(amqp) as client:
         current = client.job(job)
@@ -369,6 +390,7 @@ register_view_commands(app, _client)
 register_log_commands(app, _client)
 register_node_commands(app, _client)
 register_daemons(app)
+app.add_typer(admin_app, name="admin")
 
 
 def main() -> None:

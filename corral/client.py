@@ -31,16 +31,18 @@ from pydantic import BaseModel, ValidationError
 
 from bus import topology
 from bus.subscription import Subscription
-from corral.errors import CorralError, InvalidSpec
+from bus.tls import Tls
+from corral.errors import CorralError, InvalidSpec, NoCluster
 from corral.job import Job
 from corral.lookup import attempt_before, current_attempts, find_task
-from corral.session import Session
+from corral.session import Session, least_role
 from corral.streams import Event, event_stream, log_stream
 from corral.urls import join_urls
 from schemas.api import (
     CancelJob,
     ClusterStatus,
     GetJob,
+    GetLogs,
     GetMasters,
     GetStatus,
     GetTask,
@@ -62,12 +64,15 @@ from schemas.api import (
 from schemas.envelope import Message, describe_errors
 from schemas.job import JobSpec
 from schemas.limits import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
-from schemas.messages import LogsRequest, Payload
+from schemas.messages import Payload
 
 __all__ = ["DEFAULT_URL", "URL_ENV", "Client", "Event"]
 
 DEFAULT_URL = "amqp://guest:guest@127.0.0.1:5672/"
 URL_ENV = "CORRAL_AMQP_URL"
+ROLE_ENV = "CORRAL_ROLE"
+# The CA file, client certificate and key for amqps:// URLs (see bus.tls.Tls).
+TLS_ENV = ("CORRAL_TLS_CA", "CORRAL_TLS_CERT", "CORRAL_TLS_KEY")
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -80,7 +85,11 @@ class Client:
     of a broker cluster give several: a list, or one string with the URLs separated by
     commas (`self.url` is that string); each connection tries them in turn.
     Connecting makes 3 attempts with backoff, then raises BrokerUnreachable.
-    `page_size` is how many items each listing request asks for.
+    `page_size` is how many items each listing request asks for. `role` is the role
+    requests are sent as (viewer, submitter, admin; default $CORRAL_ROLE, else each
+    request goes as the least role that may send it: see `corral.session.Session`).
+    `tls`: the CA, certificate and key for amqps:// URLs (default: $CORRAL_TLS_CA,
+    $CORRAL_TLS_CERT, $CORRAL_TLS_KEY).
     """
 
     def __init__(
@@ -90,6 +99,8 @@ class Client:
         timeout: float = 10.0,
         name: str = "client",
         page_size: int = DEFAULT_PAGE_SIZE,
+        role: str | None = None,
+        tls: Tls | None = None,
     ) -> None:
         if url is not None and not isinstance(url, str):
             url = join_urls(url)
@@ -97,7 +108,16 @@ class Client:
         self.timeout = timeout
         self.name = name
         self.page_size = _limit(page_size)
-        self._session = Session(self.url, timeout=timeout, name=name)
+        role = role or os.environ.get(ROLE_ENV) or None
+        if role is not None and role not in topology.ROLES:
+            raise CorralError(
+                f"role {role!r} is not one of {', '.join(topology.ROLES)} (set by {ROLE_ENV})"
+            )
+        if tls is None:
+            tls = Tls(*(os.environ.get(var) or None for var in TLS_ENV))
+        self._session = Session(
+            self.url, timeout=timeout, name=name, role=role, tls=tls if tls.given else None
+        )
 
     def __enter__(self) -> Client:
         return self
@@ -325,21 +345,24 @@ class Client:
                 " it has no logs"
             )
         node = task.node_id
+        # The master checks that the caller may read them and asks the worker, which
+        # streams them to this private queue (through corral.replies).
         subscription = self._subscribe(topology.reply_queue())
-        request = LogsRequest(task_id=task.task_id, follow=follow, tail=tail)
+        request = GetLogs(task_id=task.task_id, follow=follow, tail=tail)
+        role = self._session.role or least_role(request.TYPE)
         try:
             routed = self._session.send_routed(
-                topology.RPC_EXCHANGE, node, request, reply_to=subscription.name
+                topology.API_EXCHANGE,
+                topology.api_key(role, request.TYPE),
+                request,
+                reply_to=subscription.name,
             )
         except CorralError:
             subscription.close()
             raise
         if not routed:
             subscription.close()
-            raise CorralError(
-                f"worker {node} (where task {task.task_id} runs) is not connected: nothing"
-                " takes its log requests; is `corral worker` running there?"
-            )
+            raise NoCluster(self._session.url)
         return log_stream(self._session, subscription, node, follow)
 
     # -- internals (Job uses the subscription pair) --

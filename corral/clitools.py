@@ -11,6 +11,7 @@ from typing import Annotated, NoReturn, ParamSpec, TypeVar
 
 import typer
 
+from bus.tls import Tls
 from corral.client import DEFAULT_URL, URL_ENV, Client
 from corral.errors import CorralError, InvalidUrl
 from corral.text import visible
@@ -82,6 +83,39 @@ AmqpUrls = Annotated[
     ),
 ]
 DEFAULT_URLS = [DEFAULT_URL]
+
+# TLS for amqps:// URLs (the daemons' options; a client reads the same variables).
+TlsCaOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--tls-ca",
+        envvar="CORRAL_TLS_CA",
+        metavar="FILE",
+        help="CA certificate(s) to check the broker's certificate (amqps:// URLs).",
+    ),
+]
+TlsCertOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--tls-cert",
+        envvar="CORRAL_TLS_CERT",
+        metavar="FILE",
+        help="Client certificate: with a URL without password, log in by it (its CN).",
+    ),
+]
+TlsKeyOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--tls-key", envvar="CORRAL_TLS_KEY", metavar="FILE", help="The client certificate's key."
+    ),
+]
+
+
+def tls_option(ca: str | None, cert: str | None, key: str | None) -> Tls | None:
+    """The TLS setting from the three options, None when none is given."""
+    tls = Tls(ca_file=ca, cert_file=cert, key_file=key)
+    return tls if tls.given else None
+
 
 # What the command modules get to make their client: the --amqp URLs (a list, or one
 # string of comma-separated URLs) -> a Client. `corral.cli` passes its own, the one

@@ -18,10 +18,14 @@ from corral.clitools import (
     DEFAULT_URLS,
     AmqpUrls,
     LogLevel,
+    TlsCaOpt,
+    TlsCertOpt,
+    TlsKeyOpt,
     fail,
     parse_pairs,
     parse_size_option,
     setup_logging,
+    tls_option,
     usage_error,
 )
 from corral.errors import redact_url, scrub
@@ -99,6 +103,9 @@ def master(
         float, typer.Option(metavar="S", help="…or after this long, if anything was journaled.")
     ] = 3600.0,
     amqp: AmqpUrls = DEFAULT_URLS,
+    tls_ca: TlsCaOpt = None,
+    tls_cert: TlsCertOpt = None,
+    tls_key: TlsKeyOpt = None,
     log_level: LogLevelOpt = LogLevel.info,
 ) -> None:
     """Run a master until SIGTERM or Ctrl-C. Run several (different --name) for a standby:
@@ -106,6 +113,7 @@ def master(
     try:
         settings = MasterSettings(
             amqp_url=join_urls(amqp),
+            tls=tls_option(tls_ca, tls_cert, tls_key),
             name=name,
             heartbeat_interval=heartbeat_interval,
             suspect_after=suspect_after,
@@ -178,13 +186,25 @@ def worker(
             help="How long a leave waits for the master before stopping the containers itself.",
         ),
     ] = 120.0,
+    master_user: Annotated[
+        str,
+        typer.Option(
+            envvar="CORRAL_MASTER_USER",
+            help="The master's broker user: commands and log requests from any other user"
+            " (but this worker's own) are refused.",
+        ),
+    ] = "corral-master",
     amqp: AmqpUrls = DEFAULT_URLS,
+    tls_ca: TlsCaOpt = None,
+    tls_cert: TlsCertOpt = None,
+    tls_key: TlsKeyOpt = None,
     log_level: LogLevelOpt = LogLevel.info,
 ) -> None:
     """Run a worker (the node agent that runs containers) until SIGTERM or Ctrl-C."""
     try:
         settings = WorkerSettings(
             amqp_url=join_urls(amqp),
+            tls=tls_option(tls_ca, tls_cert, tls_key),
             node_id=node_id,
             cpus=cpus,
             memory=parse_size_option(memory, "--memory"),
@@ -197,6 +217,7 @@ def worker(
             log_streams=log_streams,
             leave_on_terminate=leave_on_terminate,
             leave_timeout=leave_timeout,
+            master_user=master_user,
         )
     except ValidationError as exc:
         usage_error(f"invalid worker settings: {describe_errors(exc)}")

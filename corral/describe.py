@@ -1,6 +1,8 @@
 """`corral inspect`: a job or a task described on one screen, like `kubectl describe`.
 
-Pure functions of the master's JobInfo (from api.job, or api.task for one task).
+Pure functions of the master's JobInfo (from api.job, or api.task for one task). The
+spec is shown as the master sent it: secret values (and, for a job of someone else,
+env values) arrive as "***". A job without an owner (older than owners) shows none.
 Every line is made `visible`, as in `corral.output`: spec values, reasons and event
 texts are whatever the broker carried.
 """
@@ -31,6 +33,7 @@ def describe_job(info: JobInfo, now: datetime | None = None) -> str:
     lines = [
         *_fields(
             ("Name", info.job_id),
+            ("Owner", info.owner),
             ("State", _job_state(info)),
             ("Version", str(info.version)),
             ("Rollout", _rollout(info)),
@@ -59,6 +62,7 @@ def describe_task(info: JobInfo, task_id: str, now: datetime | None = None) -> s
     lines = _fields(
         ("Task", task.task_id),
         ("Job", f"{info.job_id} ({info.spec.kind}, {_job_state(info)})"),
+        ("Owner", info.owner),
         ("Slot", f"{task.slot}, attempt {task.attempt}"),
         ("State", _task_state(task)),
         ("Health", health(task)),

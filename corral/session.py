@@ -25,6 +25,7 @@ from bus.errors import (
     TopologyError,
 )
 from bus.subscription import Subscription
+from bus.tls import Tls
 from corral.errors import (
     ApiFailure,
     BrokerUnreachable,
@@ -47,10 +48,24 @@ class Session:
     master takes requests, ApiFailure when the master refuses one.
     """
 
-    def __init__(self, url: str, *, timeout: float, name: str) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout: float,
+        name: str,
+        role: str | None = None,
+        tls: Tls | None = None,
+    ) -> None:
+        """`role`: the role requests are sent as (viewer, submitter or admin: the broker
+        lets a user send only under the roles it was given). None: each request goes
+        under the least role that may send it (`least_role`), and a request the
+        master refuses as not the caller's own is tried once more as admin."""
         self.url = check_url(url)
         self.timeout = timeout
         self.name = name
+        self.role = role
+        self.tls = tls
         self._bus: Bus | None = None
         # Whether corral.api was last seen with a consumer; cleared by a timeout.
         self._master_seen = False
@@ -66,7 +81,7 @@ class Session:
         """The connected bus; connecting makes 3 attempts, then raises BrokerUnreachable."""
         if self._bus is None:
             try:
-                self._bus = Bus(self.url, name=self.name, declare_topology=False)
+                self._bus = Bus(self.url, name=self.name, declare_topology=False, tls=self.tls)
             except bus_errors.InvalidUrl as exc:
                 raise InvalidUrl(self.url, str(exc)) from None
         if not self._bus.connected:
@@ -111,9 +126,32 @@ class Session:
         """
         if not self._master_seen:
             self.check_master()
+        role = self.role or least_role(payload.TYPE)
+        try:
+            return _result(self._send(payload, role))
+        except ApiFailure as failure:
+            if self.role is not None or role == "admin" or failure.code != "forbidden":
+                raise
+            try:  # perhaps this user is an admin: the broker says whether it may ask as one
+                return _result(self._send(payload, "admin"))
+            except CorralError:
+                raise failure from None
+
+    def _send(self, payload: Payload, role: str) -> Message:
         bus = self.bus()
         try:
-            message = bus.request(payload, timeout=self.timeout)
+            return bus.request(
+                payload,
+                exchange=topology.API_EXCHANGE,
+                routing_key=topology.api_key(role, payload.TYPE),
+                timeout=self.timeout,
+            )
+        except AccessRefused as exc:
+            raise CorralError(
+                f"the broker refused to pass on your {payload.TYPE} request as {role}: your "
+                f"broker user was not given that role ({exc}). Ask an admin for it, or set "
+                "CORRAL_ROLE to the role you have"
+            ) from None
         except NoRoute:
             self._master_seen = False
             raise NoCluster(self.url) from None
@@ -128,7 +166,6 @@ class Session:
             raise BrokerUnreachable(self.url, str(exc), lost=True) from None
         except InvalidMessage as exc:
             raise CorralError(f"the master sent an unreadable answer: {exc}") from None
-        return _result(message)
 
     # -- private queues --
 
@@ -182,6 +219,22 @@ class Session:
             bus.lost(exc)  # a closed channel leaves the connection up: start afresh next time
             raise BrokerUnreachable(self.url, str(exc), lost=True) from None
         return confirmed and not unroutable
+
+
+# Requests a viewer may send (reads of status); logs are read by their job's owner, and
+# a node's scheduling is changed by admins only.
+_READS = frozenset(
+    {"api.jobs", "api.job", "api.tasks", "api.task", "api.nodes", "api.masters", "api.status"}
+)
+
+
+def least_role(message_type: str) -> str:
+    """The least role that may send a request of `message_type`."""
+    if message_type in _READS:
+        return "viewer"
+    if message_type == "api.node":
+        return "admin"
+    return "submitter"
 
 
 def _result(message: Message) -> Any:

@@ -85,9 +85,10 @@ def _chunk(message: Message, node: str) -> LogChunk:
     if isinstance(payload, LogChunk):
         return payload
     if isinstance(payload, Reply) and not payload.ok:
-        # The worker could not read the request (invalid, too large): it says why.
-        why = payload.error.message if payload.error else "it refused the request"
-        raise CorralError(f"worker {node}: {why}")
+        # The master refused the request (no such task, not yours, the worker is not
+        # connected), or the worker could not read it: either says why.
+        why = payload.error.message if payload.error else "the request was refused"
+        raise CorralError(f"logs of a task on {node}: {why}")
     raise CorralError(
         f"worker {node} sent an unexpected answer: a {message.envelope.type!r} message, not logs"
     )

@@ -62,10 +62,13 @@ class Controller(Moves):
 
     # -- inputs --
 
-    def submit(self, spec: JobSpec, now: float, submission: str = "") -> JobInfo:
+    def submit(
+        self, spec: JobSpec, now: float, submission: str = "", *, owner: str = ""
+    ) -> JobInfo:
         """Accept a job. `submission` (the daemon passes a random token) makes its task ids
         unique; without one, a reused name gets `v<n>` (n: the job's `generation`), unique
-        while the previous job of that name is remembered."""
+        while the previous job of that name is remembered. `owner` is the submitting user
+        ("": none; who may submit what is master/access.py's business, checked before)."""
         existing = self.state.jobs.get(spec.name)
         if existing is not None and not self.state.job_done(existing):
             raise ApiProblem(
@@ -77,7 +80,9 @@ class Controller(Moves):
         if existing is not None:  # its containers go; the name is reused
             self._stop_leftovers(existing, "job resubmitted")
             submission = submission or f"v{existing.generation + 1}"
-        event = ev.JobSubmitted(at=now, job_id=spec.name, spec=spec, submission=submission)
+        event = ev.JobSubmitted(
+            at=now, job_id=spec.name, spec=spec, submission=submission, owner=owner
+        )
         self._commit(event, now)
         job = self.state.jobs[spec.name]
         self._commit_all(reconciler.fill_slots(self.state, job, now), now)

@@ -36,6 +36,9 @@ class JobSubmitted(Event):
     job_id: str
     spec: JobSpec
     submission: str = ""  # a token unique to this submission, part of its task ids
+    # The user who submitted it. Journals written before jobs had owners have none:
+    # "" means no owner, and a job without one only admins may change (master/access.py).
+    owner: str = ""
 
 
 class JobScaled(Event):

@@ -129,6 +129,7 @@ class Job:
     spec: JobSpec
     submitted_at: float
     submission: str = ""  # this submission's token, part of its task ids
+    owner: str = ""  # the user who submitted it ("": none, see master/access.py)
     # 1 for a new name, one more each time the name is submitted again while the
     # previous job is still remembered (`v<n>` tokens for submissions without one).
     generation: int = 1

@@ -6,6 +6,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from bus.tls import Tls
 from schemas.base import NODE_ID_PATTERN
 
 
@@ -13,6 +14,7 @@ class MasterSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     amqp_url: str  # one AMQP URL, or several (broker cluster nodes) separated by commas
+    tls: Tls | None = None  # CA, client certificate and key for amqps:// URLs
     name: Annotated[str, Field(pattern=NODE_ID_PATTERN)] = "master"
     heartbeat_interval: Annotated[float, Field(gt=0)] = 1.0
     suspect_after: Annotated[float, Field(gt=0)] = 2.0

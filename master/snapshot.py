@@ -13,7 +13,12 @@ jobs, fenced strays, request outcomes). The indexes (pending tasks, per-job
 counts, per-node bookings) are recomputed by `ClusterState.rebuild_indexes`,
 so a snapshot never carries an index out of step with its records.
 
-JSON, with a `format` number; `load` refuses a format it does not know.
+JSON, with a `format` number; `load` refuses a format it does not know. A field
+added to a format later is read with its default when absent (a job's `owner`:
+"", no owner), so older snapshots of the same format still load.
+
+A snapshot holds each job's spec as it is, `secret_env` values included (the
+worker needs them): like the journal, only the master's user may read it.
 """
 
 from __future__ import annotations
@@ -74,6 +79,7 @@ def _restore(document: dict[str, Any], state: ClusterState) -> ClusterState:
             record["submitted_at"],
             submission=record["submission"],
             generation=record["generation"],
+            owner=record.get("owner", ""),  # absent from snapshots before jobs had owners
             announced=record["announced"],
             cancelled=record["cancelled"],
             failed_reason=record["failed_reason"],
@@ -139,6 +145,7 @@ def _job(job: Job) -> dict[str, Any]:
         "submitted_at": job.submitted_at,
         "submission": job.submission,
         "generation": job.generation,
+        "owner": job.owner,
         "announced": job.announced,
         "cancelled": job.cancelled,
         "failed_reason": job.failed_reason,

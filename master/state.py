@@ -147,6 +147,7 @@ class ClusterState:
             event.at,
             submission=event.submission,
             generation=generation,
+            owner=event.owner,
         )
         job.versions[1] = Version(1, event.spec, event.at, "submitted")
         job.note(event.at, "", f"submitted: {event.spec.replicas} x {event.spec.image}")

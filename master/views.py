@@ -1,5 +1,10 @@
 """What clients see of the state: TaskInfo, NodeInfo and JobInfo, within a size budget.
 
+Every spec shown has its `secret_env` values redacted (`access.redacted`), for
+every reader: a view is what leaves the master, in replies, listings and versions.
+Whether the reader may see `env` values is decided per caller by the API
+(`access.hide_env`), not here.
+
 A JobInfo never grows with its job: `task_counts` is always complete (read from
 the job's counters), and its `tasks` stop once the reply would pass
 `limits.PAGE_BYTES`, the current attempt of each slot first, the rest counted
@@ -11,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
+from master.access import redacted
 from master.model import Job, Node, Task
 from master.rollout import equivalent_versions
 from master.state import ClusterState
@@ -71,13 +77,14 @@ def job_summary(state: ClusterState, job: Job) -> JobInfo:
         job_id=job.job_id,
         state=status,
         reason=reason,
-        spec=job.spec,
+        spec=redacted(job.spec),
         submitted_at=timestamp(job.submitted_at),
         task_counts=dict(sorted(job.task_counts.items())),
         version=job.version,
         healthy=state.serving(job),
         rollout=_rollout_info(state, job),
         ended_at=timestamp(job.ended_at) if job.ended_at is not None else None,
+        owner=job.owner,
     )
 
 
@@ -115,7 +122,9 @@ def _history(job: Job, task_id: str | None = None) -> list[EventInfo]:
 
 def _versions(job: Job) -> list[VersionInfo]:
     return [
-        VersionInfo(version=v.version, spec=v.spec, created_at=timestamp(v.at), reason=v.reason)
+        VersionInfo(
+            version=v.version, spec=redacted(v.spec), created_at=timestamp(v.at), reason=v.reason
+        )
         for v in job.versions.values()
     ]
 

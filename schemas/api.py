@@ -58,6 +58,8 @@ CRASH_LOOP_RESTARTS = 2
 MAX_MASTERS = 64
 # The most distinct reasons an api.status reply gives for pending tasks.
 MAX_PENDING_REASONS = 10
+# A job owner is a broker user name: an AMQP user_id is a short string (255 bytes).
+MAX_USER_LENGTH = 255
 
 
 def _echoed_spec(value: Any) -> Any:
@@ -144,6 +146,9 @@ class JobInfo(Open):
         default_factory=list
     )
     ended_at: Timestamp | None = None
+    # The user who submitted it ("": submitted before jobs had owners). Only its owner
+    # and admins see its env values; everyone sees its secret_env values as "***".
+    owner: Annotated[str, Field(max_length=MAX_USER_LENGTH)] = ""
 
     @property
     def exit_codes(self) -> dict[int, int | None]:
@@ -237,6 +242,18 @@ class GetJob(Payload):
 
     TYPE: ClassVar[str] = "api.job"
     job_id: JobId
+
+
+class GetLogs(Payload):
+    """A task's container logs: the master checks that the caller may read them (its own
+    job's, or any job's for an admin) and asks the task's worker to stream them to the
+    request's `reply_to` as `logs.chunk` messages, as a `logs.request` would; if the
+    caller may not, or the task has no container, the answer is an `api.reply` error."""
+
+    TYPE: ClassVar[str] = "api.logs"
+    task_id: TaskId
+    follow: bool = False
+    tail: Count | None = None
 
 
 PageSize = Annotated[int, Field(ge=1, le=MAX_PAGE_SIZE)]
@@ -406,4 +423,5 @@ API_REQUESTS: tuple[type[Payload], ...] = (
     ListNodes,
     GetMasters,
     GetStatus,
+    GetLogs,
 )

@@ -63,18 +63,26 @@ def _channels() -> dict[str, Any]:
     t = topology
     return {
         "heartbeat": {
-            "address": None,
-            "description": "Fanout exchange; the routing key is ignored. The master reads it "
-            f"through a server-named queue whose messages expire after {t.HEARTBEAT_TTL_MS} ms.",
+            "address": "{nodeId}",
+            "description": "Topic exchange; the routing key is the sender's node id (a worker "
+            "user may publish only its own). The master reads it through a server-named "
+            f"queue bound with `#`, whose messages expire after {t.HEARTBEAT_TTL_MS} ms.",
+            "parameters": NODE_ID,
             "messages": _messages("heartbeat"),
             "bindings": _exchange(t.HEARTBEAT_EXCHANGE),
         },
         "api": {
-            "address": t.API_QUEUE,
-            "description": "Quorum queue of API requests, published to the default exchange "
-            "with the queue's name as routing key. Only the active master consumes it.",
+            "address": "{role}.{type}",
+            "description": f"Topic exchange `{t.API_EXCHANGE}`, bound to the quorum queue "
+            f"`{t.API_QUEUE}` with `#`; only the active master consumes that. The routing key "
+            "is the role the request is sent as, then its type: the broker lets each client "
+            "user publish only under the roles it was given (docs/security.md).",
+            "parameters": {
+                "role": {"description": f"One of {', '.join(t.ROLES)}."},
+                "type": {"description": "The message type, e.g. api.submit."},
+            },
             "messages": _messages(*API_TYPES),
-            "bindings": _queue(t.API_QUEUE_DECL),
+            "bindings": _exchange(t.API_EXCHANGE),
         },
         "apiReply": {
             "address": None,
@@ -85,8 +93,9 @@ def _channels() -> dict[str, Any]:
         },
         "assign": {
             "address": "{nodeId}",
-            "description": "Direct exchange; each worker consumes its quorum queue "
-            f"`{t.node_queue_name('{nodeId}')}`, bound with its node id.",
+            "description": "Topic exchange (keys are node ids: a worker user may bind only its "
+            f"own); each worker consumes its quorum queue `{t.node_queue_name('{nodeId}')}`, "
+            "bound with its node id. Only the master user may publish here.",
             "parameters": NODE_ID,
             "messages": _messages("assign.start", "assign.stop"),
             "bindings": _exchange(t.ASSIGN_EXCHANGE),
@@ -94,16 +103,22 @@ def _channels() -> dict[str, Any]:
         **_status_channels(),
         "logsRequest": {
             "address": "{nodeId}",
-            "description": "Direct exchange; a connected worker consumes "
-            "`corral.node.{nodeId}.rpc`. Publish mandatory: a return means no such worker.",
+            "description": "Topic exchange (keys are node ids); a connected worker consumes "
+            "`corral.node.{nodeId}.rpc`. Only the master publishes here, forwarding a client's "
+            "api.logs once it has checked the caller may read them; mandatory: a return means "
+            "no such worker.",
             "parameters": NODE_ID,
             "messages": _messages("logs.request"),
             "bindings": _exchange(t.RPC_EXCHANGE),
         },
         "logsReply": {
-            "address": None,
-            "description": "The logs.request's `reply_to` (a server-named private queue).",
+            "address": "{queue}",
+            "description": f"Direct exchange `{t.REPLIES_EXCHANGE}`: the worker sends the "
+            "chunks under the logs.request's `reply_to`, a client's server-named private queue "
+            "bound here under its own name. (Workers may not write to the default exchange.)",
+            "parameters": {"queue": {"description": "The client's private queue (amq.gen-...)."}},
             "messages": _messages("logs.chunk"),
+            "bindings": _exchange(t.REPLIES_EXCHANGE),
         },
         "deadLetters": {
             "address": None,
@@ -139,7 +154,7 @@ def _status_channels() -> dict[str, Any]:
     }
     channels = {}
     for kind, address, message_type in (
-        ("task", "task.{jobId}.{taskId}.{state}", "task.status"),
+        ("task", "task.{jobId}.{taskId}.{state}.{nodeId}", "task.status"),
         ("job", "job.{jobId}.{state}", "job.status"),
         ("node", "node.{nodeId}.{state}", "node.status"),
     ):

@@ -273,6 +273,13 @@ class UpdatePolicy(Closed):
 Constraint = Annotated[str, Field(pattern=CONSTRAINT_PATTERN)]
 Arg = Annotated[str, Field(max_length=MAX_ARG_LENGTH)]
 EnvValue = Annotated[str, Field(max_length=MAX_ENV_VALUE_LENGTH)]
+EnvVars = Annotated[
+    dict[str, EnvValue],
+    Field(
+        max_length=MAX_ENV_VARS,
+        json_schema_extra={"propertyNames": {"pattern": ENV_KEY_PATTERN}},
+    ),
+]
 Memory = Annotated[
     int,
     WithJsonSchema(
@@ -297,13 +304,11 @@ class JobSpec(Closed):
         ),
     ]
     command: Annotated[list[Arg], Field(max_length=MAX_COMMAND_ARGS)] | None = None
-    env: Annotated[
-        dict[str, EnvValue],
-        Field(
-            max_length=MAX_ENV_VARS,
-            json_schema_extra={"propertyNames": {"pattern": ENV_KEY_PATTERN}},
-        ),
-    ] = Field(default_factory=dict)
+    env: EnvVars = Field(default_factory=dict)
+    # Variables whose values are secret: the container gets them as it gets `env`, but
+    # the master shows each value as "***" (replies, listings, its log); see
+    # docs/job-spec.md. A name may not be in both.
+    secret_env: EnvVars = Field(default_factory=dict)
     cpu: Annotated[
         float, Field(ge=MIN_CPU, le=MAX_CPU, json_schema_extra={"multipleOf": CPU_STEP})
     ] = 0.1
@@ -363,7 +368,7 @@ class JobSpec(Closed):
     def _command_has_no_nul(cls, value: list[str] | None) -> list[str] | None:
         return _without_nul(value)
 
-    @field_validator("env")
+    @field_validator("env", "secret_env")
     @classmethod
     def _env_names(cls, value: dict[str, str]) -> dict[str, str]:
         for key, text in value.items():
@@ -414,13 +419,24 @@ class JobSpec(Closed):
         return self
 
     @model_validator(mode="after")
+    def _env_or_secret(self) -> JobSpec:
+        both = sorted(self.env.keys() & self.secret_env.keys())
+        if both:
+            names = ", ".join(show(key) for key in both[:5])
+            raise ValueError(
+                f"secret_env: {names} also in env: give each variable once, in env or "
+                "(if its value is secret) in secret_env"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _size(self) -> JobSpec:
         size = len(self.model_dump_json().encode())
         if size > MAX_SPEC_BYTES:
             raise ValueError(
                 f"the spec is {size / KiB:.0f} KiB as JSON, more than the "
-                f"{MAX_SPEC_BYTES // KiB} KiB a job spec may have: make env, command or labels "
-                "smaller (large data belongs in the image or a mounted file)"
+                f"{MAX_SPEC_BYTES // KiB} KiB a job spec may have: make env, secret_env, "
+                "command or labels smaller (large data belongs in the image or a mounted file)"
             )
         return self
 

@@ -5,7 +5,10 @@
 #   ./scripts/demo.sh stop     stop the cluster's master and workers (containers are removed)
 #
 # The cluster keeps running after the demo, so you can try the CLI:
-#   source .venv/bin/activate && corral nodes && corral ps
+#   source .venv/bin/activate && source .corral/env && corral nodes && corral ps
+# Every process logs in as a broker user of its role (`corral admin bootstrap`): the master
+# as corral-master, each worker as worker-<node id>, the CLI as corral-admin. Their URLs
+# are in .corral/credentials/ (mode 0600); .corral/env sets the CLI's.
 # Logs: .corral/logs/. Environment: CORRAL_DEMO_PORT (default 8080), the host port of the
 # demo web service (bound to 127.0.0.1).
 set -euo pipefail
@@ -15,7 +18,8 @@ cd "$CORRAL_ROOT"
 
 STATE=$CORRAL_ROOT/.corral
 PORT=${CORRAL_DEMO_PORT:-8080}
-export CORRAL_AMQP_URL=${CORRAL_AMQP_URL:-amqp://guest:guest@127.0.0.1:5672/}
+CREDENTIALS=$STATE/credentials
+WORKERS=(demo-w1 demo-w2)
 mkdir -p "$STATE/logs"
 
 alive() { [[ -f $STATE/$1.pid ]] && kill -0 "$(cat "$STATE/$1.pid")" 2>/dev/null; }
@@ -46,23 +50,59 @@ bash scripts/bootstrap.sh
 setup_venv
 export PATH="$CORRAL_ROOT/.venv/bin:$PATH"
 
-start() { # start NAME ARGS...
-    local name=$1
-    shift
+start() { # start NAME URL ARGS...: `corral ARGS` as the user of URL (in its environment,
+    # not on its command line, where any local user could read the password)
+    local name=$1 url=$2
+    shift 2
     if alive "$name"; then
         note "$name already running (pid $(cat "$STATE/$name.pid"))"
         return
     fi
-    nohup corral "$@" >>"$STATE/logs/$name.log" 2>&1 &
+    CORRAL_AMQP_URL=$url nohup corral "$@" >>"$STATE/logs/$name.log" 2>&1 &
     echo $! >"$STATE/$name.pid"
     note "$name started (pid $!, log .corral/logs/$name.log)"
 }
 
+# --- broker users, one per role -----------------------------------------------------
+url_of() { head -1 "$CREDENTIALS/$1.url"; }
+have_credentials() {
+    local user
+    for user in corral-master corral-admin corral-broker-admin "${WORKERS[@]/#/worker-}"; do
+        [[ -s $CREDENTIALS/$user.url ]] || return 1
+    done
+}
+bootstrap_users() { # ARGS... for `corral admin bootstrap`
+    local args=(--credentials-dir "$CREDENTIALS")
+    local worker
+    for worker in "${WORKERS[@]}"; do args+=(--worker "$worker"); done
+    if [[ -s $CREDENTIALS/corral-broker-admin.url ]]; then
+        # guest is needed only for the first bootstrap: the broker's administrator since.
+        local login
+        login=$(url_of corral-broker-admin | sed -E 's#^amqps?://([^@]*)@.*#\1#')
+        export CORRAL_MANAGEMENT_USER=${login%%:*} CORRAL_MANAGEMENT_PASSWORD=${login#*:}
+    fi
+    corral admin bootstrap "${args[@]}" "$@"
+}
+say "broker users: one per role (corral admin bootstrap; .corral/credentials/)"
+if have_credentials; then
+    bootstrap_users
+else
+    # A user whose password was not written here (an earlier .corral was removed) gets a
+    # new one, so whatever still runs with the old one is stopped first.
+    stop_cluster
+    bootstrap_users --rotate
+fi
+have_credentials || die "corral admin bootstrap did not write every user's URL to $CREDENTIALS"
+export CORRAL_AMQP_URL CORRAL_ROLE=admin
+CORRAL_AMQP_URL=$(url_of corral-admin)
+printf 'export CORRAL_AMQP_URL=%q CORRAL_ROLE=admin\n' "$CORRAL_AMQP_URL" >"$STATE/env"
+chmod 600 "$STATE/env"
+
 say "starting the cluster: one master, two workers"
-start master master --name demo-master
+start master "$(url_of corral-master)" master --name demo-master
 for n in 1 2; do
-    start "w$n" worker --node-id "demo-w$n" --state-dir "$STATE/w$n" --cpus 2 --memory 2g \
-        --label "zone=zone-$n"
+    start "w$n" "$(url_of "worker-demo-w$n")" worker --node-id "demo-w$n" \
+        --state-dir "$STATE/w$n" --cpus 2 --memory 2g --label "zone=zone-$n"
 done
 two_ready() { (($(corral nodes --output json 2>/dev/null | grep -c '"state": "ready"') >= 2)); }
 wait_until 60 two_ready || {
@@ -93,5 +133,5 @@ say "a batch job that computes and exits"
 corral run --name hello-batch --wait --timeout 60 local/busybox:latest sh -c 'echo computing; sleep 1; echo "result: 42"'
 corral logs hello-batch  # a unique prefix of the task id will do
 
-say "the cluster keeps running: try 'source .venv/bin/activate; corral --help',"
+say "the cluster keeps running: try 'source .venv/bin/activate; source .corral/env; corral --help',"
 note "'corral watch' in another terminal, and './scripts/demo.sh stop' to stop it."

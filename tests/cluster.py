@@ -19,8 +19,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
+from bus import Bus
 from corral import Client
 from corral.errors import NoCluster, NoMaster
+from tests.accounts import accounts_of, as_user
 
 T = TypeVar("T")
 LEAD_PATTERN = re.compile(r"takes the lead with epoch (\d+)")
@@ -68,17 +70,32 @@ class Cluster:
         self.run_id = uuid.uuid4().hex[:8]
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self._client: Client | None = None
+        # The role users (tests.accounts) when `amqp_url` is a test master's: workers then
+        # log in as worker-<node id>, clients as an admin user. Else all share the URL.
+        self.accounts = accounts_of(amqp_url)
+        self._worker_nodes: list[str] = []
+
+    @property
+    def client_url(self) -> str:
+        """The URL clients (the SDK, the CLI) use: the admin user's, or the cluster's."""
+        if self.accounts is None:
+            return self.amqp_url
+        return as_user(self.amqp_url, *self.accounts[0].admin_login())
+
+    @property
+    def client_role(self) -> str | None:
+        return "admin" if self.accounts is not None else None
 
     # -- processes --
 
     def node_id(self, name: str) -> str:
         return f"t{self.run_id}-{name}"
 
-    def _spawn(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
+    def _spawn(self, name: str, args: list[str], url: str | None = None) -> subprocess.Popen[bytes]:
         log = open(self.workdir / f"{name}.log", "ab")  # noqa: SIM115 - lives as long as the process
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         process = subprocess.Popen(
-            [sys.executable, "-m", "corral", *args, "--amqp", self.amqp_url],
+            [sys.executable, "-m", "corral", *args, "--amqp", url or self.amqp_url],
             stdout=log,
             stderr=subprocess.STDOUT,
             env=env,
@@ -164,7 +181,22 @@ class Cluster:
         ]
         for label in labels:
             args += ["--label", label]
-        self._spawn(name, args)
+        url = None
+        if self.accounts is not None:
+            accounts, vhost = self.accounts
+            url = as_user(self.amqp_url, *accounts.worker_login(vhost, self.node_id(name)))
+            args += ["--master-user", accounts.master.user]
+            self._worker_nodes.append(self.node_id(name))
+        self._spawn(name, args, url)
+
+    def declare_topology(self) -> None:
+        """As `corral admin bootstrap` does: Corral's exchanges and queues exist before any
+        process starts (workers only declare their own queues, and would wait for them)."""
+        bus = Bus(self.amqp_url, name="tests (topology)", max_backoff=1.0)
+        try:
+            bus.connect(attempts=5)
+        finally:
+            bus.close()
 
     def stop(self, name: str, *, hard: bool = False) -> None:
         """SIGTERM (or SIGKILL if `hard`) one of our processes and wait for it."""
@@ -177,6 +209,7 @@ class Cluster:
             process.wait()
 
     def start(self, workers: int = 2, *, dead_after: float = 3.0, **worker_options: Any) -> Cluster:
+        self.declare_topology()
         self.start_master(dead_after=dead_after)
         for index in range(1, workers + 1):
             self.start_worker(f"w{index}", **worker_options)
@@ -191,13 +224,16 @@ class Cluster:
         for container in self.containers():
             container.remove(force=True)
         self.docker.close()
+        if self.accounts is not None:
+            for node_id in self._worker_nodes:
+                self.accounts[0].remove_worker(node_id)
 
     # -- views --
 
     @property
     def client(self) -> Client:
         if self._client is None:
-            self._client = Client(self.amqp_url, timeout=10)
+            self._client = Client(self.client_url, timeout=10, role=self.client_role)
         return self._client
 
     @property
@@ -237,7 +273,11 @@ class Cluster:
             capture_output=True,
             text=True,
             timeout=timeout,
-            env={**os.environ, "CORRAL_AMQP_URL": self.amqp_url},
+            env={
+                **os.environ,
+                "CORRAL_AMQP_URL": self.client_url,
+                **({"CORRAL_ROLE": self.client_role} if self.client_role else {}),
+            },
         )
 
     def logs(self) -> str:

@@ -22,6 +22,8 @@ from typing import Any
 
 import pytest
 
+from corral.admin import Management
+from tests.accounts import Accounts
 from tests.cluster import Cluster
 
 IN_CI = bool(os.environ.get("CORRAL_IN_CI") or os.environ.get("CI"))
@@ -53,6 +55,19 @@ class Broker:
         self.host = parts.hostname or "127.0.0.1"
         self.port = parts.port or 5672
         self.management_url = management_url.rstrip("/")
+        self._accounts: Accounts | None = None
+
+    @property
+    def accounts(self) -> Accounts:
+        """This test process's role users on this broker (made on first use)."""
+        if self._accounts is None:
+            api = Management(self.management_url, self.user, self.password)
+            self._accounts = Accounts(api, f"amqp://{self.host}:{self.port}")
+        return self._accounts
+
+    def close(self) -> None:
+        if self._accounts is not None:
+            self._accounts.close()
 
     def api(self, method: str, path: str, body: Any = None) -> Any:
         data = json.dumps(body).encode() if body is not None else None
@@ -71,6 +86,8 @@ class Broker:
         return f"amqp://{self.user}:{self.password}@{self.host}:{self.port}/{quoted}"
 
     def create_vhost(self, vhost: str) -> str:
+        """Make `vhost`; the URL of this process's master user there (tests.accounts): no
+        test runs as the broker's administrator (guest)."""
         name = urllib.parse.quote(vhost, safe="")
         self.api("PUT", f"vhosts/{name}", {})
         self.api(
@@ -78,7 +95,7 @@ class Broker:
             f"permissions/{name}/{urllib.parse.quote(self.user)}",
             {"configure": ".*", "write": ".*", "read": ".*"},
         )
-        return self.url_for(vhost)
+        return self.accounts.add_vhost(vhost)
 
     def delete_vhost(self, vhost: str) -> None:
         # The broker may be restarting; a leftover vhost is only clutter.
@@ -104,7 +121,10 @@ def broker() -> Iterator[Broker]:
             candidate.api("GET", "overview")
         except (urllib.error.URLError, OSError) as exc:
             _unavailable(f"RabbitMQ management API at {management} does not answer: {exc}")
-        yield candidate
+        try:
+            yield candidate
+        finally:
+            candidate.close()
         return
     yield from _testcontainers_broker()
 

@@ -67,7 +67,7 @@ from schemas.messages import (
     StopTask,
     TaskStatus,
 )
-from worker.commands import RefusalGate, Refused, accept
+from worker.commands import RefusalGate, Refused, accept, trusted_sender
 from worker.containers import ContainerInfo, RuntimeEvent, StartError
 from worker.identity import resolve_node_id
 from worker.logs import LogStreamer
@@ -136,7 +136,14 @@ class WorkerAgent:
         )
         self._starts, self._short_calls, logs = self._pools
 
-        self.bus = Bus(settings.amqp_url, name=worker_connection_name(self.node_id))
+        # Declares only its own queues: the master (or `corral admin bootstrap`) declares the
+        # rest, which a worker's broker user may not.
+        self.bus = Bus(
+            settings.amqp_url,
+            name=worker_connection_name(self.node_id),
+            declare_topology=False,
+            tls=settings.tls,
+        )
         self.stopper = Stopper(
             self.bus,
             self.runtime,
@@ -241,7 +248,8 @@ class WorkerAgent:
             max_epoch=self.max_epoch,
             leaving=self.leaving,
         )
-        self.bus.publish(topology.HEARTBEAT_EXCHANGE, "", beat, transient=True)
+        key = topology.heartbeat_key(self.node_id)
+        self.bus.publish(topology.HEARTBEAT_EXCHANGE, key, beat, transient=True)
 
     def _listed(self, running: list[ContainerInfo]) -> list[RunningTask]:
         """The containers a heartbeat lists: running ones first, at most MAX_NODE_TASKS
@@ -266,7 +274,7 @@ class WorkerAgent:
     def _on_assignment(self, message: Message, delivery: Delivery) -> None:
         # InvalidMessage (not an assignment) propagates: the bus dead-letters it.
         try:
-            command, epoch = accept(message, self.node_id, self.max_epoch)
+            command, epoch = accept(message, self.node_id, self.max_epoch, self._refusal(delivery))
         except Refused as refusal:
             delivery.dead_letter(refusal.reason)
             self._report_refusal(refusal, message.envelope.sender)
@@ -376,6 +384,8 @@ class WorkerAgent:
         other valid types are ignored (invalid ones never get here: the bus
         dead-letters them)."""
         delivery.ack()
+        if self._refusal(delivery) is not None:
+            return  # not from the master: not an announcement to believe
         announced = message.payload
         if isinstance(announced, LeaderAnnounced) and announced.epoch > self.max_epoch:
             log.info("master %s leads with epoch %d", announced.master, announced.epoch)
@@ -507,7 +517,9 @@ class WorkerAgent:
             health=health,
         )
         self.bus.publish(
-            topology.STATUS_EXCHANGE, topology.task_key(job_id, task_id, state), status
+            topology.STATUS_EXCHANGE,
+            topology.task_key(job_id, task_id, state, self.node_id),
+            status,
         )
 
     # -- leaving the cluster --
@@ -572,8 +584,15 @@ class WorkerAgent:
 
     # -- logs --
 
+    def _refusal(self, delivery: Delivery) -> str | None:
+        return trusted_sender(delivery.user_id, (self.settings.master_user, self.bus.user))
+
     def _on_rpc(self, message: Message, delivery: Delivery) -> None:
         request = message.expect(LogsRequest)  # anything else: the bus dead-letters it
+        refusal = self._refusal(delivery)
+        if refusal is not None:
+            delivery.dead_letter(refusal)  # the master checks who may read which logs
+            return
         delivery.ack()
         self.logs.handle(request, delivery.reply_to, delivery.correlation_id)
 

@@ -32,7 +32,7 @@ from schemas.envelope import InvalidMessage, Message
 from schemas.messages import CommandRefused, StartTask, StopTask
 
 Command = StartTask | StopTask
-RefusalKind = Literal["misaddressed", "no_epoch", "stale"]
+RefusalKind = Literal["misaddressed", "no_epoch", "stale", "sender"]
 
 # At most this many refusal events per second (and a burst of as many) per worker.
 REFUSALS_PER_SECOND = 20.0
@@ -78,14 +78,31 @@ class Refused(Exception):
         )
 
 
-def accept(message: Message, node_id: str, max_epoch: int) -> tuple[Command, int]:
+def trusted_sender(user_id: str | None, masters: tuple[str, ...]) -> str | None:
+    """Why a command sent by broker user `user_id` must be dropped, or None if one of
+    `masters` (the master's user, and this worker's own: whoever holds its credentials
+    can act as it anyway, which is the single-user setup) sent it. The broker checks
+    user_id against the connection's user, so it cannot be forged."""
+    if user_id in masters:
+        return None
+    return (
+        f"sent by broker user {user_id!r}, not by the master's ({masters[0]!r}): "
+        "commands come from the master only"
+    )
+
+
+def accept(
+    message: Message, node_id: str, max_epoch: int, refusal: str | None = None
+) -> tuple[Command, int]:
     """The command in `message` and its epoch, if node `node_id`, which has accepted
     commands up to epoch `max_epoch`, should carry it out.
 
     Raises InvalidMessage if it is not an assignment at all (the bus dead-letters it
     and answers a sender that asked), `Refused` if it is one this node must drop: it
-    is addressed to another node, carries no epoch, or comes from an older master.
-    The caller records the returned epoch; nothing is recorded on a refusal.
+    comes from a broker user other than the master's (`refusal`, from
+    `trusted_sender`), is addressed to another node, carries no epoch, or comes from
+    an older master. The caller records the returned epoch; nothing is recorded on a
+    refusal.
     """
     command = message.payload
     if not isinstance(command, StartTask | StopTask):
@@ -105,6 +122,8 @@ def accept(message: Message, node_id: str, max_epoch: int) -> tuple[Command, int
             max_epoch=max_epoch,
         )
 
+    if refusal is not None:
+        raise refused("sender", refusal)
     if command.node_id != node_id:
         raise refused("misaddressed", f"addressed to node {command.node_id}, not {node_id}")
     if epoch is None:

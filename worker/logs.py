@@ -4,10 +4,14 @@ A `logs.request` is answered on its `reply_to` with `logs.chunk` messages:
 first an empty chunk (the stream has begun), then the output, then a chunk
 with `end: true` (and `error` if it failed). The costs are bounded:
 
+- **Only from the master.** Clients ask the master (`api.logs`), which checks
+  who may read which task's logs and forwards the request; the agent drops one
+  from any other broker user (see worker/agent.py).
 - **No reply queue, no stream.** A request without a usable `reply_to` (none,
-  or not a reply queue by `bus.replies.is_reply_queue`: a server-named
-  `amq.gen-*` queue or a direct reply-to name) is dropped before anything is
-  started. (The bus already blanks such a `reply_to` on the delivery.)
+  or not a client's server-named `amq.gen-*` queue; direct reply-to names are
+  not usable: the chunks go through the `corral.replies` exchange, the only one
+  a worker may write replies to, keyed by the queue's name) is dropped before
+  anything is started.
 - **At most `limit` streams at once,** one thread each. A request beyond that
   is answered at once with an error chunk saying the node is busy.
 - **A stream ends when its client is gone.** Chunks go to a private queue
@@ -16,10 +20,6 @@ with `end: true` (and `error` if it failed). The costs are bounded:
   stream also gets an empty keepalive chunk every `keepalive` seconds; when
   one comes back, the bus thread closes the Docker log stream, which
   unblocks and ends its thread.
-- **Following needs a queue of the client's own.** RabbitMQ returns every
-  mandatory message to a direct reply-to name, delivered or not, so a worker
-  cannot tell whether a direct reply-to client is still there: it serves
-  such clients finite (non-follow) streams only, sent without `mandatory`.
 
 A queue that is named like a private one but does not exist still costs one
 engine call: the first chunk comes back and the stream is closed at once.
@@ -34,10 +34,10 @@ import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Protocol
 
 from bus import topology
-from bus.replies import is_direct_reply, is_reply_queue
+from bus.replies import usable_reply_queue
 from schemas.messages import LogChunk, LogsRequest, Payload
 from worker.containers import RuntimeUnavailable
 
@@ -85,20 +85,11 @@ class LogBus(Protocol):
     def call_threadsafe(self, fn: Callable[[], None]) -> None: ...
 
 
-def reply_target(reply_to: str | None) -> Literal["queue", "direct"] | None:
-    """How a request's `reply_to` can be answered: a private queue ("queue"), a direct
-    reply-to name ("direct"), or not at all (None)."""
-    if reply_to is None or not is_reply_queue(reply_to):
-        return None
-    return "direct" if is_direct_reply(reply_to) else "queue"
-
-
 @dataclass(eq=False)
 class _Session:
     request: LogsRequest
     reply_to: str
     correlation_id: str | None
-    direct: bool
     gone: threading.Event = field(default_factory=threading.Event)
     source: LogSource | None = None  # set by the stream's thread once open
     credit: threading.Semaphore = field(default_factory=lambda: threading.Semaphore(_IN_FLIGHT))
@@ -132,22 +123,10 @@ class LogStreamer:
     ) -> None:
         """Start streaming, or answer at once that the node is busy, or (no usable
         `reply_to`) do nothing at all. Never blocks."""
-        target = reply_target(reply_to)
-        if reply_to is None or target is None:
+        if reply_to is None or not usable_reply_queue(reply_to):
             log.debug("dropping a log request for %s: no reply queue", request.task_id)
             return
-        session = _Session(request, reply_to, correlation_id, direct=target == "direct")
-        if request.follow and session.direct:
-            self._send(
-                session,
-                session.chunk(
-                    end=True,
-                    error="following logs needs a reply queue of your own (an exclusive, "
-                    "server-named queue): with direct reply-to this node cannot tell "
-                    "when you are gone",
-                ),
-            )
-            return
+        session = _Session(request, reply_to, correlation_id)
         if len(self._sessions) >= self._limit:
             self._send(
                 session,
@@ -166,7 +145,7 @@ class LogStreamer:
         """Send every open stream an empty chunk, so a client that is gone is noticed
         even while its container is quiet."""
         for session in list(self._sessions):
-            if not session.direct and not session.gone.is_set():
+            if not session.gone.is_set():
                 self._send(session, session.chunk())
 
     def close(self) -> None:
@@ -177,15 +156,14 @@ class LogStreamer:
     # -- bus thread --
 
     def _send(self, session: _Session, chunk: LogChunk) -> None:
-        # Mandatory only where a return means something (see the module docstring).
         self._bus.publish(
-            topology.DEFAULT_EXCHANGE,
+            topology.REPLIES_EXCHANGE,
             session.reply_to,
             chunk,
-            mandatory=not session.direct,
+            mandatory=True,
             transient=True,
             correlation_id=session.correlation_id,
-            on_returned=None if session.direct else functools.partial(self._client_gone, session),
+            on_returned=functools.partial(self._client_gone, session),
         )
 
     def _client_gone(self, session: _Session) -> None:

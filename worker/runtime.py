@@ -337,7 +337,7 @@ class DockerRuntime:
         kwargs: dict[str, Any] = {
             "name": f"corral-{task.task_id}",
             "labels": labels,
-            "environment": dict(spec.env) or None,
+            "environment": {**spec.env, **spec.secret_env} or None,  # no name is in both
             "nano_cpus": int(spec.cpu * 1e9),
             "mem_limit": spec.memory,
             "ports": ports or None,  # an empty mapping still costs the engine time

@@ -7,6 +7,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from bus.tls import Tls
 from schemas.base import Labels
 
 DEFAULT_STATE_DIR = Path("/var/lib/corral/worker")
@@ -16,6 +17,7 @@ class WorkerSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     amqp_url: str
+    tls: Tls | None = None  # CA, client certificate and key for amqps:// URLs
     node_id: str | None = None  # None: the id kept in state_dir, or a new one saved there
     cpus: Annotated[float, Field(gt=0, le=1_000_000)] | None = None  # None: the machine's CPU count
     memory: Annotated[int, Field(gt=0)] | None = None  # bytes; None: the machine's memory
@@ -37,3 +39,6 @@ class WorkerSettings(BaseModel):
     leave_on_terminate: bool = False
     # Seconds a leave waits for the master before the agent stops its containers itself.
     leave_timeout: Annotated[float, Field(gt=0, le=86_400)] = 120.0
+    # The master's broker user: the only sender (with this worker's own user) whose
+    # commands, announcements and log requests the worker carries out.
+    master_user: str = "corral-master"

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Literal
 
 from master import events as ev
+from master.access import Caller
 from master.state import ClusterState, Job, Node, Task, task_id_for
 from schemas.job import JobSpec
 from schemas.messages import Heartbeat, Resources, RunningTask
@@ -17,6 +18,9 @@ MiB = 1024**2
 GiB = 1024**3
 
 TaskUpdate = Literal["running", "exited", "failed", "lost", "stopped"]
+
+# The caller of API requests in tests that are not about access: may do everything.
+ADMIN = Caller("corral", "admin")
 
 
 def job_spec(name: str = "web", /, **fields: object) -> JobSpec:

@@ -31,7 +31,7 @@ from schemas.api import (
 )
 from schemas.job import UpdatePolicy
 from schemas.messages import Heartbeat, Payload, Resources, TaskStatus
-from tests.unit.factories import GiB, job_spec, running
+from tests.unit.factories import ADMIN, GiB, job_spec, running
 
 SETTINGS = MasterSettings(
     amqp_url="amqp://x",
@@ -120,7 +120,7 @@ class Leader:
 
     def _request(self, request: Payload, message_id: str) -> None:
         token = f"t{len(self.timeline)}"
-        self.api.answer(request, message_id=message_id, now=self.now, token=token)
+        self.api.answer(request, message_id=message_id, now=self.now, token=token, caller=ADMIN)
 
     def _send(self, request: Payload) -> None:
         message_id = f"m{len(self.requests)}"
@@ -164,6 +164,7 @@ class Leader:
             message_id="",
             now=self.now,
             token="",
+            caller=ADMIN,
         )
 
     def health(self, a: int, b: int) -> None:

@@ -254,13 +254,17 @@ class FakeBus:
         self.consumers = consumers
         self.outcome = outcome
         self.requests = 0
+        self.keys: list[str] = []  # the routing keys requests were sent under
 
     def consumer_count(self, queue: str) -> int | None:
         assert queue == "corral.api"
         return self.consumers.pop(0)
 
-    def request(self, payload: Payload, *, timeout: float) -> Message:
+    def request(
+        self, payload: Payload, *, exchange: str, routing_key: str, timeout: float
+    ) -> Message:
         self.requests += 1
+        self.keys.append(routing_key)
         if isinstance(self.outcome, Exception):
             raise self.outcome
         return self.outcome
@@ -330,7 +334,7 @@ class Replies:
     [
         (
             Reply(ok=False, error=ApiError(code="invalid_message", message="payload.tail: bad")),
-            "worker w1: payload.tail: bad",
+            "logs of a task on w1: payload.tail: bad",
         ),
         (LogChunk(task_id="t", error="no container on this node"), "worker w1: no container"),
         (JobEvent(job_id="j", state="failed"), "unexpected answer: a 'job.status' message"),

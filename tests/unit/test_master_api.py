@@ -17,7 +17,7 @@ from schemas.api import (
     SubmitJob,
 )
 from schemas.messages import Heartbeat
-from tests.unit.factories import heartbeat, job_spec
+from tests.unit.factories import ADMIN, heartbeat, job_spec
 
 
 def api(**settings: int) -> Api:
@@ -29,7 +29,7 @@ def api(**settings: int) -> Api:
 
 def submit(master: Api, message_id: str, name: str = "web", now: float = 1.0) -> Reply:
     request = SubmitJob(spec=job_spec(name, kind="service"))
-    return master.answer(request, message_id=message_id, now=now, token="abc123")
+    return master.answer(request, message_id=message_id, now=now, token="abc123", caller=ADMIN)
 
 
 def test_a_redelivered_submit_gets_its_job_not_a_conflict() -> None:
@@ -54,9 +54,9 @@ def test_another_submit_of_an_active_name_is_a_conflict() -> None:
 def test_a_repeated_request_that_failed_fails_the_same_way() -> None:
     master = api()
     request = ScaleJob(job_id="nope", replicas=2)
-    first = master.answer(request, message_id="m1", now=1.0, token="t")
+    first = master.answer(request, message_id="m1", now=1.0, token="t", caller=ADMIN)
     submit(master, "m2", name="nope")  # the job exists now, but this is a repeat
-    again = master.answer(request, message_id="m1", now=2.0, token="t")
+    again = master.answer(request, message_id="m1", now=2.0, token="t", caller=ADMIN)
     assert first.error is not None and again.error == first.error
     assert first.error.code == "not_found"
 
@@ -64,7 +64,9 @@ def test_a_repeated_request_that_failed_fails_the_same_way() -> None:
 def test_a_reused_message_id_for_another_request_is_a_new_request() -> None:
     master = api()
     submit(master, "m1")
-    reply = master.answer(CancelJob(job_id="web"), message_id="m1", now=2.0, token="t")
+    reply = master.answer(
+        CancelJob(job_id="web"), message_id="m1", now=2.0, token="t", caller=ADMIN
+    )
     assert reply.ok and reply.result["state"] == "cancelled"
 
 
@@ -96,14 +98,14 @@ def test_reads_are_answered_afresh() -> None:
     master = api()
     submit(master, "m1")
     for request in (ListJobs(), ListTasks(job_id="web"), ListNodes()):
-        first = master.answer(request, message_id="r1", now=2.0, token="t")
+        first = master.answer(request, message_id="r1", now=2.0, token="t", caller=ADMIN)
         assert first.ok and Page.model_validate(first.result).items
-    job = master.answer(GetJob(job_id="web"), message_id="r1", now=2.0, token="t")
+    job = master.answer(GetJob(job_id="web"), message_id="r1", now=2.0, token="t", caller=ADMIN)
     assert job.ok and job.result["task_counts"] == {"assigned": 1}
 
 
 def test_listing_the_tasks_of_an_unknown_job_is_not_found() -> None:
-    reply = api().answer(ListTasks(job_id="nope"), message_id="r", now=1.0, token="t")
+    reply = api().answer(ListTasks(job_id="nope"), message_id="r", now=1.0, token="t", caller=ADMIN)
     assert reply.error is not None and (reply.error.code, reply.error.field) == (
         "not_found",
         "job_id",
@@ -111,7 +113,9 @@ def test_listing_the_tasks_of_an_unknown_job_is_not_found() -> None:
 
 
 def test_a_bad_cursor_names_the_field() -> None:
-    reply = api().answer(ListNodes(cursor="garbage"), message_id="r", now=1.0, token="t")
+    reply = api().answer(
+        ListNodes(cursor="garbage"), message_id="r", now=1.0, token="t", caller=ADMIN
+    )
     assert reply.error is not None and (reply.error.code, reply.error.field) == (
         "invalid",
         "cursor",
@@ -120,6 +124,6 @@ def test_a_bad_cursor_names_the_field() -> None:
 
 def test_a_message_that_is_not_a_request_is_invalid() -> None:
     beat = heartbeat("a")
-    reply = api().answer(beat, message_id="r", now=1.0, token="t")
+    reply = api().answer(beat, message_id="r", now=1.0, token="t", caller=ADMIN)
     assert isinstance(beat, Heartbeat)
     assert reply.error is not None and (reply.error.code, reply.error.field) == ("invalid", "type")

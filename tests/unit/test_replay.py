@@ -20,7 +20,7 @@ from master.api import Api
 from master.controller import Controller, StartCommand, StopCommand
 from schemas.api import ScaleJob, SubmitJob
 from schemas.messages import JobEvent, NodeEvent, TaskStatus
-from tests.unit.factories import heartbeat, job_spec, running
+from tests.unit.factories import ADMIN, heartbeat, job_spec, running
 from tests.unit.journaled import (
     NODES,
     SETTINGS,
@@ -147,7 +147,9 @@ def check_promotion(leader: Leader, successor: Controller) -> None:
     for message_id, request in leader.requests:
         if leader.controller.state.requests.recall(message_id, request.TYPE, _job(request)):
             journal.clear()
-            reply = api.answer(request, message_id=message_id, now=leader.now + 0.2, token="new")
+            reply = api.answer(
+                request, message_id=message_id, now=leader.now + 0.2, token="new", caller=ADMIN
+            )
             outcome = leader.controller.state.requests.recall(
                 message_id, request.TYPE, _job(request)
             )
@@ -238,25 +240,25 @@ def test_replay_and_observe_send_nothing_and_journal_nothing() -> None:
 def test_a_redelivered_submit_after_failover_gets_its_job_not_a_conflict() -> None:
     master, journal = leader_with_two_nodes()
     request = SubmitJob(spec=job_spec(kind="service"))
-    first = Api(master).answer(request, message_id="m1", now=1.0, token="abc")
+    first = Api(master).answer(request, message_id="m1", now=1.0, token="abc", caller=ADMIN)
     successor = replayed(journal)
     successor.promote(2, 2.0)
     successor.drain()
-    again = Api(successor).answer(request, message_id="m1", now=2.5, token="def")
+    again = Api(successor).answer(request, message_id="m1", now=2.5, token="def", caller=ADMIN)
     assert (first.ok, again.ok) == (True, True)
     assert again.result["tasks"] == first.result["tasks"]
     assert [t for t in successor.state.tasks if "def" in t] == []
-    other = Api(successor).answer(request, message_id="m2", now=3.0, token="ghi")
+    other = Api(successor).answer(request, message_id="m2", now=3.0, token="ghi", caller=ADMIN)
     assert other.error is not None and other.error.code == "conflict"
 
 
 def test_a_refused_request_is_refused_the_same_way_after_failover() -> None:
     master, journal = leader_with_two_nodes()
     request = ScaleJob(job_id="web", replicas=3)
-    first = Api(master).answer(request, message_id="m1", now=1.0, token="t")
+    first = Api(master).answer(request, message_id="m1", now=1.0, token="t", caller=ADMIN)
     master.submit(job_spec(kind="service"), 1.5)
     successor = replayed(journal)
-    again = Api(successor).answer(request, message_id="m1", now=2.0, token="t")
+    again = Api(successor).answer(request, message_id="m1", now=2.0, token="t", caller=ADMIN)
     assert first.error is not None and again.error == first.error
     assert successor.state.jobs["web"].replicas == 1
 
@@ -268,9 +270,13 @@ def test_the_request_memory_is_least_recently_used_on_every_master() -> None:
     master.journal = journal.append
     api = Api(master)
     for message_id, name in (("m1", "one"), ("m2", "two")):
-        api.answer(SubmitJob(spec=job_spec(name)), message_id=message_id, now=1.0, token="t")
-    api.answer(SubmitJob(spec=job_spec("one")), message_id="m1", now=2.0, token="t")  # again
-    api.answer(SubmitJob(spec=job_spec("three")), message_id="m3", now=3.0, token="t")
+        api.answer(
+            SubmitJob(spec=job_spec(name)), message_id=message_id, now=1.0, token="t", caller=ADMIN
+        )
+    api.answer(
+        SubmitJob(spec=job_spec("one")), message_id="m1", now=2.0, token="t", caller=ADMIN
+    )  # again
+    api.answer(SubmitJob(spec=job_spec("three")), message_id="m3", now=3.0, token="t", caller=ADMIN)
     assert [m for m, _ in master.state.requests.items()] == ["m1", "m3"]
     successor = Controller(settings, epoch=0)
     for event in journal:

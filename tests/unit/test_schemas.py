@@ -39,6 +39,7 @@ from schemas import (
     parse_job_text,
 )
 from schemas.api import (
+    GetLogs,
     GetMasters,
     GetStatus,
     GetTask,
@@ -274,6 +275,7 @@ PAYLOADS: list[Payload] = [
     ListNodes(),
     GetMasters(),
     GetStatus(),
+    GetLogs(task_id="web-0-0", follow=True, tail=10),
     LeaderAnnounced(master="m1", epoch=42),
     CommandRefused(
         node_id="n1",

@@ -36,7 +36,7 @@ def test_a_spec_over_the_size_limit_is_refused_with_the_fix() -> None:
     env = {f"V{i}": "x" * 60 * KiB for i in range(5)}
     problem = rejection(env=env)
     assert f"more than the {MAX_SPEC_BYTES // KiB} KiB a job spec may have" in problem
-    assert "make env, command or labels smaller" in problem
+    assert "make env, secret_env, command or labels smaller" in problem
 
 
 def test_a_40_mib_env_value_is_refused_by_its_own_limit() -> None:

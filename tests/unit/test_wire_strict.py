@@ -189,6 +189,7 @@ MINIMAL: dict[str, dict[str, Any]] = {
     "api.nodes": {},
     "api.masters": {},
     "api.status": {},
+    "api.logs": {"task_id": "web-0-0"},
     "master.beat": {"master": "m1", "instance": "abc", "role": "active"},
     "leader.announce": {"master": "m1", "epoch": 4},
     "command.refused": {"node_id": "n1"},

@@ -17,8 +17,10 @@ from typing import Any
 
 import pytest
 
+from bus import topology
+from bus.replies import usable_reply_queue
 from schemas.messages import LogChunk, LogsRequest, Payload
-from worker.logs import LogStreamer, reply_target
+from worker.logs import LogStreamer
 
 QUEUE = "amq.gen-abc123"
 # As the broker rewrites `amq.rabbitmq.reply-to` for a requester (its node and a key).
@@ -50,6 +52,7 @@ class FakeBus:
         on_returned: Callable[[], None] | None = None,
     ) -> None:
         assert isinstance(payload, LogChunk) and transient
+        assert exchange == topology.REPLIES_EXCHANGE  # never the default exchange
         self.sent.append(Sent(routing_key, payload, mandatory, on_returned))
 
     def call_threadsafe(self, fn: Callable[[], None]) -> None:
@@ -108,10 +111,10 @@ def follow(task_id: str = "t1") -> LogsRequest:
 
 
 def test_reply_targets() -> None:
-    assert reply_target(QUEUE) == "queue"
-    assert reply_target(DIRECT) == "direct"
+    assert usable_reply_queue(QUEUE)
+    assert not usable_reply_queue(DIRECT)  # a worker may not write to the default exchange
     for unusable in (None, "", "corral.api", "amq.rabbitmq.reply-to", "amq.gen-", "corral.node.n1"):
-        assert reply_target(unusable) is None
+        assert not usable_reply_queue(unusable)
 
 
 @pytest.mark.parametrize("reply_to", [None, "", "corral.api", "corral.dead"])
@@ -134,17 +137,13 @@ def test_a_full_node_answers_busy_at_once() -> None:
     assert "node n1 is busy" in answer.chunk.error
 
 
-def test_following_through_direct_reply_to_is_refused() -> None:
+def test_a_direct_reply_to_name_gets_nothing() -> None:
+    # Chunks go through corral.replies, which cannot reach a direct reply-to name.
     bus, pool = FakeBus(), FakePool()
-    streamer = LogStreamer(bus, FakeRuntime(), "n1", pool, limit=2)
+    streamer = LogStreamer(bus, FakeRuntime(), "n1", pool, limit=1)
     streamer.handle(follow(), DIRECT, "c1")
-    (answer,) = bus.sent
-    assert answer.chunk.end is True and "reply queue of your own" in answer.chunk.error
-    assert pool.jobs == 0
-    # A finite stream is served, without mandatory (the broker returns those regardless).
     streamer.handle(LogsRequest(task_id="t1"), DIRECT, "c2")
-    assert pool.jobs == 1
-    assert bus.sent[-1].mandatory is False and bus.sent[-1].on_returned is None
+    assert bus.sent == [] and pool.jobs == 0
 
 
 def test_output_then_end_and_keepalives_meanwhile() -> None:
