@@ -8,7 +8,7 @@ measures two times from the kill:
 
 - until a master accepts the submission (the client gets its reply);
 - until that master's first assignment reaches the worker's queue (a tap on
-  `corral.assign`, carrying the new epoch).
+  `corral.assignments`, carrying the new epoch).
 
 The killed master is started again, so three masters run in every round. The
 baseline, measured in the same run with no kill, is the same submission ->
@@ -141,6 +141,7 @@ def main() -> None:
         print(cluster.logs()[-3000:] if not accept else "")
         cluster.close()
         broker.delete_vhost(vhost)
+        broker.close()  # the role users it made
 
     def row(what: str, base: list[float], failed: list[float]) -> str:
         b50, f50, f95 = statistics.median(base), statistics.median(failed), percentile(failed, 0.95)

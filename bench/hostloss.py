@@ -355,6 +355,7 @@ def main() -> None:
             container.remove(force=True)
         cluster.close()
         broker.delete_vhost(vhost)
+        broker.close()  # the role users it made
 
     body = table(runs)
     print(body)

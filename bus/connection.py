@@ -84,8 +84,9 @@ class Bus(Sending):
         max_backoff: float = 5.0,
         declare_topology: bool = True,
         tls: Tls | None = None,
+        answers: bool = True,
     ) -> None:
-        super().__init__(url, name, window, tls)
+        super().__init__(url, name, window, tls, answers)
         self.url = url
         self.generation = 0
         self.declare_topology = declare_topology

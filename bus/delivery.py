@@ -77,7 +77,7 @@ class Delivery:
     headers: dict[str, Any]
     # The sender's broker user: RabbitMQ refuses a user_id that is not the connection's
     # own, and every Corral process sets it, so this is who sent the message (None: a
-    # sender that did not say, which only the trusted single-user setup accepts).
+    # sender that did not say; no check accepts it).
     user_id: str | None = None
     settled: bool = False
 

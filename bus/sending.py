@@ -45,8 +45,13 @@ def broker_user(url: str, tls: Tls | None = None) -> str:
 class Sending:
     """Publishing for the bus named `name` on `url`, with up to `window` unconfirmed."""
 
-    def __init__(self, url: str, name: str, window: int, tls: Tls | None = None) -> None:
+    def __init__(
+        self, url: str, name: str, window: int, tls: Tls | None = None, answers: bool = True
+    ) -> None:
         self.name = name
+        # Whether to answer a request on its reply_to (through the default exchange): not a
+        # worker, whose user may not write there (the broker would close the channel).
+        self.answers = answers
         # Every message carries it as user_id, which the broker checks.
         self.user = broker_user(url, tls)
         self._publisher = ConfirmingPublisher(window)
@@ -126,7 +131,7 @@ class Sending:
 
         An answer too large to send becomes an error reply with code `too_large`.
         """
-        if not delivery.reply_to:
+        if not delivery.reply_to or not self.answers:
             return
         try:
             self._send_reply(delivery, payload)

@@ -183,7 +183,8 @@ SNAPSHOT_STREAM_DECL = _stream(
     SNAPSHOT_STREAM, SNAPSHOTS_MAX_AGE, SNAPSHOTS_MAX_BYTES, SNAPSHOTS_SEGMENT_BYTES
 )
 
-# Declared by every daemon (not by clients), so that no message is published into nothing.
+# Declared by the masters and `corral admin bootstrap` (workers and clients may not), so
+# that no message is published into nothing.
 CORE_QUEUES = (DEAD_QUEUE_DECL, API_QUEUE_DECL, MASTER_STATUS_QUEUE_DECL)
 
 

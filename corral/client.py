@@ -36,7 +36,7 @@ from corral.errors import CorralError, InvalidSpec, NoCluster
 from corral.job import Job
 from corral.lookup import attempt_before, current_attempts, find_task
 from corral.session import Session, least_role
-from corral.streams import Event, event_stream, log_stream
+from corral.streams import Event, event_stream, log_stream, retried_as_admin
 from corral.urls import join_urls
 from schemas.api import (
     CancelJob,
@@ -344,12 +344,19 @@ class Client:
                 f"task {task.task_id} is {task.state} and was never placed on a node{why};"
                 " it has no logs"
             )
-        node = task.node_id
+        request = GetLogs(task_id=task.task_id, follow=follow, tail=tail)
+        if self._session.role is not None:
+            return self._logs_as(self._session.role, request, task.node_id, follow)
+        # As other requests: the least role first, then as admin if the task is not ours.
+        stream = self._logs_as(least_role(request.TYPE), request, task.node_id, follow)
+        return retried_as_admin(
+            stream, lambda: self._logs_as("admin", request, task.node_id or "", follow)
+        )
+
+    def _logs_as(self, role: str, request: GetLogs, node: str, follow: bool) -> Iterator[str]:
         # The master checks that the caller may read them and asks the worker, which
         # streams them to this private queue (through corral.replies).
         subscription = self._subscribe(topology.reply_queue())
-        request = GetLogs(task_id=task.task_id, follow=follow, tail=tail)
-        role = self._session.role or least_role(request.TYPE)
         try:
             routed = self._session.send_routed(
                 topology.API_EXCHANGE,

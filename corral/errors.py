@@ -78,7 +78,8 @@ class CorralError(Exception):
 class ApiFailure(CorralError):
     """The master refused a request. `code` is stable for programs.
 
-    Codes: not_found, conflict, invalid, invalid_message, internal.
+    Codes: not_found, conflict, invalid, invalid_message, forbidden (not the caller's
+    job, or not its role), unavailable, too_large, internal.
     """
 
     def __init__(self, code: str, message: str, field: str | None = None) -> None:

@@ -7,12 +7,12 @@ can waste a reader's time, not stop it.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 
 from bus.subscription import Subscription
-from corral.errors import CorralError
+from corral.errors import ApiFailure, CorralError
 from corral.session import Session
 from schemas.api import Reply
 from schemas.envelope import Message
@@ -80,6 +80,29 @@ def log_stream(
         subscription.close()
 
 
+def retried_as_admin(stream: Iterator[str], again: Callable[[], Iterator[str]]) -> Iterator[str]:
+    """`stream`; but if the master refuses it as not the caller's (`forbidden`) before any
+    output, the stream `again()` gives (the request sent as admin). If that one is
+    refused too (the broker, when the user is no admin), the first refusal stands."""
+    try:
+        first = next(stream)
+    except StopIteration:
+        return
+    except ApiFailure as refusal:
+        if refusal.code != "forbidden":
+            raise
+        try:
+            retried = again()
+            first = next(retried)
+        except StopIteration:
+            return
+        except CorralError:
+            raise refusal from None
+        stream = retried
+    yield first
+    yield from stream
+
+
 def _chunk(message: Message, node: str) -> LogChunk:
     payload = message.payload
     if isinstance(payload, LogChunk):
@@ -87,8 +110,10 @@ def _chunk(message: Message, node: str) -> LogChunk:
     if isinstance(payload, Reply) and not payload.ok:
         # The master refused the request (no such task, not yours, the worker is not
         # connected), or the worker could not read it: either says why.
-        why = payload.error.message if payload.error else "the request was refused"
-        raise CorralError(f"logs of a task on {node}: {why}")
+        error = payload.error
+        why = error.message if error else "the request was refused"
+        code = error.code if error else "refused"
+        raise ApiFailure(code, f"logs of a task on {node}: {why}", error.field if error else None)
     raise CorralError(
         f"worker {node} sent an unexpected answer: a {message.envelope.type!r} message, not logs"
     )

@@ -423,7 +423,14 @@ class Term:
         """Ask the task's worker to stream its logs to the caller's private queue, if the
         caller may read them; else answer why not, there."""
         delivery.ack()  # nothing to journal, nothing to redo: a client asks again
-        if delivery.reply_to is None or not usable_reply_queue(delivery.reply_to):
+        if delivery.reply_to is None:
+            return  # nowhere to stream to, nobody to tell
+        if not usable_reply_queue(delivery.reply_to):
+            why = (
+                "logs are streamed to a private queue of yours (server-named, bound to "
+                f"{topology.REPLIES_EXCHANGE} under its own name), not to direct reply-to"
+            )
+            self.bus.reply(delivery, Reply(ok=False, error=ApiError(code="invalid", message=why)))
             return
         try:
             node_id, task_id = self.api.logs_target(request, caller)

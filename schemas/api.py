@@ -1,4 +1,5 @@
-"""Client <-> master API: requests published to the corral.api queue and their replies.
+"""Client <-> master API: requests published on the corral.requests exchange (routing key
+<role>.<type>, read by the master from the corral.api queue) and their replies.
 
 A request is an envelope whose `type` is one of the `api.*` types below, sent
 with AMQP properties `reply_to` and `correlation_id`. The active master

@@ -65,6 +65,9 @@ class Accounts:
         user = self.master.user
         return credential_url(self.amqp_base, vhost, user, self._passwords[user])
 
+    def master_login(self) -> tuple[str, str]:
+        return self.master.user, self._passwords[self.master.user]
+
     def admin_login(self) -> tuple[str, str]:
         return self.admin.user, self._passwords[self.admin.user]
 

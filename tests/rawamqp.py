@@ -1,23 +1,58 @@
-"""A plain pika client for tests that play a hostile or careless sender (no Corral code)."""
+"""A plain pika client for tests that play a hostile or careless sender (no Corral code
+but the topology's names).
+
+Every message these clients publish carries the AMQP `user_id` of the URL's user
+unless told otherwise, as every Corral process does: the master and the workers
+refuse what no broker user vouches for. A test's URL logs in as the master's user
+(`tests.accounts`; in the single-user setup, everyone's), which the master and the
+workers trust, so these clients can play the master or any worker; a test that
+plays a stranger says so (`user_id=None`, or a broker user of its own).
+"""
 
 from __future__ import annotations
 
 import base64
 import json
 import time
+import urllib.parse
 import uuid
 from types import TracebackType
 from typing import Any
 
 import pika
 
+from bus import topology
+
 DIRECT = "amq.rabbitmq.reply-to"
 
 
+def url_user(url: str) -> str:
+    """The broker user `url` logs in as (pika's default: guest)."""
+    return urllib.parse.unquote(urllib.parse.urlsplit(url).username or "guest")
+
+
+def api_route(body: bytes | dict[str, Any], role: str = "admin") -> str:
+    """The routing key on corral.requests for `body`: `<role>.<its type>` ("unknown" when
+    it has none: garbage is routed too, the binding is `#`)."""
+    if isinstance(body, bytes):
+        try:
+            body = json.loads(body)
+        except (ValueError, RecursionError):  # not JSON, or nested too deep to read
+            body = {}
+    kind = body.get("type") if isinstance(body, dict) else None
+    if not isinstance(kind, str) or not kind or len(kind.encode()) > 200:
+        kind = "unknown"
+    return topology.api_key(role, kind)
+
+
 class RawClient:
-    """One connection with direct reply-to consumed, so replies can be awaited."""
+    """One connection with direct reply-to consumed, so replies can be awaited.
+
+    Requests go to corral.requests, keyed `admin.<type>` (`api_route`), as the URL's
+    user: the master's own in the tests, which the master answers as an admin."""
 
     def __init__(self, url: str) -> None:
+        self.user = url_user(url)
         self.connection = pika.BlockingConnection(pika.URLParameters(url))
         self.channel = self.connection.channel()
         self.replies: dict[str, bytes] = {}
@@ -43,18 +78,25 @@ class RawClient:
         self,
         body: bytes | dict[str, Any],
         *,
-        exchange: str = "",
-        routing_key: str = "corral.api",
+        exchange: str = topology.API_EXCHANGE,
+        routing_key: str | None = None,
         reply_to: str | None = None,
         correlation_id: str | None = None,
+        user_id: str | None = "",
     ) -> str:
+        """Publish `body`; its correlation id. `routing_key` None: `api_route(body)`.
+        `user_id` "": this connection's user; None: none at all."""
         correlation_id = correlation_id or uuid.uuid4().hex
         data = json.dumps(body).encode() if isinstance(body, dict) else body
         self.channel.basic_publish(
             exchange,
-            routing_key,
+            api_route(body) if routing_key is None else routing_key,
             data,
-            properties=pika.BasicProperties(reply_to=reply_to, correlation_id=correlation_id),
+            properties=pika.BasicProperties(
+                reply_to=reply_to,
+                correlation_id=correlation_id,
+                user_id=self.user if user_id == "" else user_id,
+            ),
         )
         return correlation_id
 
@@ -102,6 +144,7 @@ class Tap:
     """A private queue bound to an exchange, read with `first` (a test's view of traffic)."""
 
     def __init__(self, url: str, exchange: str, *keys: str) -> None:
+        self.user = url_user(url)
         self.connection = pika.BlockingConnection(pika.URLParameters(url))
         self.channel = self.connection.channel()
         declared = self.channel.queue_declare("", exclusive=True, auto_delete=True)
@@ -122,7 +165,10 @@ class Tap:
         raise AssertionError(f"no wanted message on the tap within {timeout:g} s")
 
     def publish(self, exchange: str, routing_key: str, body: bytes) -> None:
-        self.channel.basic_publish(exchange, routing_key, body)
+        """Publish `body` as the URL's user (the master's own in the tests: a replay of
+        the master's traffic is taken for the master's)."""
+        properties = pika.BasicProperties(user_id=self.user)
+        self.channel.basic_publish(exchange, routing_key, body, properties=properties)
 
     def close(self) -> None:
         if self.connection.is_open:
@@ -130,16 +176,31 @@ class Tap:
 
 
 class RawMaster:
-    """Raw pika in the masters' place, for tests of a worker alone: it declares the
-    exchanges (the worker declares the same, maybe later) and reads private queues."""
+    """Raw pika in the masters' place, for tests of a worker alone: it declares what a
+    master declares (the exchanges and the core queues, corral.dead among them: a
+    worker declares only its own queues) and reads private queues. Start it before
+    the worker."""
 
     def __init__(self, url: str) -> None:
-        from bus import topology  # the tests' own view of the topology
-
+        self.user = url_user(url)  # the master's user: the workers trust it
         self.connection = pika.BlockingConnection(pika.URLParameters(url))
         self.channel = self.connection.channel()
         for exchange in topology.EXCHANGES:
             self.channel.exchange_declare(exchange.name, exchange.kind, durable=exchange.durable)
+        for queue in topology.CORE_QUEUES:
+            self.channel.queue_declare(
+                queue.name, durable=queue.durable, arguments=queue.arguments or None
+            )
+            for bound_to, key in queue.bindings:
+                self.channel.queue_bind(queue.name, bound_to, routing_key=key)
+
+    def publish(
+        self, exchange: str, routing_key: str, body: bytes, *, user_id: str | None = ""
+    ) -> None:
+        """Publish `body` as the master would: with the master's user as user_id ("", the
+        default), or as another sender (`user_id`; None: none at all)."""
+        properties = pika.BasicProperties(user_id=self.user if user_id == "" else user_id)
+        self.channel.basic_publish(exchange, routing_key, body, properties=properties)
 
     def subscribe(self, exchange: str, key: str) -> str:
         """A private queue bound to `exchange` with `key`; its name."""

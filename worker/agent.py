@@ -69,7 +69,7 @@ from schemas.messages import (
 )
 from worker.commands import RefusalGate, Refused, accept, trusted_sender
 from worker.containers import ContainerInfo, RuntimeEvent, StartError
-from worker.identity import resolve_node_id
+from worker.identity import check_user, resolve_node_id
 from worker.logs import LogStreamer
 from worker.runtime import DockerRuntime
 from worker.settings import WorkerSettings
@@ -143,7 +143,9 @@ class WorkerAgent:
             name=worker_connection_name(self.node_id),
             declare_topology=False,
             tls=settings.tls,
+            answers=False,  # a worker may not write to the default exchange, where replies go
         )
+        check_user(self.bus.user, self.node_id)
         self.stopper = Stopper(
             self.bus,
             self.runtime,

@@ -7,6 +7,7 @@ import socket
 import uuid
 from pathlib import Path
 
+from bus.access import node_of_worker_user
 from schemas.base import NODE_ID_PATTERN
 
 NODE_ID_FILE = "node-id"
@@ -46,3 +47,15 @@ def resolve_node_id(given: str | None, state_dir: Path) -> str:
                 "pass --state-dir DIR or --node-id ID"
             ) from None
     return node_id
+
+
+def check_user(user: str, node_id: str) -> None:
+    """Raise IdentityError if `user` is a worker's broker user (`worker-<node id>`) but not
+    node `node_id`'s: the broker would refuse everything it says as that node."""
+    own = node_of_worker_user(user)
+    if own is not None and own != node_id:
+        raise IdentityError(
+            f"this worker logs in as broker user {user!r}, which may act only as node "
+            f"{own!r}, not {node_id!r}: start it with --node-id {own}, or give it the URL of "
+            f"user worker-{node_id} (corral admin add-worker {node_id})"
+        )

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from corral import Client
+from tests.accounts import as_user
 from tests.audit import ContainerAudit
 from tests.cluster import Cluster, wait_until
 from tests.conftest import IN_CI, Broker
@@ -51,9 +52,11 @@ def stop_node(index: int) -> None:
 @pytest.fixture(scope="module")
 def broker_cluster() -> Iterator[Broker]:
     recipe("fresh")  # a new cluster: restarting one from old data is not reliable
+    broker = Broker("amqp://guest:guest@127.0.0.1:5701/", "http://127.0.0.1:15701")
     try:
-        yield Broker("amqp://guest:guest@127.0.0.1:5701/", "http://127.0.0.1:15701")
+        yield broker
     finally:
+        broker.close()
         recipe("stop")
 
 
@@ -88,24 +91,26 @@ def replicated(vhost: str, *, up: int) -> bool:
     )
 
 
-def urls(vhost: str, order: tuple[int, ...]) -> str:
-    return ",".join(f"amqp://guest:guest@127.0.0.1:{PORTS[i]}/{vhost}" for i in order)
+def urls(vhost: str, order: tuple[int, ...], login: tuple[str, str]) -> str:
+    """The nodes' URLs in `order`, logging in as `login` (the test master user's)."""
+    return as_user(",".join(f"amqp://127.0.0.1:{PORTS[i]}/{vhost}" for i in order), *login)
 
 
 @pytest.fixture
 def spread(broker_cluster: Broker, tmp_path: Path, docker_engine: None) -> Iterator[Cluster]:
     vhost = f"corral-cluster-{uuid.uuid4().hex[:8]}"
     broker_cluster.create_vhost(vhost)
-    cluster = Cluster(urls(vhost, (1, 2, 3)), tmp_path)
+    login = broker_cluster.accounts.master_login()
+    cluster = Cluster(urls(vhost, (1, 2, 3), login), tmp_path)
     cluster.vhost = vhost  # type: ignore[attr-defined]
     try:
         for name, order in (("m1", (1, 2, 3)), ("m2", (2, 3, 1))):
-            cluster.amqp_url = urls(vhost, order)
+            cluster.amqp_url = urls(vhost, order, login)
             cluster.start_master(name)
         for name, order in (("w1", (2, 3, 1)), ("w2", (3, 1, 2))):
-            cluster.amqp_url = urls(vhost, order)
+            cluster.amqp_url = urls(vhost, order, login)
             cluster.start_worker(name)
-        cluster.amqp_url = urls(vhost, (3, 1, 2))
+        cluster.amqp_url = urls(vhost, (3, 1, 2), login)
         cluster.wait_nodes_ready(2, timeout=60)
         yield cluster
     finally:

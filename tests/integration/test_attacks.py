@@ -306,3 +306,73 @@ def test_a_worker_user_cannot_send_api_requests(scene: Scene) -> None:
             key = topology.api_key(role, "api.cancel")
             body = b'{"type":"api.cancel","payload":{"job_id":"web"}}'
             assert publish(scene.worker_url, topology.API_EXCHANGE, key, body) == "refused 403"
+
+
+def test_secret_values_appear_in_no_listing_event_or_log(scene: Scene) -> None:
+    """jobs / ps / inspect -o json (as the admin, who may see env), the status events of a
+    change, and the master's log never hold the secret value; the container has it."""
+    cluster = scene.cluster
+    events = cluster.client.events("#", timeout=4)  # bound now: nothing after is missed
+    cluster.client.scale("web", 3)
+    cluster.client.scale("web", 2)
+    seen = [repr(event.payload) for event in events]
+    assert any("web" in text for text in seen), "the scaling made status events"
+    assert all(SECRET not in text for text in seen)
+    for args in (
+        ("jobs", "-o", "json"),
+        ("ps", "-a", "-o", "json"),
+        ("inspect", "web", "-o", "json"),
+    ):
+        done = cluster.cli(*args)
+        assert done.returncode == 0, done.stderr
+        assert SECRET not in done.stdout + done.stderr
+    shown = cluster.cli("inspect", "web", "-o", "json").stdout
+    assert "TOKEN" in shown and "visible-to-owner" in shown  # the admin sees the env
+    assert SECRET not in (cluster.workdir / "master.log").read_text()
+    containers = cluster.containers("web", all=False)
+    assert containers and all(f"TOKEN={SECRET}" in c.attrs["Config"]["Env"] for c in containers)
+
+
+def test_an_admin_may_do_what_another_submitter_may_not(scene: Scene, broker: Broker) -> None:
+    """Bob's job: mallory (a submitter too) may not cancel or scale it, read its logs or
+    its env; the admin may do all of that."""
+    cluster, bob = scene.cluster, f"bob-{uuid.uuid4().hex[:8]}"
+    api = admin.Management(broker.management_url, broker.user, broker.password)
+    base = f"amqp://{broker.host}:{broker.port}"
+    credential = admin.add_user(api, scene.vhost, bob, "submitter", amqp_url_base=base)
+    assert credential is not None
+    try:
+        with Client(credential.url, timeout=10) as client:
+            client.submit(
+                {
+                    "name": "bobs",
+                    "image": TEST_IMAGE,
+                    "command": ["sh", "-c", "echo hello from bob; exec sleep 600"],
+                    "kind": "service",
+                    "env": {"BOBS": "bob-only"},
+                    "stop_grace": 0,
+                }
+            ).wait(timeout=60)
+        task = scene.cluster.client.job("bobs").tasks[0]
+        with Client(scene.mallory_url, timeout=10) as mallory:
+            for attempt in (
+                lambda: mallory.cancel("bobs"),
+                lambda: mallory.scale("bobs", 2),
+                lambda: "".join(mallory.logs(task.task_id)),
+            ):
+                with pytest.raises(CorralError, match="may not"):
+                    attempt()
+            assert mallory.job("bobs").spec.env == {"BOBS": "***"}
+        admin_client = cluster.client  # role admin
+        assert admin_client.job("bobs").spec.env == {"BOBS": "bob-only"}
+        assert admin_client.job("bobs").owner == bob
+        wait_until(
+            lambda: "hello from bob" in "".join(admin_client.logs(task.task_id)),
+            what="bob's logs, read by the admin",
+        )
+        admin_client.scale("bobs", 2)
+        admin_client.cancel("bobs")
+        wait_until(lambda: not cluster.containers("bobs", all=False), what="bob's job stopped")
+    finally:
+        with contextlib.suppress(Exception):
+            api.delete_user(bob)

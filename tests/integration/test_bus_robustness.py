@@ -11,11 +11,12 @@ import urllib.parse
 import pika
 import pytest
 
+from bus import topology
 from tests.cluster import Cluster, wait_until
 from tests.conftest import Broker
 from tests.integration.test_cluster import batch, service
 from tests.integration.test_resilience import dead_letters
-from tests.rawamqp import RawClient, forged_reply_names
+from tests.rawamqp import DIRECT, RawClient, forged_reply_names
 
 pytestmark = pytest.mark.integration
 
@@ -103,21 +104,49 @@ def test_a_channel_the_broker_closes_is_recovered(cluster: Cluster, broker: Brok
 
 
 def test_a_handler_error_on_a_valid_envelope_gets_an_error_reply(cluster: Cluster) -> None:
-    """Case 11: api.nodes sent to a worker's RPC queue was dead-lettered and never answered."""
+    """Case 11: api.nodes sent to a worker's RPC queue was dead-lettered and never answered.
+    The master answers a valid envelope it cannot take with an error. A worker answers
+    no direct reply-to name at all (it writes only log chunks, to corral.replies): it
+    dead-letters the message, saying what it expected."""
+    node = cluster.node_id("w1")
     with RawClient(cluster.amqp_url) as raw:
-        reply = raw.call(NODES, exchange="corral.rpc", routing_key=cluster.node_id("w1"))
-    assert reply["payload"]["ok"] is False
-    assert "logs.request" in reply["payload"]["error"]["message"]
+        misplaced = {"type": "logs.request", "payload": {"task_id": "x-0-0"}}
+        reply = raw.call(misplaced)
+        assert reply["payload"]["ok"] is False
+        assert "'logs.request' is not an API request" in reply["payload"]["error"]["message"]
+        raw.publish(NODES, exchange=topology.RPC_EXCHANGE, routing_key=node, reply_to=DIRECT)
+
+    rpc_queue = topology.node_rpc_queue(node).name
+
+    def refused() -> list[str]:
+        letters = dead_letters(cluster.amqp_url)
+        return [str(h["x-corral-reason"]) for h, _ in letters if h["x-corral-queue"] == rpc_queue]
+
+    (reason,) = wait_until(refused, what="the worker's dead letter")
+    assert "expected a 'logs.request' message, got 'api.nodes'" in reason
+    assert node in {n.node_id for n in cluster.client.nodes() if n.state == "ready"}
 
 
 def test_a_request_to_a_vhost_without_corral_comes_back(vhost_url: str) -> None:
-    """Case 11: a request published where no Corral process declared the queues was lost;
-    published mandatory (as the SDK does), the broker hands it back at once."""
+    """Case 11: a request published where no Corral process declared the queues was lost.
+    Where nothing of Corral exists, the broker refuses the publish (corral.requests does
+    not exist); where the exchanges exist but corral.api does not, a request published
+    mandatory (as the SDK does) comes back at once."""
+    body = json.dumps(NODES).encode()
+    key = topology.api_key("viewer", "api.nodes")
     connection = pika.BlockingConnection(pika.URLParameters(vhost_url))
     try:
         channel = connection.channel()
         channel.confirm_delivery()
+        with pytest.raises(pika.exceptions.ChannelClosedByBroker) as refused:
+            channel.basic_publish(topology.API_EXCHANGE, key, body, mandatory=True)
+        assert refused.value.reply_code == 404
+
+        channel = connection.channel()
+        channel.confirm_delivery()
+        for exchange in topology.EXCHANGES:
+            channel.exchange_declare(exchange.name, exchange.kind, durable=exchange.durable)
         with pytest.raises(pika.exceptions.UnroutableError):
-            channel.basic_publish("", "corral.api", json.dumps(NODES).encode(), mandatory=True)
+            channel.basic_publish(topology.API_EXCHANGE, key, body, mandatory=True)
     finally:
         connection.close()

@@ -3,9 +3,9 @@
 For a bounded number of examples, hypothesis builds message bodies (raw bytes,
 arbitrary JSON, envelopes of every known type whose payload fields are replaced
 by arbitrary JSON, and valid messages with one field mutated) and publishes
-them to every entry point of a running cluster: the master's API queue, the
-heartbeat fanout, the status topic, a worker's assignment queue and its RPC
-queue. Afterwards:
+them to every entry point of a running cluster: the master's API queue (through
+corral.requests), the heartbeats, the status topic, a worker's assignment queue
+and its RPC queue. Afterwards:
 
 - every process is still running and still serving (a job runs end to end);
 - every API request got a reply, ok or a clear error, never an internal error;
@@ -23,6 +23,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from bus import topology
 from tests.cluster import Cluster, wait_until
 from tests.integration.test_cluster import batch, service
 from tests.integration.test_resilience import dead_letters
@@ -192,11 +193,16 @@ def test_fuzzed_input_never_stops_a_process(cluster: Cluster) -> None:
 
         api()
 
+        # Published as the URL's user, which the master and the workers trust as their
+        # own: the fuzz gets past the sender checks, into the handlers.
         targets = [
-            ("corral.heartbeat", ""),
-            ("corral.status", "task.fuzzed.fuzzed-0-0.exited"),
-            ("corral.assign", node),
-            ("corral.rpc", node),
+            (topology.HEARTBEAT_EXCHANGE, topology.heartbeat_key("fuzz-node")),
+            (
+                topology.STATUS_EXCHANGE,
+                topology.task_key("fuzzed", "fuzzed-0-0", "exited", "fuzz-node"),
+            ),
+            (topology.ASSIGN_EXCHANGE, node),
+            (topology.RPC_EXCHANGE, node),
         ]
         for exchange, key in targets:
             fuzz_one(raw, node, exchange, key)

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from bus import topology
 from corral.errors import CorralError
 from tests.cluster import Cluster, wait_until
 from tests.integration.test_cluster import batch
@@ -84,15 +85,38 @@ def test_deep_nesting_on_the_api_gets_an_error_reply(cluster: Cluster) -> None:
         assert raw.call({"type": "api.nodes"})["payload"]["ok"] is True
 
 
+def test_requests_no_broker_user_vouches_for_are_refused(cluster: Cluster) -> None:
+    """A request without the sender's user_id, or one that skips corral.requests (where
+    the broker checks the sender's role), is refused as forbidden: only the master's own
+    user may put requests straight into corral.api."""
+    spec = batch("anonymous", "true")
+    request = {"type": "api.submit", "payload": {"spec": spec}}
+    with RawClient(cluster.amqp_url) as raw:
+        unsigned = raw.call(request, user_id=None)["payload"]
+        refused(unsigned, "no user_id")
+        assert unsigned["error"]["code"] == "forbidden"
+        around = raw.call(request, exchange="", routing_key=topology.API_QUEUE, user_id=None)
+        refused(around["payload"], "corral.requests")
+        assert around["payload"]["error"]["code"] == "forbidden"
+        # The master's own user (the test URL's) may.
+        nodes = raw.call({"type": "api.nodes"}, exchange="", routing_key=topology.API_QUEUE)
+        assert nodes["payload"]["ok"] is True
+        # Nothing of the refused submits was kept.
+        job = raw.call({"type": "api.job", "payload": {"job_id": "anonymous"}})["payload"]
+        assert job["error"]["code"] == "not_found", job
+
+
 def test_forged_reply_to_names_on_a_workers_queue_leave_it_connected(cluster: Cluster) -> None:
-    """Case 5: a worker was knocked off the broker the same way as the master."""
+    """Case 5: a worker was knocked off the broker the same way as the master. Log chunks
+    now go through corral.replies only, so a worker ignores direct reply-to names (forged
+    or not) even from the master's user: no reply is sent, no connection is at risk."""
     node = cluster.node_id("w1")
     job = cluster.client.submit(batch("talker", "echo hello")).wait(timeout=30)
     task_id = job.tasks[0].task_id
     request = json.dumps({"type": "logs.request", "payload": {"task_id": task_id}}).encode()
     with RawClient(cluster.amqp_url) as raw:
         for name in forged_reply_names(raw.own_reply_name()) * 3:
-            raw.publish(request, exchange="corral.rpc", routing_key=node, reply_to=name)
+            raw.publish(request, exchange=topology.RPC_EXCHANGE, routing_key=node, reply_to=name)
         raw.call({"type": "api.nodes"})
 
     def logs() -> str | None:

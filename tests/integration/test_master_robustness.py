@@ -18,10 +18,12 @@ from typing import Any
 import pika
 import pytest
 
+from bus import topology
 from schemas.envelope import encode
 from schemas.messages import Heartbeat, Resources
 from tests.cluster import Cluster, wait_until
 from tests.integration.test_cluster import batch, service
+from tests.rawamqp import url_user
 
 pytestmark = pytest.mark.integration
 
@@ -29,9 +31,11 @@ HUGE = Resources(cpus=1000, memory=1024**4)
 
 
 def fake_heartbeats(url: str, node_id: str, stop: threading.Event) -> None:
-    """Heartbeat as node `node_id` every 0.5 s until `stop`; never declare or read its queue."""
+    """Heartbeat as node `node_id` every 0.5 s until `stop`; never declare or read its queue.
+    As the URL's user (the master's own in the tests), which the master takes beats from."""
     connection = pika.BlockingConnection(pika.URLParameters(url))
     channel = connection.channel()
+    properties = pika.BasicProperties(user_id=url_user(url))
     seq = 0
     while not stop.is_set():
         beat = Heartbeat(
@@ -42,7 +46,10 @@ def fake_heartbeats(url: str, node_id: str, stop: threading.Event) -> None:
             capacity=HUGE,
             allocated=Resources(cpus=0, memory=0),
         )
-        channel.basic_publish("corral.heartbeat", "", encode(beat, sender="fake"))
+        body = encode(beat, sender="fake")
+        channel.basic_publish(
+            topology.HEARTBEAT_EXCHANGE, topology.heartbeat_key(node_id), body, properties
+        )
         seq += 1
         connection.process_data_events(time_limit=0.5)
     connection.close()
@@ -106,7 +113,8 @@ def test_the_master_keeps_serving_after_a_huge_job_it_cannot_place(cluster: Clus
 
 
 def request(url: str, body: dict[str, Any]) -> dict[str, Any]:
-    """Publish `body` to corral.api with direct reply-to and wait for the reply's payload."""
+    """Publish `body` to corral.requests (as a submitter, with the URL's user) with direct
+    reply-to and wait for the reply's payload."""
     connection = pika.BlockingConnection(pika.URLParameters(url))
     try:
         channel = connection.channel()
@@ -115,11 +123,13 @@ def request(url: str, body: dict[str, Any]) -> dict[str, Any]:
             "amq.rabbitmq.reply-to", lambda *args: answers.append(args[3]), auto_ack=True
         )
         channel.basic_publish(
-            "",
-            "corral.api",
+            topology.API_EXCHANGE,
+            topology.api_key("submitter", body["type"]),
             json.dumps(body).encode(),
             properties=pika.BasicProperties(
-                reply_to="amq.rabbitmq.reply-to", correlation_id=uuid.uuid4().hex
+                reply_to="amq.rabbitmq.reply-to",
+                correlation_id=uuid.uuid4().hex,
+                user_id=url_user(url),
             ),
         )
         deadline = time.monotonic() + 10

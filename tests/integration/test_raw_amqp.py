@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+import urllib.parse
 import uuid
 from typing import Any
 
@@ -16,8 +17,12 @@ from tests.conftest import TEST_IMAGE
 pytestmark = pytest.mark.integration
 
 
-def call(channel: Any, connection: Any, request: dict[str, Any]) -> dict[str, Any]:
-    """One request/reply on corral.api through RabbitMQ's direct reply-to."""
+def call(
+    channel: Any, connection: Any, request: dict[str, Any], role: str, user: str
+) -> dict[str, Any]:
+    """One request/reply through RabbitMQ's direct reply-to: published on the
+    corral.requests exchange with the routing key `<role>.<type>`, as broker user `user`
+    (the broker checks that it is the connection's)."""
     answers: dict[str, bytes] = {}
     tag = channel.basic_consume(
         "amq.rabbitmq.reply-to",
@@ -26,14 +31,15 @@ def call(channel: Any, connection: Any, request: dict[str, Any]) -> dict[str, An
     )
     correlation_id = uuid.uuid4().hex
     channel.basic_publish(
-        exchange="",
-        routing_key="corral.api",
+        exchange="corral.requests",
+        routing_key=f"{role}.{request['type']}",
         body=json.dumps(request),
         properties=pika.BasicProperties(
             content_type="application/json",
             delivery_mode=2,
             reply_to="amq.rabbitmq.reply-to",
             correlation_id=correlation_id,
+            user_id=user,
         ),
     )
     deadline = time.monotonic() + 10
@@ -46,6 +52,7 @@ def call(channel: Any, connection: Any, request: dict[str, Any]) -> dict[str, An
 
 
 def test_a_raw_amqp_client_can_submit_and_follow_a_job(cluster: Cluster) -> None:
+    user = urllib.parse.unquote(urllib.parse.urlsplit(cluster.amqp_url).username or "guest")
     connection = pika.BlockingConnection(pika.URLParameters(cluster.amqp_url))
     channel = connection.channel()
     # A dashboard's view: its own queue on the status exchange.
@@ -63,7 +70,7 @@ def test_a_raw_amqp_client_can_submit_and_follow_a_job(cluster: Cluster) -> None
             }
         },
     }
-    reply = call(channel, connection, submit)
+    reply = call(channel, connection, submit, "submitter", user)
     assert reply["ok"] is True, reply
     assert reply["result"]["job_id"] == "raw-job"
 
@@ -79,7 +86,8 @@ def test_a_raw_amqp_client_can_submit_and_follow_a_job(cluster: Cluster) -> None
         states.append(event["payload"]["state"])
     assert states[-1] == "complete", states
 
-    job = call(channel, connection, {"type": "api.job", "payload": {"job_id": "raw-job"}})
+    read = {"type": "api.job", "payload": {"job_id": "raw-job"}}
+    job = call(channel, connection, read, "viewer", user)
     assert job["result"]["state"] == "complete"
     assert job["result"]["tasks"][0]["exit_code"] == 0
     connection.close()

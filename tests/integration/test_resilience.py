@@ -9,9 +9,11 @@ from pathlib import Path
 import pika
 import pytest
 
+from bus import topology
 from tests.cluster import Cluster, wait_until
 from tests.conftest import Broker
 from tests.integration.test_cluster import service
+from tests.rawamqp import url_user
 
 pytestmark = pytest.mark.integration
 
@@ -40,10 +42,12 @@ def test_malformed_messages_are_dead_lettered_and_the_master_keeps_serving(
     connection = pika.BlockingConnection(pika.URLParameters(cluster.amqp_url))
     channel = connection.channel()
     channel.confirm_delivery()
-    channel.basic_publish("", "corral.api", b"\x00\xff not json")
-    channel.basic_publish("", "corral.api", json.dumps(BAD_SUBMIT).encode())
-    channel.basic_publish("corral.heartbeat", "", b"{{{{")
-    channel.basic_publish("corral.heartbeat", "", json.dumps(BAD_HEARTBEAT).encode())
+    # Unreadable input is refused before anyone asks who sent it: no user_id needed.
+    submit_key = topology.api_key("submitter", "api.submit")
+    channel.basic_publish(topology.API_EXCHANGE, submit_key, b"\x00\xff not json")
+    channel.basic_publish(topology.API_EXCHANGE, submit_key, json.dumps(BAD_SUBMIT).encode())
+    channel.basic_publish(topology.HEARTBEAT_EXCHANGE, "n1", b"{{{{")
+    channel.basic_publish(topology.HEARTBEAT_EXCHANGE, "n1", json.dumps(BAD_HEARTBEAT).encode())
 
     # A sender that asked for a reply is told what was wrong.
     replies = []
@@ -51,10 +55,14 @@ def test_malformed_messages_are_dead_lettered_and_the_master_keeps_serving(
         "amq.rabbitmq.reply-to", lambda *args: replies.append(args[3]), auto_ack=True
     )
     channel.basic_publish(
-        "",
-        "corral.api",
+        topology.API_EXCHANGE,
+        submit_key,
         json.dumps(BAD_SUBMIT).encode(),
-        properties=pika.BasicProperties(reply_to="amq.rabbitmq.reply-to", correlation_id="c1"),
+        properties=pika.BasicProperties(
+            reply_to="amq.rabbitmq.reply-to",
+            correlation_id="c1",
+            user_id=url_user(cluster.amqp_url),
+        ),
     )
     while not replies:
         connection.process_data_events(time_limit=0.2)

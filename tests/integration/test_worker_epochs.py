@@ -2,9 +2,11 @@
 
 Each test runs one worker process and no master at all (so it also shows the
 worker carrying on headless), and plays the masters with raw pika: a leader's
-announcement on corral.control, commands with chosen epochs on corral.assign.
-It watches the worker through a heartbeat subscription, a `refused.#` status
-subscription and corral.dead, and the containers through the Docker engine.
+announcement on corral.control, commands with chosen epochs on corral.assignments,
+as the masters' broker user (the test URL's, which the worker trusts) unless a
+test plays a sender without one. It watches the worker through a heartbeat
+subscription, a `refused.#` status subscription and corral.dead, and the
+containers through the Docker engine.
 """
 
 from __future__ import annotations
@@ -36,12 +38,21 @@ class Masters(RawMaster):
 
     def __init__(self, url: str) -> None:
         super().__init__(url)
-        self.beats = self.subscribe(topology.HEARTBEAT_EXCHANGE, "")
+        self.beats = self.subscribe(topology.HEARTBEAT_EXCHANGE, "#")
         self.refused = self.subscribe(topology.STATUS_EXCHANGE, "refused.#")
 
-    def send(self, exchange: str, key: str, payload: Payload, *, epoch: int | None) -> None:
+    def send(
+        self,
+        exchange: str,
+        key: str,
+        payload: Payload,
+        *,
+        epoch: int | None,
+        user_id: str | None = "",
+    ) -> None:
+        """Send `payload` as a master (`user_id` "": the masters' user; None: no user_id)."""
         body = encode(payload, sender="raw-master", epoch=epoch)
-        self.channel.basic_publish(exchange, key, body)
+        self.publish(exchange, key, body, user_id=user_id)
 
     def beat_of(self, node_id: str) -> dict[str, Any] | None:
         """The newest waiting heartbeat payload of `node_id`, if any."""
@@ -186,3 +197,35 @@ def test_other_messages_on_control_change_nothing(headless: Cluster, masters: Ma
     assert task_containers(headless, "ctl-x-0-0") == []
     # Both were acked, none redelivered; only the body that is not a message is kept.
     assert masters.dead_letters(topology.SOURCE_EXCHANGE_HEADER, topology.CONTROL_EXCHANGE) == 1
+
+
+def test_announcements_and_commands_no_broker_user_vouches_for_change_nothing(
+    headless: Cluster, masters: Masters
+) -> None:
+    """A worker believes only messages whose user_id is the master's (or its own): one
+    without any is ignored (an announcement) or refused and reported (a command)."""
+    node_id = started_worker(headless, masters)
+    announced = LeaderAnnounced(master="m-forged", epoch=HUGE_EPOCH)
+    masters.send(topology.CONTROL_EXCHANGE, "", announced, epoch=HUGE_EPOCH, user_id=None)
+    unsigned = start_task(node_id, f"unsigned-{uuid.uuid4().hex[:8]}")
+    masters.send(topology.ASSIGN_EXCHANGE, node_id, unsigned, epoch=HUGE_EPOCH, user_id=None)
+    masters.send(topology.CONTROL_EXCHANGE, "", LeaderAnnounced(master="m1", epoch=7), epoch=7)
+
+    # Handled in order: once the real announcement shows, the forged one was ignored.
+    wait_until(
+        lambda: (masters.beat_of(node_id) or {}).get("max_epoch") == 7,
+        what="a heartbeat with max_epoch 7",
+    )
+    (event,) = wait_until(lambda: masters.messages(masters.refused), what="a command.refused event")
+    refused = event["payload"]
+    assert (refused["command"], refused["task_id"]) == ("assign.start", unsigned.task_id)
+    assert refused["epoch"] == HUGE_EPOCH and "sent by broker user None" in refused["reason"]
+    node_queue = topology.node_queue_name(node_id)
+    wait_until(
+        lambda: masters.dead_letters(topology.SOURCE_QUEUE_HEADER, node_queue),
+        what="the unsigned command's dead letter",
+    )
+    assert task_containers(headless, unsigned.task_id) == []
+    masters.messages(masters.beats)
+    beat = wait_until(lambda: masters.beat_of(node_id), what="a later heartbeat")
+    assert beat["max_epoch"] == 7

@@ -2,8 +2,9 @@
 
 Each test runs one worker process (`worker.agent.serve` with the settings given as
 JSON: the CLI flag is not needed) and no master. Raw pika plays the master's
-side: it reads the heartbeats and task statuses and, where a test needs it, sends
-the StopTask a master would. The worker's task is a container started beforehand
+side (as the master's broker user, which the worker trusts): it declares what a
+master declares, reads the heartbeats and task statuses and, where a test needs
+it, sends the StopTask a master would. The worker's task is a container started beforehand
 through `DockerRuntime` with the worker's node id, which the worker adopts; it
 ends at once on SIGTERM, so stops are quick.
 """
@@ -52,7 +53,7 @@ class Master(RawMaster):
 
     def __init__(self, url: str) -> None:
         super().__init__(url)
-        self.beats = self.subscribe(topology.HEARTBEAT_EXCHANGE, "")
+        self.beats = self.subscribe(topology.HEARTBEAT_EXCHANGE, "#")
         self.statuses = self.subscribe(topology.STATUS_EXCHANGE, "task.#")
 
     def take(self, queue: str, kind: str) -> list[dict[str, Any]]:
@@ -67,7 +68,7 @@ class Master(RawMaster):
     def stop(self, node_id: str, task_id: str, job_id: str) -> None:
         command = StopTask(task_id=task_id, job_id=job_id, node_id=node_id, grace=5)
         body = encode(command, sender="raw-master", epoch=1)
-        self.channel.basic_publish(topology.ASSIGN_EXCHANGE, node_id, body)
+        self.publish(topology.ASSIGN_EXCHANGE, node_id, body)
 
 
 class Node:
@@ -251,7 +252,7 @@ def test_a_leaving_worker_refuses_new_tasks(node: Node, master: Master) -> None:
     leaving_beat(master)
     spec = JobSpec(name="late", image=TEST_IMAGE, command=["sleep", "600"])
     late = StartTask(task_id="late-0-0", job_id="late", slot=0, node_id=node.node_id, spec=spec)
-    master.channel.basic_publish(
+    master.publish(
         topology.ASSIGN_EXCHANGE, node.node_id, encode(late, sender="raw-master", epoch=1)
     )
 

@@ -4,12 +4,19 @@ Each test runs a master and one worker process with a single start thread
 (so anything that holds a Docker thread shows at once), and plays the hostile
 side with raw pika: forged assignments, clients that ask for logs and go away.
 After each, the worker must still heartbeat (the master's node list).
+
+A worker takes commands and log requests only from the master's broker user or
+its own, and streams logs only to private queues bound to corral.replies. The
+raw clients log in with the test's URL, the master's user, and set it as user_id
+(the default here): they play the master, or someone holding its credentials; a
+stranger is a broker user of its own.
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import urllib.parse
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -24,7 +31,8 @@ from schemas.envelope import encode
 from schemas.job import JobSpec
 from schemas.messages import LogsRequest, Payload, StartTask, StopTask
 from tests.cluster import Cluster, wait_until
-from tests.conftest import TEST_IMAGE
+from tests.conftest import TEST_IMAGE, Broker
+from tests.rawamqp import url_user
 from tests.unit.factories import heartbeat
 
 pytestmark = pytest.mark.integration
@@ -87,9 +95,11 @@ def assert_heartbeating(cluster: Cluster, name: str = "w1") -> None:
 
 class RawClient:
     """An AMQP client made of pika and nothing else, with a private server-named queue
-    (or direct reply-to) for answers."""
+    bound to corral.replies under its own name (or direct reply-to) for answers. It
+    publishes as its URL's user unless told otherwise."""
 
     def __init__(self, url: str, *, direct: bool = False) -> None:
+        self.user = url_user(url)
         self.connection = pika.BlockingConnection(pika.URLParameters(url))
         self.channel = self.connection.channel()
         self.received: list[dict[str, Any]] = []
@@ -97,6 +107,7 @@ class RawClient:
             self.queue = topology.DIRECT_REPLY_TO
         else:
             self.queue = self.channel.queue_declare("", exclusive=True).method.queue
+            self.channel.queue_bind(self.queue, topology.REPLIES_EXCHANGE, routing_key=self.queue)
         self.channel.basic_consume(
             self.queue,
             lambda _ch, _method, _props, body: self.received.append(json.loads(body)),
@@ -110,7 +121,9 @@ class RawClient:
         body: bytes,
         *,
         reply_to: str | None = None,
+        user_id: str | None = "",
     ) -> None:
+        """Publish `body` with `user_id` ("": this client's user; None: none at all)."""
         self.channel.basic_publish(
             exchange,
             routing_key,
@@ -119,12 +132,17 @@ class RawClient:
                 content_type="application/json",
                 reply_to=reply_to,
                 correlation_id=uuid.uuid4().hex,
+                user_id=self.user if user_id == "" else user_id,
             ),
         )
 
-    def ask_logs(self, node_id: str, task_id: str, *, follow: bool) -> None:
+    def ask_logs(
+        self, node_id: str, task_id: str, *, follow: bool, user_id: str | None = ""
+    ) -> None:
+        """Ask the worker for logs as the master forwards a client's `api.logs`: a
+        `logs.request` on corral.node-rpc, answered on this client's queue."""
         request = encode(LogsRequest(task_id=task_id, follow=follow), sender="raw")
-        self.publish(topology.RPC_EXCHANGE, node_id, request, reply_to=self.queue)
+        self.publish(topology.RPC_EXCHANGE, node_id, request, reply_to=self.queue, user_id=user_id)
 
     def chunks(self) -> list[dict[str, Any]]:
         return [m["payload"] for m in self.received if m.get("type") == "logs.chunk"]
@@ -155,16 +173,22 @@ def raw(node: Cluster) -> Iterator[Callable[..., RawClient]]:
         client.close()
 
 
-def dead_letters_from(client: RawClient, queue: str) -> list[str]:
-    """Reasons of the dead letters taken so far from `queue` (read destructively)."""
-    reasons: list[str] = []
+def dead_letters(client: RawClient) -> list[tuple[str, str]]:
+    """(source queue, reason) of every dead letter waiting (read destructively)."""
+    letters: list[tuple[str, str]] = []
     while True:
         method, properties, _body = client.channel.basic_get(topology.DEAD_QUEUE, auto_ack=True)
         if method is None:
-            return reasons
+            return letters
         headers = properties.headers or {}
-        if headers.get(topology.SOURCE_QUEUE_HEADER) == queue:
-            reasons.append(str(headers.get(topology.REASON_HEADER, "")))
+        source = str(headers.get(topology.SOURCE_QUEUE_HEADER, ""))
+        letters.append((source, str(headers.get(topology.REASON_HEADER, ""))))
+
+
+def dead_letters_from(client: RawClient, queue: str) -> list[str]:
+    """Reasons of the dead letters taken so far from `queue` (read destructively: the
+    others are dropped)."""
+    return [reason for source, reason in dead_letters(client) if source == queue]
 
 
 # -- 1. forged epochs --
@@ -192,6 +216,8 @@ def test_forged_assignments_do_not_make_the_real_master_stale(
             ).encode(),
         ),
     ]
+    # As the master's user (someone holding its credentials): past the sender check, the
+    # worker's other checks still hold.
     attacker = raw()
     for exchange, key, body in forged:
         attacker.publish(exchange, key, body)
@@ -208,7 +234,7 @@ def test_forged_assignments_do_not_make_the_real_master_stale(
 
     # The worker still reports the real master's epoch, not the forged one.
     beats = attacker.channel.queue_declare("", exclusive=True).method.queue
-    attacker.channel.queue_bind(beats, topology.HEARTBEAT_EXCHANGE)
+    attacker.channel.queue_bind(beats, topology.HEARTBEAT_EXCHANGE, "#")
 
     def next_beat() -> dict[str, Any] | None:
         method, _props, body = attacker.channel.basic_get(beats, auto_ack=True)
@@ -302,21 +328,35 @@ def test_log_streams_are_bounded_and_end_when_their_clients_go(
     assert_heartbeating(node)
 
 
-def test_following_needs_a_private_queue_finite_logs_do_not(
+def test_logs_go_only_to_private_queues_and_only_when_the_master_asks(
     node: Cluster, raw: Callable[..., RawClient]
 ) -> None:
     node_id = node.node_id("w1")
+    rpc_queue = topology.node_rpc_queue(node_id).name
     task_id = run_service(node, "quiet", "echo ready; exec sleep 600")
-    client = raw(direct=True)
-    client.ask_logs(node_id, task_id, follow=True)
-    client.wait_for(lambda: any(c["end"] for c in client.chunks()), "a refusal")
-    assert "reply queue of your own" in client.chunks()[-1]["error"]
+    # A direct reply-to name gets nothing, finite or followed, even from the master's
+    # user: chunks go through corral.replies, where no such name is bound.
+    direct = raw(direct=True)
+    direct.ask_logs(node_id, task_id, follow=True)
+    direct.ask_logs(node_id, task_id, follow=False)
+    # A private queue gets nothing from a request no broker user vouches for: the
+    # worker dead-letters it (clients ask the master, which checks who may read what).
+    unsigned = raw()
+    unsigned.ask_logs(node_id, task_id, follow=False, user_id=None)
 
-    client.received.clear()
+    # The worker handles its log requests in order: once this one is answered, the
+    # others were handled too.
+    client = raw()
     client.ask_logs(node_id, task_id, follow=False)
     client.wait_for(lambda: any(c["end"] for c in client.chunks()), "the logs")
     assert "".join(c["data"] for c in client.chunks()) == "ready\n"
     assert not client.chunks()[-1]["error"]
+
+    reasons = wait_until(lambda: dead_letters_from(client, rpc_queue), what="a dead letter")
+    assert len(reasons) == 1 and "sent by broker user None" in reasons[0], reasons
+    for ignored in (direct, unsigned):
+        ignored.connection.process_data_events(time_limit=0.5)
+        assert ignored.received == []
 
 
 def test_log_requests_without_a_usable_reply_queue_cost_nothing(
@@ -331,6 +371,74 @@ def test_log_requests_without_a_usable_reply_queue_cost_nothing(
     for reply_to in unusable * 2:
         attacker.publish(topology.RPC_EXCHANGE, node_id, request, reply_to=reply_to)
     assert sdk_logs(node, task_id) == "ready\n"
+    assert_heartbeating(node)
+
+
+# -- 4. other broker users --
+
+
+@pytest.fixture
+def stranger_url(node: Cluster, broker: Broker) -> Iterator[str]:
+    """The URL of a broker user of its own (neither the master's nor the worker's), with
+    every permission on the test's vhost; the user is deleted afterwards."""
+    parts = urllib.parse.urlsplit(node.amqp_url)
+    vhost = urllib.parse.unquote(parts.path[1:])
+    user, password = f"corral-test-stranger-{uuid.uuid4().hex[:10]}", uuid.uuid4().hex
+    broker.api("PUT", f"users/{user}", {"password": password, "tags": ""})
+    try:
+        broker.api(
+            "PUT",
+            f"permissions/{urllib.parse.quote(vhost, safe='')}/{user}",
+            {"configure": ".*", "write": ".*", "read": ".*"},
+        )
+        netloc = f"{user}:{password}@{parts.hostname}:{parts.port or 5672}"
+        yield urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+    finally:
+        broker.api("DELETE", f"users/{user}")
+
+
+def test_commands_and_log_requests_from_another_broker_user_are_refused(
+    node: Cluster, raw: Callable[..., RawClient], stranger_url: str
+) -> None:
+    node_id = node.node_id("w1")
+    task_id = run_service(node, "quiet", "echo ready; exec sleep 600")
+    job_id = f"stranger-{uuid.uuid4().hex[:8]}"
+    spec = JobSpec(name=job_id, image=TEST_IMAGE, command=["sleep", "600"])
+    start = StartTask(task_id=f"{job_id}-0-0", job_id=job_id, slot=0, node_id=node_id, spec=spec)
+
+    # Every permission on the vhost, a user_id the broker vouches for, a command that is
+    # otherwise perfect (this node's, the newest epoch): not the master's user, so refused.
+    observer = raw()  # as the master's user
+    stranger = RawClient(stranger_url)
+    try:
+        assert stranger.user != observer.user
+        stranger.publish(topology.ASSIGN_EXCHANGE, node_id, encode(start, epoch=HUGE_EPOCH))
+        stranger.ask_logs(node_id, task_id, follow=True)
+
+        refusals: dict[str, list[str]] = {}
+        queues = (topology.node_queue_name(node_id), topology.node_rpc_queue(node_id).name)
+
+        def both_dead_lettered() -> bool:
+            for source, reason in dead_letters(observer):
+                refusals.setdefault(source, []).append(reason)
+            return all(queue in refusals for queue in queues)
+
+        wait_until(both_dead_lettered, what="the stranger's command and log request refused")
+        for queue in queues:
+            (reason,) = refusals[queue]
+            assert f"sent by broker user {stranger.user!r}" in reason, (queue, reason)
+        stranger.connection.process_data_events(time_limit=0.5)
+        assert stranger.received == []  # not a single chunk
+    finally:
+        stranger.close()
+
+    # Nothing was started, anywhere on the engine.
+    for label in (f"corral.task={start.task_id}", f"corral.job={job_id}"):
+        assert node.docker.containers.list(all=True, filters={"label": label}) == []
+    # The same log request from the master's user is served.
+    observer.ask_logs(node_id, task_id, follow=False)
+    observer.wait_for(lambda: any(c["end"] for c in observer.chunks()), "the logs")
+    assert "".join(c["data"] for c in observer.chunks()) == "ready\n"
     assert_heartbeating(node)
 
 

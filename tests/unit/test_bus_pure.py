@@ -1,4 +1,5 @@
-"""Pure parts of the bus: reply_to checks, URL checks, timers, the outbox's poison guard."""
+"""Pure parts of the bus: reply_to checks, URL checks, the sender's user, timers, the
+outbox's poison guard."""
 
 from __future__ import annotations
 
@@ -8,10 +9,12 @@ from typing import Any
 import pika
 import pytest
 
+from bus import topology
 from bus.errors import InvalidUrl
 from bus.params import check_url
 from bus.publisher import MAX_CHANNEL_FAILURES, ConfirmingPublisher, Outgoing
-from bus.replies import direct_reply_node, is_reply_queue
+from bus.replies import direct_reply_node, is_reply_queue, usable_reply_queue
+from bus.sending import broker_user
 from bus.timers import Timers
 
 REAL = "amq.rabbitmq.reply-to.g1h2AA1yZXBseUA5NTAyNjUzAAAn1gAAAABrCZRx.BTGNapQ6ZMQOC+VvyGnoLA=="
@@ -43,6 +46,27 @@ def test_names_that_are_not_reply_queues_get_no_reply(name: str) -> None:
 
 def test_server_named_queues_are_reply_queues() -> None:
     assert is_reply_queue("amq.gen-JzTY20BRgKO-HjmUJj0wLg")
+
+
+def test_streams_go_to_private_queues_only_never_to_direct_reply_names() -> None:
+    # Streams go through corral.replies, keyed by the queue's name: a direct reply-to
+    # name is no queue bound there.
+    assert usable_reply_queue("amq.gen-JzTY20BRgKO-HjmUJj0wLg")
+    assert is_reply_queue(REAL) and not usable_reply_queue(REAL)
+    assert not usable_reply_queue(None) and not usable_reply_queue(topology.API_QUEUE)
+
+
+@pytest.mark.parametrize(
+    ("url", "user"),
+    [
+        ("amqp://alice:pw@host:5672/v", "alice"),
+        ("amqp://worker-n1:pw@h1/,amqp://worker-n1:pw@h2/", "worker-n1"),
+        ("amqp://a%40b:pw@host/", "a@b"),
+        ("amqp://host/", "guest"),  # pika's default user
+    ],
+)
+def test_every_message_names_the_urls_user(url: str, user: str) -> None:
+    assert broker_user(url) == user
 
 
 @pytest.mark.parametrize(
@@ -112,7 +136,7 @@ def test_a_message_in_flight_at_each_channel_close_is_dropped_in_the_end() -> No
 
 def test_a_lost_connection_never_drops_a_message() -> None:
     publisher = ConfirmingPublisher()
-    publisher.publish(Outgoing("corral.assign", "n1", b"{}", pika.BasicProperties()))
+    publisher.publish(Outgoing(topology.ASSIGN_EXCHANGE, "n1", b"{}", pika.BasicProperties()))
     for _ in range(MAX_CHANNEL_FAILURES + 2):
         publisher.attach(_Channel())
         publisher.detach()

@@ -67,10 +67,11 @@ def test_asyncapi_names_every_exchange_and_message() -> None:
         if "bindings" in c and "exchange" in c["bindings"]["amqp"]
     }
     assert exchanges == {e.name for e in topology.EXCHANGES}
-    queues = {
-        c["address"] for c in channels if c.get("bindings", {}).get("amqp", {}).get("is") == "queue"
-    }
-    assert topology.API_QUEUE in queues
+    # Requests go through the role-keyed exchange, into the master's queue.
+    api = document["channels"]["api"]
+    assert api["bindings"]["amqp"]["exchange"]["name"] == topology.API_EXCHANGE
+    assert api["address"] == topology.api_key("{role}", "{type}")
+    assert topology.API_QUEUE in api["description"]
     messages = {ref["$ref"].rsplit("/", 1)[1] for c in channels for ref in c["messages"].values()}
     assert messages == {*PAYLOAD_TYPES, "deadLetter"}
     for operation in document["operations"].values():

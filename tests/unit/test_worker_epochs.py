@@ -18,11 +18,13 @@ from schemas.envelope import Message, decode, encode
 from schemas.messages import CommandRefused, LeaderAnnounced, Payload, StartTask, StopTask
 from tests.unit.factories import heartbeat, job_spec
 from worker.agent import WorkerAgent
-from worker.commands import REFUSALS_PER_SECOND, RefusalGate, Refused, accept
+from worker.commands import REFUSALS_PER_SECOND, RefusalGate, Refused, accept, trusted_sender
 from worker.runtime import DockerRuntime
 from worker.settings import WorkerSettings
 
 NODE = "n1"
+MASTER_USER = "corral-master"  # WorkerSettings' default master_user
+OWN_USER = "guest"  # the user of the agent's URL below (pika's default)
 
 
 def message(payload: Payload, epoch: int | None) -> Message:
@@ -65,6 +67,25 @@ def test_a_misaddressed_command_is_refused_whatever_its_epoch() -> None:
     assert refused.kind == "misaddressed"
     assert refused.epoch == 2**62
     assert "addressed to node n2" in refused.reason
+
+
+def test_only_the_masters_user_and_the_workers_own_are_trusted() -> None:
+    trusted = (MASTER_USER, OWN_USER)
+    assert trusted_sender(MASTER_USER, trusted) is None
+    assert trusted_sender(OWN_USER, trusted) is None
+    for stranger in ("mallory", "worker-n2", None, ""):
+        why = trusted_sender(stranger, trusted)
+        assert why is not None and f"broker user {stranger!r}" in why and MASTER_USER in why
+
+
+def test_a_command_from_another_user_is_refused_before_anything_else() -> None:
+    why = "sent by broker user 'mallory'"
+    with pytest.raises(Refused) as raised:
+        accept(message(start(), 2**62), NODE, 3, why)  # otherwise a good command
+    assert (raised.value.kind, raised.value.reason) == ("sender", why)
+    with pytest.raises(Refused) as raised:
+        accept(message(start("n2"), None), NODE, 3, why)
+    assert raised.value.kind == "sender"
 
 
 def test_the_event_is_a_valid_command_refused_from_this_node() -> None:
@@ -127,6 +148,7 @@ def test_warnings_remember_only_the_newest_epochs() -> None:
 @dataclass
 class RecordingBus:
     published: list[tuple[str, str, Payload]] = field(default_factory=list)
+    user: str = OWN_USER
 
     def publish(self, exchange: str, routing_key: str, payload: Payload, **_: Any) -> None:
         self.published.append((exchange, routing_key, payload))
@@ -135,6 +157,7 @@ class RecordingBus:
 @dataclass
 class RecordingDelivery:
     settled: list[str] = field(default_factory=list)
+    user_id: str | None = MASTER_USER
 
     def ack(self) -> None:
         self.settled.append("ack")
@@ -152,8 +175,10 @@ def agent(tmp_path: Path) -> tuple[WorkerAgent, RecordingBus]:
     return built, bus
 
 
-def deliver(handler: Any, payload: Payload, epoch: int | None = None) -> RecordingDelivery:
-    delivery = RecordingDelivery()
+def deliver(
+    handler: Any, payload: Payload, epoch: int | None = None, user_id: str | None = MASTER_USER
+) -> RecordingDelivery:
+    delivery = RecordingDelivery(user_id=user_id)
     handler(message(payload, epoch), cast(Delivery, delivery))
     return delivery
 
@@ -200,3 +225,31 @@ def test_a_flood_of_refusals_is_reported_at_a_bounded_rate(
         deliver(worker._on_assignment, start("elsewhere"), epoch=2**62)
     assert 0 < len(bus.published) <= 2 * REFUSALS_PER_SECOND
     assert worker.max_epoch == 0
+
+
+def test_an_announcement_from_another_user_is_acked_and_ignored(
+    agent: tuple[WorkerAgent, RecordingBus],
+) -> None:
+    worker, bus = agent
+    forged = LeaderAnnounced(master="m-forged", epoch=2**62)
+    for stranger in ("mallory", None):
+        assert deliver(worker._on_control, forged, user_id=stranger).settled == ["ack"]
+    assert worker.max_epoch == 0
+    # Its own user is trusted (the single-user setup: everything runs as one user).
+    deliver(worker._on_control, LeaderAnnounced(master="m1", epoch=5), user_id=OWN_USER)
+    assert worker.max_epoch == 5
+    assert bus.published == []
+
+
+def test_a_command_from_another_user_is_dead_lettered_and_reported(
+    agent: tuple[WorkerAgent, RecordingBus],
+) -> None:
+    worker, bus = agent
+    delivery = deliver(worker._on_assignment, start(), epoch=2**62, user_id="mallory")
+    (settled,) = delivery.settled
+    assert settled.startswith("dead: sent by broker user 'mallory'")
+    ((exchange, key, event),) = bus.published
+    assert (exchange, key) == (topology.STATUS_EXCHANGE, topology.refused_key(NODE))
+    assert isinstance(event, CommandRefused) and event.task_id == "web-0-0"
+    assert "sent by broker user 'mallory'" in event.reason
+    assert worker.max_epoch == 0  # its epoch was not believed either
