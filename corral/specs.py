@@ -21,7 +21,7 @@ import yaml
 from pydantic import ValidationError
 
 from schemas.envelope import describe_errors
-from schemas.files import JobFileError, parse_job_text
+from schemas.files import JobFileError, parse_job_text, read_job_text
 from schemas.job import JobSpec
 from schemas.limits import MAX_ENV_VALUE_LENGTH, MAX_JOB_FILE_BYTES
 
@@ -170,13 +170,7 @@ def load_job_file(path: str | Path) -> JobSpec:
     the text it was written as (as in `env`). Raises JobFileError naming the job file,
     the variable and the secret's file."""
     path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise JobFileError(f"{path}: cannot read: {exc.strerror}") from None
-    except UnicodeDecodeError:
-        raise JobFileError(f"{path}: not UTF-8 text") from None
-    return parse_job_text(_with_secrets_read(text, path), str(path))
+    return parse_job_text(_with_secrets_read(read_job_text(path), path), str(path))
 
 
 _STR = "tag:yaml.org,2002:str"

@@ -90,12 +90,16 @@ def _env_as_text(env: dict[Any, Any], numbers: dict[str, str], source: str) -> d
     return converted
 
 
-def load_job_file(path: str | Path) -> JobSpec:
-    path = Path(path)
+def read_job_text(path: Path) -> str:
+    """A job file's text; JobFileError naming it if it cannot be read."""
     try:
-        text = path.read_text()
+        return path.read_text()
     except OSError as exc:
         raise JobFileError(f"{path}: cannot read: {exc.strerror}") from None
     except UnicodeDecodeError:
         raise JobFileError(f"{path}: not UTF-8 text") from None
-    return parse_job_text(text, str(path))
+
+
+def load_job_file(path: str | Path) -> JobSpec:
+    path = Path(path)
+    return parse_job_text(read_job_text(path), str(path))

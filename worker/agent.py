@@ -50,7 +50,6 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from types import FrameType
-from typing import Literal
 
 from bus import Bus, Delivery, topology
 from bus.connevents import worker_connection_name
@@ -65,28 +64,21 @@ from schemas.messages import (
     RunningTask,
     StartTask,
     StopTask,
-    TaskStatus,
 )
 from worker.commands import RefusalGate, Refused, accept, trusted_sender
-from worker.containers import ContainerInfo, RuntimeEvent, StartError
+from worker.containers import ContainerInfo, StartError
 from worker.identity import check_user, resolve_node_id
+from worker.leaving import Leaving
 from worker.logs import LogStreamer
+from worker.reports import StatusReports
 from worker.runtime import DockerRuntime
 from worker.settings import WorkerSettings
 from worker.stops import Stopper
 
 log = logging.getLogger("corral.worker")
 
-ReportedState = Literal["running", "exited", "failed", "stopped"]
-_ORDER: dict[str, int] = {"running": 1, "exited": 2, "failed": 2, "stopped": 3}
-
 # How often the bus thread looks whether a signal asked it to leave the cluster.
 LEAVE_POLL = 0.2
-# Grace (SIGTERM to SIGKILL) of the containers a leave that timed out stops itself; the
-# agent does not know their jobs' grace.
-LEAVE_STOP_GRACE = 10.0
-# How long after that the agent waits for the removals before it exits anyway.
-LEAVE_STOP_SLACK = 10.0
 
 
 @dataclass
@@ -103,7 +95,7 @@ class _Pending:
             follow_up()
 
 
-class WorkerAgent:
+class WorkerAgent(StatusReports, Leaving):
     """One node: built from its settings (resolving and saving its node id, connecting
     to Docker: raises `IdentityError` or `RuntimeUnavailable`), then served by `run`."""
 
@@ -392,197 +384,6 @@ class WorkerAgent:
         if isinstance(announced, LeaderAnnounced) and announced.epoch > self.max_epoch:
             log.info("master %s leads with epoch %d", announced.master, announced.epoch)
             self.max_epoch = announced.epoch
-
-    # -- status --
-
-    def _on_runtime_event(self, event: RuntimeEvent) -> None:
-        if event.task_id in self.stopper:
-            if event.kind == "exited":
-                self.stopper.exited(event.task_id)  # no need to wait out the grace
-            return  # the stop itself reports
-        if event.kind == "health":
-            self._on_health(event)
-            return
-        info = self.containers.get(event.task_id)
-        if info is not None:
-            self.containers[event.task_id] = dataclasses.replace(
-                info,
-                state=event.kind,
-                exit_code=event.exit_code,
-                reason=event.reason,
-                health=info.health if event.kind == "running" else "",
-            )
-        self._report(
-            event.task_id,
-            event.job_id,
-            event.kind,
-            exit_code=event.exit_code,
-            reason=event.reason,
-            container_id=event.container_id,
-        )
-        self._check_left()
-
-    def _on_health(self, event: RuntimeEvent) -> None:
-        """Docker's new verdict on a task's health check: kept for the heartbeat and
-        published, unless the container has ended (its health no longer matters)."""
-        info = self.containers.get(event.task_id)
-        if info is None:
-            if event.task_id in self._busy:  # its start result is on its way
-                self._early_health[event.task_id] = event.health
-            return
-        if info.state != "running" or info.container_id != event.container_id:
-            return
-        info = dataclasses.replace(info, health=event.health)
-        self.containers[event.task_id] = info
-        self._report_container(info)
-
-    def _report_container(self, info: ContainerInfo) -> None:
-        if info.state == "created":
-            return
-        if info.health == "unhealthy" and self._health.get(info.task_id) != "unhealthy":
-            self._short_calls.submit(self._read_health_reason, info)  # reported with it
-            return
-        self._report(
-            info.task_id,
-            info.job_id,
-            info.state,
-            health=info.health,
-            exit_code=info.exit_code,
-            reason=info.reason,
-            container_id=info.container_id,
-        )
-
-    def _read_health_reason(self, info: ContainerInfo) -> None:
-        """Stop pool: read why the check failed (an inspect), then publish on the bus thread."""
-        try:
-            reason = self.runtime.health_reason(info.container_id)
-        except Exception as exc:  # the verdict still goes out, with less said
-            log.warning("reading the health of task %s failed: %s", info.task_id, exc)
-            reason = "health check failed"
-        self.bus.call_threadsafe(functools.partial(self._report_unhealthy, info, reason))
-
-    def _report_unhealthy(self, info: ContainerInfo, reason: str) -> None:
-        current = self.containers.get(info.task_id)
-        if (
-            current is None
-            or current.container_id != info.container_id
-            or current.state != "running"
-            or current.health != "unhealthy"  # it recovered meanwhile
-            or info.task_id in self.stopper
-        ):
-            return
-        log.info("task %s is unhealthy: %s", info.task_id, reason)
-        self._report(
-            info.task_id,
-            info.job_id,
-            "running",
-            health="unhealthy",
-            reason=reason,
-            container_id=info.container_id,
-        )
-
-    def _report(
-        self,
-        task_id: str,
-        job_id: str,
-        state: ReportedState,
-        *,
-        health: Health | None = None,
-        exit_code: int | None = None,
-        reason: str = "",
-        container_id: str = "",
-        retryable: bool = True,
-    ) -> None:
-        """Publish a task's state, never going backwards (a late 'running' after 'exited').
-        A running task is published again, still "running", each time its `health`
-        changes (None: as last published); an ended one has no health."""
-        last = self._reported.get(task_id)
-        published = self._health.get(task_id, "")
-        if state != "running":
-            health = ""
-        elif health is None:
-            health = published
-        changed_health = state == last == "running" and health != published
-        if last is not None and _ORDER[state] <= _ORDER[last] and not changed_health:
-            return
-        self._reported[task_id] = state
-        self._health[task_id] = health
-        status = TaskStatus(
-            task_id=task_id,
-            job_id=job_id,
-            node_id=self.node_id,
-            state=state,
-            exit_code=exit_code,
-            reason=reason,
-            container_id=container_id,
-            retryable=retryable,
-            health=health,
-        )
-        self.bus.publish(
-            topology.STATUS_EXCHANGE,
-            topology.task_key(job_id, task_id, state, self.node_id),
-            status,
-        )
-
-    # -- leaving the cluster --
-
-    def _leave_if_asked(self, leave: threading.Event) -> None:
-        if leave.is_set() and not self.leaving:
-            self._leave()
-
-    def _leave(self) -> None:
-        """Announce the leave (a heartbeat now, and every one after), then wait for the
-        master to move this node's tasks: it starts them elsewhere and stops them here."""
-        self.leaving = True
-        log.info(
-            "leaving the cluster: waiting for the master to move %d task(s) (at most %g s)",
-            len(self._running()),
-            self.settings.leave_timeout,
-        )
-        self._beat()
-        self.bus.call_later(self.settings.leave_timeout, self._leave_timed_out)
-        self._check_left()
-
-    def _check_left(self) -> None:
-        """End `run` once a leaving node runs no container and no start or stop is under way."""
-        if not self.leaving or self._end.is_set():
-            return
-        if self._busy or len(self.stopper) or self._running():
-            return
-        log.info("no task runs here any more: leaving")
-        self._end.set()
-
-    def _leave_timed_out(self) -> None:
-        if self._end.is_set():
-            return
-        left = list(self.containers.values())
-        log.warning(
-            "leave timed out after %g s: stopping the %d container(s) still here "
-            "(SIGKILL after %g s)",
-            self.settings.leave_timeout,
-            len(left),
-            LEAVE_STOP_GRACE,
-        )
-        self._evicting = True
-        for info in left:
-            self._evict(info)
-        self.bus.call_later(LEAVE_STOP_GRACE + LEAVE_STOP_SLACK, self._give_up_leaving)
-        self._check_left()
-
-    def _evict(self, info: ContainerInfo) -> None:
-        command = StopTask(
-            task_id=info.task_id,
-            job_id=info.job_id,
-            node_id=self.node_id,
-            reason=f"node {self.node_id} left the cluster before the task was moved",
-            grace=LEAVE_STOP_GRACE,
-        )
-        self.stopper.stop(command)
-
-    def _give_up_leaving(self) -> None:
-        if not self._end.is_set():
-            log.warning("containers are still being stopped; leaving anyway")
-            self._end.set()
 
     # -- logs --
 

@@ -1,0 +1,155 @@
+"""What a master term makes of its inputs: heartbeats, task statuses, closed worker
+connections, API requests and log requests (a mixin of `master.term.Term`).
+
+Each input is first checked for its sender (`master.senders`): a report about a node
+must come from that node's worker user, an API request names its caller and role.
+An active term then hands it to the controller and publishes what follows once it
+is journaled (`Term._after`); a standby only observes heartbeats.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable
+
+from bus import Bus, Delivery, topology
+from bus.replies import usable_reply_queue
+from master.access import Caller
+from master.api import Api
+from master.controller import Controller
+from master.errors import ApiProblem
+from master.senders import caller_of, node_sender_refusal
+from schemas.api import ApiError, GetLogs, Reply
+from schemas.envelope import Message
+from schemas.messages import Heartbeat, LogsRequest, TaskStatus
+
+log = logging.getLogger("corral.master")
+
+WARNED_KEPT = 1000  # senders warned about, remembered (the oldest forgotten first)
+
+
+class Inputs:
+    """The input handlers of a term; `Term` provides what is declared here."""
+
+    role: str
+    controller: Controller
+    bus: Bus
+    api: Api
+    clock: Callable[[], float]
+    over: threading.Event
+    _warned: OrderedDict[str, None]
+    # Defined by Term (declared only, so as not to shadow it): publish what the
+    # controller produced, then `actions`, once journaled.
+    _after: Callable[..., None]
+
+    def _on_heartbeat(self, message: Message, delivery: Delivery) -> None:
+        beat = message.expect(Heartbeat)
+        delivery.ack()  # soft state: the next beat says it again
+        refusal = node_sender_refusal(delivery.user_id, beat.node_id, self.bus.user)
+        if refusal is not None:
+            self._warn_once(
+                f"heartbeat {delivery.user_id} {beat.node_id}", "ignoring a heartbeat: %s", refusal
+            )
+            return
+        if self.role == "active":
+            self.controller.heartbeat(beat, self.clock())
+            self._after()
+        else:
+            self.controller.observe(beat, self.clock())
+
+    def _on_status(self, message: Message, delivery: Delivery) -> None:
+        if self.role != "active":
+            return  # consumed only while active; the broker takes it back with the channel
+        status = message.expect(TaskStatus)
+        refusal = node_sender_refusal(delivery.user_id, status.node_id, self.bus.user)
+        if refusal is not None:
+            delivery.dead_letter(refusal)
+            return
+        self.controller.task_status(status, self.clock())
+        self._after(delivery.ack)
+
+    def _on_connection_closed(self, node_id: str) -> None:
+        if self.role == "active" and not self.over.is_set():
+            self.controller.connection_closed(node_id, self.clock())
+            self._after()
+
+    def _on_api(self, message: Message, delivery: Delivery) -> None:
+        if self.role != "active":
+            return
+        caller = caller_of(delivery.user_id, delivery.exchange, delivery.routing_key, self.bus.user)
+        if isinstance(caller, str):
+            self.bus.reply(
+                delivery, Reply(ok=False, error=ApiError(code="forbidden", message=caller))
+            )
+            delivery.ack()
+            return
+        if isinstance(message.payload, GetLogs):
+            self._forward_logs(message.payload, caller, delivery)
+            return
+        try:
+            reply = self.api.answer(
+                message.payload,
+                message_id=message.envelope.message_id,
+                now=self.clock(),
+                token=uuid.uuid4().hex[:6],
+                caller=caller,
+            )
+        except Exception as exc:
+            log.exception("request %s failed", message.envelope.type)
+            reply = Reply(ok=False, error=ApiError(code="internal", message=f"master error: {exc}"))
+        self._after(lambda: self.bus.reply(delivery, reply), delivery.ack)
+
+    def _forward_logs(self, request: GetLogs, caller: Caller, delivery: Delivery) -> None:
+        """Ask the task's worker to stream its logs to the caller's private queue, if the
+        caller may read them; else answer why not, there."""
+        delivery.ack()  # nothing to journal, nothing to redo: a client asks again
+        if delivery.reply_to is None:
+            return  # nowhere to stream to, nobody to tell
+        if not usable_reply_queue(delivery.reply_to):
+            why = (
+                "logs are streamed to a private queue of yours (server-named, bound to "
+                f"{topology.REPLIES_EXCHANGE} under its own name), not to direct reply-to"
+            )
+            self.bus.reply(delivery, Reply(ok=False, error=ApiError(code="invalid", message=why)))
+            return
+        try:
+            node_id, task_id = self.api.logs_target(request, caller)
+        except ApiProblem as problem:
+            error = ApiError(code=problem.code, message=str(problem), field=problem.field)
+            self.bus.reply(delivery, Reply(ok=False, error=error))
+            return
+
+        def not_connected() -> None:
+            why = (
+                f"worker {node_id} (where task {task_id} runs) is not connected: nothing "
+                "takes its log requests; is `corral worker` running there?"
+            )
+            self.bus.reply(
+                delivery, Reply(ok=False, error=ApiError(code="unavailable", message=why))
+            )
+
+        forwarded = LogsRequest(task_id=task_id, follow=request.follow, tail=request.tail)
+        self.bus.publish(
+            topology.RPC_EXCHANGE,
+            node_id,
+            forwarded,
+            reply_to=delivery.reply_to,
+            correlation_id=delivery.correlation_id,
+            mandatory=True,
+            transient=True,
+            on_returned=not_connected,
+        )
+
+    def _warn_once(self, key: str, text: str, *args: object) -> None:
+        """Log `text` at warning level the first time `key` is seen (the last WARNED_KEPT kept),
+        at debug level after: a hostile sender must not flood the log."""
+        if key in self._warned:
+            log.debug(text, *args)
+            return
+        self._warned[key] = None
+        if len(self._warned) > WARNED_KEPT:
+            self._warned.popitem(last=False)
+        log.warning(text, *args)
