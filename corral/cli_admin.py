@@ -224,7 +224,7 @@ def add_user_command(
             "--role",
             help="What it may ask the master: each role can do what the ones before it can.",
         ),
-    ],
+    ] = Role.submitter,
     rotate: RotateOpt = False,
     vhost: VhostOpt = DEFAULT_VHOST,
     management: ManagementOpt = DEFAULT_MANAGEMENT,
@@ -234,8 +234,8 @@ def add_user_command(
     amqp_port: AmqpPortOpt = 5672,
     credentials_dir: CredentialsOpt = DEFAULT_CREDENTIALS,
 ) -> None:
-    """Make client user NAME with ROLE (viewer, submitter, admin), or give an existing
-    one that role (it keeps its password unless --rotate)."""
+    """Make client user NAME with ROLE (viewer, submitter, admin; default submitter), or
+    give an existing one that role (it keeps its password unless --rotate)."""
     api = Management(management, management_user, management_password)
     base = amqp_base(amqp_host, amqp_port)
     made = add_user(api, vhost, name, role.value, amqp_url_base=base, rotate=rotate)
