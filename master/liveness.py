@@ -30,6 +30,10 @@ class Liveness:
         self.hold_max = hold_max
         self._grace_until = 0.0
         self._holding_since: float | None = None
+        # When the next node crosses suspect_after or dead_after, as the last check saw
+        # it (inf: no node will without a heartbeat first). The daemon checks again right
+        # then rather than at its next tick, so a lost host is judged on time.
+        self.next_due = float("inf")
 
     def grant_grace(self, now: float, duration: float | None = None) -> None:
         """Forgive silence up to now: we could not have heard anyone. No node is then
@@ -38,13 +42,28 @@ class Liveness:
         grace = self.settings.dead_after if duration is None else duration
         self._grace_until = max(self._grace_until, now + grace)
 
+    def _heard(self, node: Node | Unseen) -> float:
+        """When `node` was last heard, as liveness counts it (a grace counts as hearing)."""
+        return max(node.last_seen, self._grace_until - self.settings.dead_after)
+
     def _target(self, node: Node | Unseen, now: float) -> NodeState:
-        silent = now - max(node.last_seen, self._grace_until - self.settings.dead_after)
+        silent = now - self._heard(node)
         if silent >= self.settings.dead_after:
             return "down"
         if silent >= self.settings.suspect_after:
             return "suspect"
         return "ready"
+
+    def _due(self, nodes: list[Node | Unseen], now: float) -> float:
+        """The first time after `now` a node crosses a threshold, if none is heard before."""
+        due = float("inf")
+        for node in nodes:
+            heard = self._heard(node)
+            for after in (self.settings.suspect_after, self.settings.dead_after):
+                if heard + after > now:
+                    due = min(due, heard + after)
+                    break
+        return due
 
     def check(self, state: ClusterState, now: float) -> list[ev.Event]:
         """State changes for nodes that went quiet. Heartbeats bring nodes back elsewhere.
@@ -54,6 +73,7 @@ class Liveness:
         nodes: list[Node | Unseen] = [*state.nodes.values(), *state.unseen.values()]
         # down: until a heartbeat; disconnected: judged by its agent grace (the controller)
         live = [n for n in nodes if n.state not in ("down", "disconnected")]
+        self.next_due = self._due(live, now)
         by_id = {node.node_id: node for node in live}
         targets = {node.node_id: self._target(node, now) for node in live}
         changes = {

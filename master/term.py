@@ -36,6 +36,7 @@ from bus import Bus, BusError, Delivery, topology
 from bus.brokerevents import ConnectionWatch
 from bus.consuming import Consumer
 from bus.streams import offset_of
+from bus.timers import Timer
 from master import journal, outputs, snapshot, snapshots
 from master.api import Api
 from master.controller import Command, Controller
@@ -67,6 +68,9 @@ MASTERS_FORGOTTEN_AFTER = 10.0
 # step down rather than hold every output forever.
 JOURNAL_STUCK = 15.0
 REATTACH_AFTER = 3.0
+# A tick at a node's liveness deadline runs this much after it (clocks and timers differ
+# by a little): the node is then surely past it.
+DUE_TICK_SLACK = 0.002
 
 
 class Term(Inputs):
@@ -109,6 +113,7 @@ class Term(Inputs):
         self._attached_at = 0.0
         self._t0 = time.monotonic()
         self._warned = OrderedDict[str, None]()  # see Inputs._warn_once
+        self._due_tick: Timer | None = None  # see _tick_when_due
         self.bus = Bus(
             settings.amqp_url,
             name=f"master:{settings.name}",
@@ -369,6 +374,18 @@ class Term(Inputs):
         self._reattach_if_stalled(self.writer.stuck_for())
         self.controller.tick(self.clock())
         self._after()
+        self._tick_when_due()
+
+    def _tick_when_due(self) -> None:
+        """Tick again the moment a silent node crosses suspect_after or dead_after, if that
+        comes before the next regular tick: a lost host is then judged on time, not up to
+        a tick late. Only silent nodes have such a moment; a healthy fleet adds no tick."""
+        wait = self.controller.liveness.next_due - self.clock()
+        if not 0 < wait < self.settings.tick:
+            return
+        if self._due_tick is not None:
+            self._due_tick.cancel()
+        self._due_tick = self.bus.call_later(wait + DUE_TICK_SLACK, self._on_tick)
 
     # -- outputs, once journaled --
 

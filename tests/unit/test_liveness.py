@@ -162,3 +162,30 @@ def test_most_nodes_silent_within_one_heartbeat_interval_are_held() -> None:
         cluster.node("n3")
         judge(liveness, cluster, now)
     assert states(cluster) == {"n0": "suspect", "n1": "suspect", "n2": "suspect", "n3": "ready"}
+
+
+def test_next_due_is_when_the_first_silent_node_crosses_a_threshold() -> None:
+    liveness = Liveness(SETTINGS)
+    cluster = nodes(10.0, 10.4, 100.0, 100.0, 100.0)  # the last three are heard throughout
+    judge(liveness, cluster, 10.5)
+    assert liveness.next_due == 12.0  # n0 turns suspect at 10 + suspect_after
+    judge(liveness, cluster, 12.1)  # n0 is suspect: it goes down at 13; n1 suspect at 12.4
+    assert liveness.next_due == pytest.approx(12.4)
+    judge(liveness, cluster, 12.5)
+    assert liveness.next_due == 13.0
+    judge(liveness, cluster, 13.5)  # n0 down, n1 down at 13.4: both are down now
+    assert states(cluster) == {
+        "n0": "down", "n1": "down", "n2": "ready", "n3": "ready", "n4": "ready"
+    }  # fmt: skip
+    assert liveness.next_due == 102.0  # the others, if they fell silent now
+
+
+def test_next_due_skips_nodes_the_partition_guard_holds() -> None:
+    # Every node silent past dead_after: held at suspect, and no tick is due for them
+    # (a deadline in the past would make the daemon tick again at once, forever).
+    liveness = Liveness(SETTINGS)
+    cluster = nodes(10.0, 10.0, 10.0)
+    judge(liveness, cluster, 12.5)
+    assert judge(liveness, cluster, 13.5) == {}
+    assert set(states(cluster).values()) == {"suspect"}
+    assert liveness.next_due == float("inf")
