@@ -405,17 +405,21 @@ class Bus(Sending):
         log.warning("%s: lost the broker connection (%s)", self.name, _describe(exc))
         self._reconnects.lost()
         had_connection = self._connection is not None  # else on_lost has been told already
-        self._drop_connection(channel_error=isinstance(exc, ChannelBroken) and exc.publishing)
+        broken = isinstance(exc, ChannelBroken) and exc.publishing
+        refused = isinstance(exc, ChannelBroken) and exc.refused
+        self._drop_connection(channel_error=broken, refused=refused)
         for callback in list(self._on_lost) if had_connection else []:
             try:
                 callback()
             except Exception:
                 log.exception("on_lost callback %r failed", callback)
 
-    def _drop_connection(self, *, channel_error: bool, keep_all: bool = False) -> None:
+    def _drop_connection(
+        self, *, channel_error: bool, keep_all: bool = False, refused: bool = False
+    ) -> None:
         connection, self._connection = self._connection, None
         self._rpc.reset()
-        self._publisher.detach(channel_error=channel_error, keep_all=keep_all)
+        self._publisher.detach(channel_error=channel_error, keep_all=keep_all, refused=refused)
         if connection is not None and connection.is_open:
             try:
                 connection.close()

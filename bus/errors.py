@@ -7,6 +7,7 @@ import pika.exceptions
 from schemas.limits import MAX_MESSAGE_BYTES
 
 # AMQP reply codes the bus acts on.
+ACCESS_REFUSED = 403
 NOT_FOUND = 404
 RESOURCE_LOCKED = 405
 PRECONDITION_FAILED = 406

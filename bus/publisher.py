@@ -67,12 +67,16 @@ class ConfirmingPublisher:
         channel.add_on_return_callback(self._on_return)
         self._pump()
 
-    def detach(self, *, channel_error: bool = False, keep_all: bool = False) -> None:
+    def detach(
+        self, *, channel_error: bool = False, keep_all: bool = False, refused: bool = False
+    ) -> None:
         """The channel is gone: everything in flight goes back to the front of the outbox.
 
         `channel_error`: the broker closed the channel on a live connection; what was
-        in flight counts a failure (see the module docstring). `keep_all`: we closed it
-        ourselves; nothing is dropped (`take_all` may hand it to another connection).
+        in flight counts a failure (see the module docstring). `refused`: it said 403
+        ACCESS_REFUSED (a publish this user may not make): a message alone in flight was
+        the one refused, and is dropped at once. `keep_all`: we closed it ourselves;
+        nothing is dropped (`take_all` may hand it to another connection).
         """
         if keep_all:
             self._channel = None
@@ -84,6 +88,13 @@ class ConfirmingPublisher:
             if out.transient and not channel_error:
                 continue
             out.channel_failures += channel_error
+            if refused and len(self._in_flight) == 1:
+                log.error(
+                    "dropping a message to %s/%s: the broker refused it to this user",
+                    out.exchange,
+                    out.routing_key[:100],
+                )
+                continue
             if out.channel_failures >= MAX_CHANNEL_FAILURES:
                 log.error(
                     "dropping a message to %s/%s: the broker closed the channel %d times "

@@ -12,19 +12,21 @@ from typing import Any
 
 import pika.exceptions
 
-from bus.errors import ConnectionLost
+from bus.errors import ACCESS_REFUSED, ConnectionLost
 
 
 class ChannelBroken(ConnectionLost):
     """The broker closed one of our channels (or cancelled a consumer) on a live connection.
 
     `publishing`: it was the publishing channel, so what was in flight there may be the
-    cause (see `ConfirmingPublisher.detach`).
+    cause (see `ConfirmingPublisher.detach`). `refused`: the broker said 403 ACCESS_REFUSED,
+    which no retry will change.
     """
 
-    def __init__(self, reason: str, *, publishing: bool) -> None:
+    def __init__(self, reason: str, *, publishing: bool, refused: bool = False) -> None:
         super().__init__(reason)
         self.publishing = publishing
+        self.refused = refused
 
 
 class ChannelWatch:
@@ -32,7 +34,8 @@ class ChannelWatch:
 
     def __init__(self) -> None:
         self._generation = 0
-        self._broken: tuple[str, bool] | None = None  # (why, the publishing channel?)
+        # (why, the publishing channel?, refused?)
+        self._broken: tuple[str, bool, bool] | None = None
 
     def reset(self, generation: int) -> None:
         """A new connection, number `generation`: what broke on older ones no longer counts."""
@@ -46,7 +49,8 @@ class ChannelWatch:
         def closed(_channel: Any, reason: BaseException) -> None:
             if isinstance(reason, pika.exceptions.ChannelClosedByBroker):
                 why = f"the broker closed the {what} channel ({reason})"
-                self._break(generation, why, publishing=publishing)
+                refused = reason.reply_code == ACCESS_REFUSED
+                self._break(generation, why, publishing=publishing, refused=refused)
 
         channel._impl.add_on_close_callback(closed)
         channel.add_on_cancel_callback(
@@ -56,9 +60,11 @@ class ChannelWatch:
     def check(self) -> None:
         """Raise ChannelBroken (once) if a watched channel broke since the last check."""
         if self._broken is not None:
-            (reason, publishing), self._broken = self._broken, None
-            raise ChannelBroken(reason, publishing=publishing)
+            (reason, publishing, refused), self._broken = self._broken, None
+            raise ChannelBroken(reason, publishing=publishing, refused=refused)
 
-    def _break(self, generation: int, reason: str, *, publishing: bool = False) -> None:
+    def _break(
+        self, generation: int, reason: str, *, publishing: bool = False, refused: bool = False
+    ) -> None:
         if generation == self._generation and self._broken is None:
-            self._broken = (reason, publishing)
+            self._broken = (reason, publishing, refused)

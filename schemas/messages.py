@@ -75,7 +75,8 @@ class RunningTask(Open):
 
 
 class Heartbeat(Payload):
-    """Published by every worker every `interval` seconds on corral.heartbeat."""
+    """Published by every worker every `interval` seconds on corral.heartbeats (key: its
+    node id)."""
 
     model_config = Open.model_config
     TYPE: ClassVar[str] = "heartbeat"
@@ -121,7 +122,7 @@ class StopTask(Payload):
 
 
 class TaskStatus(Payload):
-    """Worker -> everyone (corral.status, key task.<job>.<task>.<state>)."""
+    """Worker -> everyone (corral.status, key task.<job>.<task>.<state>.<node>)."""
 
     model_config = Open.model_config
     TYPE: ClassVar[str] = "task.status"

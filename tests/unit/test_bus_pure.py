@@ -134,6 +134,22 @@ def test_a_message_in_flight_at_each_channel_close_is_dropped_in_the_end() -> No
     assert channel.published == [] and publisher.pending == 0
 
 
+def test_a_refused_message_alone_in_flight_is_dropped_at_once() -> None:
+    # 403 ACCESS_REFUSED: this user may not publish that; sending it again after the
+    # reconnect would only break the next channel too.
+    publisher = ConfirmingPublisher()
+    publisher.publish(Outgoing("corral.requests", "admin.api.logs", b"{}", pika.BasicProperties()))
+    publisher.attach(_Channel())
+    publisher.detach(channel_error=True, refused=True)
+    assert publisher.pending == 0
+    # With others in flight, which one was refused is unknown: each counts a failure.
+    for key in ("a", "b"):
+        publisher.publish(Outgoing("corral.status", key, b"{}", pika.BasicProperties()))
+    publisher.attach(_Channel())
+    publisher.detach(channel_error=True, refused=True)
+    assert publisher.pending == 2
+
+
 def test_a_lost_connection_never_drops_a_message() -> None:
     publisher = ConfirmingPublisher()
     publisher.publish(Outgoing(topology.ASSIGN_EXCHANGE, "n1", b"{}", pika.BasicProperties()))
