@@ -10,12 +10,21 @@ Scoring: `spread` (default) prefers the node running the fewest tasks of the
 same job, then the least loaded; `binpack` prefers the fullest node that fits.
 
 A scheduling pass (`plan`) takes the pending tasks that are due, oldest first,
-job by job. For each job it filters and scores every node once, then hands
-out its tasks from a heap of the candidates: placing a task changes only the
-node it went to, so only that node is filtered and scored again. Once no node
-is left for a job, no later task of that job fits in this pass either (a pass
-only ever takes room), so they all get the same reason, computed once. The
-cost of a pass is about (nodes x jobs) + (tasks x log nodes), not tasks x nodes.
+job by job. For each job it filters and scores its candidate nodes once, and
+hands out its tasks from a heap of them: placing a task changes only the node it
+went to, so only that node is filtered and scored again. Once no node is left
+for a job, no later task of that job fits in this pass either (a pass only ever
+takes room), so they all get the same reason, computed once.
+
+**Candidates.** Up to FULL_SCAN_NODES nodes, every one that fits is a candidate:
+the placements are exactly those of scoring every node (`place`). In a larger
+cluster a job's candidates are a sample, as Nomad does: the first nodes that fit,
+at least MIN_CANDIDATES and twice as many as the job has tasks to place, found by
+walking the nodes from an offset drawn from the job's id; more are taken
+from the walk when those fill up. A one-replica job in a fleet of 5,000 nodes then
+costs a few dozen node checks, not 5,000, and still goes to the least loaded of
+its sample (the "power of k choices"). The cost of a pass is about (tasks x
+MIN_CANDIDATES) + (tasks x log candidates), not tasks x nodes.
 
 Pure: reads the state, yields events. The caller applies each event before
 asking for the next, so every placement sees the room the previous ones took.
@@ -24,9 +33,10 @@ asking for the next, so every placement sees the room the previous ones took.
 from __future__ import annotations
 
 import heapq
+import zlib
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from itertools import groupby
+from itertools import groupby, islice
 
 from master import events as ev
 from master.model import Job, Node, Task
@@ -43,14 +53,30 @@ def _constraints_met(spec: JobSpec, node: Node) -> bool:
     return True
 
 
-def rejection(spec: JobSpec, node: Node, now: float) -> str | None:
-    """Why `node` cannot take a task of `spec` (a short category), or None if it can."""
+# Up to this many eligible nodes, every one is a candidate for every job (exact).
+FULL_SCAN_NODES = 64
+# Beyond, a job's candidates: at least this many nodes that fit (and twice its tasks).
+MIN_CANDIDATES = 8
+
+
+def unavailable(node: Node, now: float) -> str | None:
+    """Why `node` takes no new task at all (a short category), or None if it may."""
     if node.state != "ready":
         return f"is {node.state}"
     if node.held_until > now:
         return node.held_reason or "is held"
     if node.cordoned:
         return "is draining" if node.draining else "is cordoned"
+    return None
+
+
+def rejection(spec: JobSpec, node: Node, now: float) -> str | None:
+    """Why `node` cannot take a task of `spec` (a short category), or None if it can."""
+    return unavailable(node, now) or unfit(spec, node)
+
+
+def unfit(spec: JobSpec, node: Node) -> str | None:
+    """Why an available `node` cannot take a task of `spec`, or None if it can."""
     if not _constraints_met(spec, node):
         return "does not match the constraints " + ", ".join(spec.constraints)
     if node.free_cpu + 1e-9 < spec.cpu:
@@ -122,28 +148,50 @@ def plan(state: ClusterState, *, epoch: int, now: float) -> Iterator[ev.Event]:
     for index, task in enumerate(due):
         first_seen.setdefault(task.job_id, index)
     due.sort(key=lambda t: first_seen[t.job_id])  # stable: oldest first within a job
+    if not due:
+        return
+    nodes = list(state.nodes.values())
     for job_id, tasks in groupby(due, key=lambda t: t.job_id):
-        yield from _place_job(state, state.jobs[job_id], list(tasks), epoch=epoch, now=now)
+        yield from _place_job(state, state.jobs[job_id], list(tasks), nodes, epoch, now)
+
+
+def _walk(job: Job, nodes: list[Node], now: float) -> Iterator[Node]:
+    """The nodes that can take a task of `job`, each once: in a large cluster, from an
+    offset drawn from the job's id."""
+    count = len(nodes)
+    start = zlib.crc32(job.job_id.encode()) % count if count > FULL_SCAN_NODES else 0
+    for index in range(count):
+        node = nodes[(start + index) % count]
+        if rejection(job.spec, node, now) is None:
+            yield node
 
 
 def _place_job(
-    state: ClusterState, job: Job, tasks: list[Task], *, epoch: int, now: float
+    state: ClusterState,
+    job: Job,
+    tasks: list[Task],
+    nodes: list[Node],
+    epoch: int,
+    now: float,
 ) -> Iterator[ev.Event]:
+    tasks = [task for task in tasks if task.state == "pending"]
+    walk = _walk(job, nodes, now)
+    wanted = len(nodes) if len(nodes) <= FULL_SCAN_NODES else 2 * len(tasks)
     candidates = [
-        (score(job, node), node.node_id)
-        for node in state.nodes.values()
-        if rejection(job.spec, node, now) is None
+        (score(job, node), node.node_id) for node in islice(walk, max(MIN_CANDIDATES, wanted))
     ]
     heapq.heapify(candidates)
     reason = ""
     for task in tasks:
-        if task.state != "pending":
-            continue
+        if not candidates:  # the sample is full: take more from the walk, if any
+            more = next(walk, None)
+            if more is not None:
+                candidates.append((score(job, more), more.node_id))
         if candidates:
             _, node_id = heapq.heappop(candidates)
             yield ev.TaskAssigned(at=now, task_id=task.task_id, node_id=node_id, epoch=epoch)
             node = state.nodes[node_id]
-            if rejection(job.spec, node, now) is None:
+            if unfit(job.spec, node) is None:
                 heapq.heappush(candidates, (score(job, node), node_id))
             continue
         reason = reason or unplaced_reason(job.spec, state.nodes.values(), now)
@@ -155,5 +203,5 @@ def next_due(state: ClusterState, now: float) -> float:
     """When waiting alone will next change what a pass can do: a pending task's backoff
     ends, or a node's hold does. Infinity if never."""
     times = [t.not_before for t in state.pending.values() if t.not_before > now]
-    times += [n.held_until for n in state.nodes.values() if n.held_until > now]
+    times += [until for until in state.holds.values() if until > now]
     return min(times, default=float("inf"))

@@ -123,6 +123,7 @@ def _restore(document: dict[str, Any], state: ClusterState) -> ClusterState:
             record["held_boot"],
             **_schedule(record),
         )
+    state.holds = {n.node_id: n.held_until for n in state.nodes.values() if n.held_until}
     state.ended = dict.fromkeys(document["ended"])
     state.forgotten = dict.fromkeys(document["forgotten"])
     state.fenced = {task_id: at for task_id, at in document["fenced"]}

@@ -125,6 +125,9 @@ class ClusterState:
         self.fenced: dict[str, float] = {}  # task id -> when a stop was sent, oldest first
         self.requests = RequestMemory(remember_requests)
         self.placeable_version = 0
+        # Node id -> held_until, for the nodes ever held (an index of `nodes`, so that
+        # `scheduler.next_due` need not walk every node on every pass).
+        self.holds: dict[str, float] = {}
 
     # -- the only mutation --
 
@@ -384,6 +387,7 @@ class ClusterState:
         elif not event.boot_id or event.boot_id == node.boot_id:
             node.held_until = max(node.held_until, event.hold_until)
             node.held_reason = event.reason
+            self.holds[node.node_id] = node.held_until
         task = self.tasks.get(event.task_id)
         if task is None or task.state != "assigned" or task.node_id != event.node_id:
             return
@@ -442,6 +446,7 @@ class ClusterState:
         if node.boot_id != event.boot_id and node.held_until:
             # A new agent there: whatever made us hold the node may be fixed.
             node.held_until, node.held_reason = 0.0, ""
+            self.holds.pop(node.node_id, None)
             self.placeable_version += 1
         node.capacity = event.capacity
         node.labels = event.labels
@@ -473,6 +478,8 @@ class ClusterState:
             return
         if record.held_boot in ("", event.boot_id):  # else held for an agent gone since
             node.held_until, node.held_reason = record.held_until, record.held_reason
+            if node.held_until:
+                self.holds[node.node_id] = node.held_until
         for task_id in sorted(record.task_ids):
             self._bind(self.tasks[task_id])
 
@@ -481,6 +488,7 @@ class ClusterState:
         node = self.nodes.get(event.node_id)
         if node is not None and node.state == "down" and not node.task_ids:
             del self.nodes[event.node_id]
+            self.holds.pop(event.node_id, None)
         record = self.unseen.get(event.node_id)
         if record is not None and record.state == "down" and not record.task_ids:
             del self.unseen[event.node_id]
@@ -652,6 +660,7 @@ class ClusterState:
         found += _compare("maturing", self.maturing, other.maturing, ordered=False)
         if soft:
             found += _compare("nodes", self.nodes, other.nodes, ordered=True)
+            found += _compare("holds", self.holds, other.holds, ordered=False)
         else:
             found += _compare("nodes", _hard(self.nodes), _hard(other.nodes), ordered=False)
         if self.requests != other.requests:
