@@ -91,7 +91,8 @@ def run(args: argparse.Namespace, cluster: Cluster) -> dict[str, float]:
     client = cluster.client
 
     def master_counts_all() -> bool:
-        return sum(job.task_counts.get("running", 0) for job in client.jobs()) == total
+        running: int = sum(job.task_counts.get("running", 0) for job in client.jobs())
+        return running == total
 
     wait_until(master_counts_all, timeout=120, what="the master counting every task running")
     heard = time.monotonic() - t0
