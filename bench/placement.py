@@ -80,7 +80,7 @@ def run(args: argparse.Namespace, cluster: Cluster) -> dict[str, float]:
     t0 = time.monotonic()
     submit_all(cluster, names, replicas, args.clients)
     submitted = time.monotonic() - t0
-    total = replicas * args.jobs
+    total: int = replicas * args.jobs
     wait_until(lambda: fleet.running() >= total, timeout=600, interval=0.2, what="all running")
     elapsed = time.monotonic() - t0
     # Exactly once: every task id once on the fleet, as many as asked for.
