@@ -22,17 +22,20 @@ from __future__ import annotations
 from typing import cast
 
 from bus import topology
-from bus.access import worker_user
+from bus.access import WORKER_PREFIX
 from master.access import Caller, Role
 
 
 def node_sender_refusal(user_id: str | None, node_id: str, trusted: str) -> str | None:
-    """Why a report naming `node_id` from broker user `user_id` is refused, or None."""
-    if user_id == trusted or user_id == worker_user(node_id):
+    """Why a report naming `node_id` (already checked by the message's schema, whose
+    NodeId is the form `bus.access.worker_user` takes) from broker user `user_id` is
+    refused, or None. Called for every heartbeat: string comparisons, no regex."""
+    own = WORKER_PREFIX + node_id
+    if user_id in (trusted, own):
         return None
     return (
         f"sent by broker user {user_id!r} about node {node_id}, whose worker user is "
-        f"{worker_user(node_id)!r}: a worker reports only on itself"
+        f"{own!r}: a worker reports only on itself"
     )
 
 

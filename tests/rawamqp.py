@@ -14,7 +14,6 @@ from __future__ import annotations
 import base64
 import json
 import time
-import urllib.parse
 import uuid
 from types import TracebackType
 from typing import Any
@@ -22,13 +21,14 @@ from typing import Any
 import pika
 
 from bus import topology
+from bus.sending import broker_user
 
 DIRECT = "amq.rabbitmq.reply-to"
 
 
 def url_user(url: str) -> str:
-    """The broker user `url` logs in as (pika's default: guest)."""
-    return urllib.parse.unquote(urllib.parse.urlsplit(url).username or "guest")
+    """The broker user `url` logs in as (pika's default: guest), as the bus sets user_id."""
+    return broker_user(url)
 
 
 def api_route(body: bytes | dict[str, Any], role: str = "admin") -> str:
