@@ -21,7 +21,6 @@ import urllib.parse
 import uuid
 
 from bus import access
-from bus.params import split_urls
 from corral.admin import (
     MASTER_ROLE,
     Account,
@@ -100,8 +99,8 @@ def as_user(url: str, user: str, password: str) -> str:
     """`url` (one AMQP URL or several, comma-separated) logging in as `user` instead."""
     login = f"{urllib.parse.quote(user, safe='')}:{urllib.parse.quote(password, safe='')}"
     rewritten = []
-    for one in split_urls(url):
-        parts = urllib.parse.urlsplit(one)
+    for one in url.split(","):
+        parts = urllib.parse.urlsplit(one.strip())
         host_port = parts.netloc.rpartition("@")[2]
         rewritten.append(urllib.parse.urlunsplit(parts._replace(netloc=f"{login}@{host_port}")))
     return ",".join(rewritten)
