@@ -7,6 +7,7 @@ the CLI starts fast and works without them.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
@@ -102,6 +103,13 @@ def master(
     snapshot_max_age: Annotated[
         float, typer.Option(metavar="S", help="…or after this long, if anything was journaled.")
     ] = 3600.0,
+    cluster_cidr: Annotated[
+        str,
+        typer.Option(metavar="CIDR", help="The cluster network; each node gets a subnet of it."),
+    ] = "10.210.0.0/16",
+    node_prefix: Annotated[
+        int, typer.Option(metavar="N", help="The size of each node's subnet (/N).")
+    ] = 24,
     amqp: AmqpUrls = DEFAULT_URLS,
     tls_ca: TlsCaOpt = None,
     tls_cert: TlsCertOpt = None,
@@ -131,6 +139,8 @@ def master(
             takeover_grace=takeover_grace,
             snapshot_every=snapshot_every,
             snapshot_max_age=snapshot_max_age,
+            cluster_cidr=cluster_cidr,
+            node_prefix=node_prefix,
         )
     except ValidationError as exc:
         usage_error(f"invalid master settings: {describe_errors(exc)}")
@@ -194,6 +204,36 @@ def worker(
             " (but this worker's own) are refused.",
         ),
     ] = "corral-master",
+    network: Annotated[
+        bool,
+        typer.Option(
+            help="Take part in the cluster network: a bridge with this node's subnet, routes"
+            " to the other nodes, DNS for the containers (docs/networking.md)."
+        ),
+    ] = True,
+    advertise_addr: Annotated[
+        str | None,
+        typer.Option(
+            metavar="IP",
+            help="The address other nodes route this node's subnet through (default: that of"
+            " the interface holding the default route).",
+        ),
+    ] = None,
+    dns_upstream: Annotated[
+        list[str] | None,
+        typer.Option(
+            metavar="IP[:PORT]",
+            help="Where the containers' DNS forwards names that are not the cluster's"
+            " (default: the host's /etc/resolv.conf).",
+        ),
+    ] = None,
+    cleanup: Annotated[
+        bool,
+        typer.Option(
+            help="On exit, remove this node's routes, firewall rules and bridge (if no"
+            " container is left on it)."
+        ),
+    ] = False,
     amqp: AmqpUrls = DEFAULT_URLS,
     tls_ca: TlsCaOpt = None,
     tls_cert: TlsCertOpt = None,
@@ -218,6 +258,10 @@ def worker(
             leave_on_terminate=leave_on_terminate,
             leave_timeout=leave_timeout,
             master_user=master_user,
+            network=network,
+            advertise_addr=advertise_addr,
+            dns_upstreams=[parse_upstream(u) for u in dns_upstream or ()],
+            cleanup=cleanup,
         )
     except ValidationError as exc:
         usage_error(f"invalid worker settings: {describe_errors(exc)}")
@@ -225,6 +269,19 @@ def worker(
     from worker.agent import serve
 
     _run_daemon(lambda: serve(settings), settings.amqp_url)
+
+
+def parse_upstream(text: str) -> tuple[str, int]:
+    """`IP` or `IP:PORT` (--dns-upstream) as (ip, port); a usage error otherwise."""
+    host, _, port = text.partition(":")
+    try:
+        ipaddress.IPv4Address(host)
+        number = int(port or 53)
+        if not 0 < number < 65536:
+            raise ValueError(port)
+    except ValueError:
+        usage_error(f"--dns-upstream {text!r}: give an IPv4 address, optionally :PORT")
+    return host, number
 
 
 def _run_daemon(serve: Callable[[], None], amqp: str) -> None:

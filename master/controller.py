@@ -30,7 +30,7 @@ from __future__ import annotations
 import logging
 
 from master import events as ev
-from master import reconciler, reports, rollout, views
+from master import network, reconciler, reports, rollout, views
 from master.effects import Command, StartCommand, StopCommand
 from master.errors import ApiProblem
 from master.model import Outcome
@@ -122,6 +122,8 @@ class Controller(Moves):
         if unseen is not None:
             previous_state = unseen.state
         self._commit(self._observed(beat, now), now)
+        if beat.network is not None and beat.node_id not in self.state.subnets:
+            self._allocate_subnet(beat.node_id, beat.network.subnet, now)
         if previous_boot != beat.boot_id:
             self._commit_all(reports.lost_on_restart(self.state, beat, now), now)
         if previous_state is None:
@@ -146,6 +148,25 @@ class Controller(Moves):
             )
             self._drain(beat.node_id, now)
         self._settle(now)
+
+    def _allocate_subnet(self, node_id: str, wanted: str | None, now: float) -> None:
+        settings = self.settings
+        taken = set(self.state.subnets.values())
+        subnet = network.allocate(settings.cluster_cidr, settings.node_prefix, taken, wanted)
+        if subnet is None:
+            if not self._pool_warned:
+                log.warning(
+                    "no subnet left in the cluster CIDR %s for node %s (%d nodes have one): "
+                    "its containers get no cluster address; give the masters a larger "
+                    "--cluster-cidr or a longer --node-prefix",
+                    settings.cluster_cidr,
+                    node_id,
+                    len(taken),
+                )
+                self._pool_warned = True
+            return
+        log.info("node %s gets the subnet %s", node_id, subnet)
+        self._commit(ev.SubnetAllocated(at=now, node_id=node_id, subnet=subnet), now)
 
     def connection_closed(self, node_id: str, now: float) -> None:
         """The broker says a worker's connection closed: its agent stopped or crashed, and
@@ -242,7 +263,7 @@ class Controller(Moves):
         if draining:
             self._drain(node_id, now)
         self._settle(now)
-        return views.node_info(node)
+        return views.node_info(node, self.state.subnets.get(node_id, ""))
 
     def task_detail(self, task_id: str) -> JobInfo:
         task = self.state.tasks.get(task_id)

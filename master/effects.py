@@ -76,6 +76,7 @@ class Effects:
         # (a backoff, a node's hold) next changes what a pass could do.
         self._planned_version = -1
         self._next_due = 0.0
+        self._pool_warned = False  # the cluster CIDR ran out of subnets (warned once)
 
     def drain(self) -> tuple[list[Command], list[Payload]]:
         commands, self.commands = self.commands, []
@@ -256,6 +257,7 @@ class Effects:
             capacity=beat.capacity,
             labels=beat.labels,
             tasks=beat.tasks,
+            network=beat.network,
         )
 
     def _send_stop(self, task_id: str, job_id: str, node_id: str, reason: str) -> None:

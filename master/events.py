@@ -23,7 +23,7 @@ from typing import Annotated, ClassVar, Literal
 from pydantic import Field
 
 from schemas.job import JobSpec, Strict
-from schemas.messages import JobState, NodeState, Resources, RunningTask
+from schemas.messages import JobState, NodeNetwork, NodeState, Resources, RunningTask
 
 
 class Event(Strict):
@@ -101,6 +101,7 @@ class TaskUpdated(Event):
     reason: str = ""
     container_id: str = ""
     retryable: bool = True
+    address: str = ""  # its address on the cluster network, once running ("": none)
 
 
 class TaskHealth(Event):
@@ -227,6 +228,7 @@ class NodeObserved(Event):
     capacity: Resources
     labels: dict[str, str] = Field(default_factory=dict)
     tasks: list[RunningTask] = Field(default_factory=list)
+    network: NodeNetwork | None = None
 
 
 class NodeStateChanged(Event):
@@ -234,6 +236,14 @@ class NodeStateChanged(Event):
     node_id: str
     state: NodeState
     reason: str = ""
+
+
+class SubnetAllocated(Event):
+    """The node's containers get addresses out of `subnet` (docs/networking.md)."""
+
+    kind: Literal["node.subnet"] = "node.subnet"
+    node_id: str
+    subnet: str
 
 
 class NodeForgotten(Event):
@@ -265,6 +275,7 @@ AnyEvent = Annotated[
     | RequestDone
     | NodeObserved
     | NodeStateChanged
-    | NodeForgotten,
+    | NodeForgotten
+    | SubnetAllocated,
     Field(discriminator="kind"),
 ]

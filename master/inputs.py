@@ -1,5 +1,6 @@
 """What a master term makes of its inputs: heartbeats, task statuses, closed worker
-connections, API requests and log requests (a mixin of `master.term.Term`).
+connections, API requests and log requests (a mixin of `master.term.Term`); and the
+network view it sends the workers (`master.network`).
 
 Each input is first checked for its sender (`master.senders`): a report about a node
 must come from that node's worker user, an API request names its caller and role.
@@ -21,6 +22,7 @@ from master.access import Caller
 from master.api import Api
 from master.controller import Controller
 from master.errors import ApiProblem
+from master.network import NetView
 from master.senders import caller_of, node_sender_refusal
 from schemas.api import ApiError, GetLogs, Reply
 from schemas.envelope import Message
@@ -41,6 +43,7 @@ class Inputs:
     clock: Callable[[], float]
     over: threading.Event
     _warned: OrderedDict[str, None]
+    net: NetView | None  # while active
     # Defined by Term (declared only, so as not to shadow it): publish what the
     # controller produced, then `actions`, once journaled.
     _after: Callable[..., None]
@@ -55,8 +58,12 @@ class Inputs:
             )
             return
         if self.role == "active":
-            self.controller.heartbeat(beat, self.clock())
+            now = self.clock()
+            self.controller.heartbeat(beat, now)
             self._after()
+            if beat.network is not None and self.net is not None:
+                if self.net.wants_snapshot(beat.node_id, beat.network, now):
+                    self._send_net_snapshot(beat.node_id)
         else:
             self.controller.observe(beat, self.clock())
 
@@ -142,6 +149,22 @@ class Inputs:
             transient=True,
             on_returned=not_connected,
         )
+
+    # -- the network view --
+
+    def _send_net_changes(self) -> None:
+        """Every worker gets what changed in the network view since the last call."""
+        if self.role != "active" or self.net is None:
+            return
+        for update in self.net.changes(self.controller.state, self.clock()):
+            self.bus.publish(topology.CONTROL_EXCHANGE, "", update, transient=True)
+
+    def _send_net_snapshot(self, node_id: str) -> None:
+        """One worker gets the whole view (it missed an update, or holds another term's)."""
+        assert self.net is not None
+        self._send_net_changes()  # first, so that the snapshot is the newest view
+        for part in self.net.snapshot():
+            self.bus.publish(topology.RPC_EXCHANGE, node_id, part, transient=True)
 
     def _warn_once(self, key: str, text: str, *args: object) -> None:
         """Log `text` at warning level the first time `key` is seen (the last WARNED_KEPT kept),

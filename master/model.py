@@ -18,6 +18,7 @@ from schemas.limits import MAX_JOB_EVENTS
 from schemas.messages import (
     TERMINAL_TASK_STATES,
     JobState,
+    NodeNetwork,
     NodeState,
     Resources,
     RunningTask,
@@ -79,6 +80,7 @@ class Task:
     # Kept running after its slot got a newer attempt (start-first), until that one is
     # healthy; then stopped.
     retiring: bool = False
+    address: str = ""  # on the cluster network, while running ("": none)
 
     @property
     def terminal(self) -> bool:
@@ -210,6 +212,7 @@ class Node:
     cordoned: bool = False  # no new tasks (corral cordon / drain)
     draining: bool = False  # its tasks move elsewhere, start-first (corral drain)
     leaving: bool = False  # its agent announced it leaves the cluster: drain all, batch too
+    network: NodeNetwork | None = None  # its side of the cluster network, as it last said
 
     @property
     def used_cpu(self) -> float:

@@ -92,7 +92,7 @@ def nodes_page(state: ClusterState, request: ListNodes) -> Page:
         (after,) = decode_cursor(request.cursor, "nodes", (str,))
     node_ids = sorted(state.nodes)
     pairs = (
-        ((node_id,), node_info(state.nodes[node_id]))
+        ((node_id,), node_info(state.nodes[node_id], state.subnets.get(node_id, "")))
         for node_id in node_ids[bisect.bisect_right(node_ids, after) :]
     )
     return paginate(pairs, request.limit, "nodes")

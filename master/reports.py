@@ -50,6 +50,7 @@ def judge_status(state: ClusterState, status: TaskStatus, now: float) -> Verdict
         reason=status.reason,
         container_id=status.container_id,
         retryable=status.retryable,
+        address=status.address,
     )
 
 
@@ -61,7 +62,9 @@ def judge_reported(state: ClusterState, node_id: str, reported: RunningTask, now
     if task is None or task.node_id != node_id or task.state in ("lost", "stopped"):
         return Fence(reported.task_id, reported.job_id, node_id)
     if task.state == "assigned" and reported.state == "running":  # its status got lost
-        return ev.TaskUpdated(at=now, task_id=task.task_id, state="running")
+        return ev.TaskUpdated(
+            at=now, task_id=task.task_id, state="running", address=reported.address
+        )
     return None
 
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from bus.tls import Tls
 from schemas.base import NODE_ID_PATTERN
@@ -46,6 +47,23 @@ class MasterSettings(BaseModel):
     # A node down this long with nothing booked on it is forgotten (it joins again with
     # its next heartbeat), so invented or retired node ids do not pile up.
     forget_down_nodes_after: Annotated[float, Field(gt=0)] = 600.0
+    # The cluster network: each node's containers get a /node_prefix out of cluster_cidr
+    # (docs/networking.md).
+    cluster_cidr: str = "10.210.0.0/16"
+    node_prefix: Annotated[int, Field(ge=8, le=30)] = 24
+
+    @model_validator(mode="after")
+    def _network_fits(self) -> MasterSettings:
+        try:
+            network = ipaddress.IPv4Network(self.cluster_cidr)
+        except ValueError as exc:
+            raise ValueError(f"cluster_cidr: not an IPv4 network ({exc})") from None
+        if network.prefixlen > self.node_prefix:
+            raise ValueError(
+                f"node_prefix: /{self.node_prefix} is larger than the cluster CIDR "
+                f"{self.cluster_cidr} itself; give a longer prefix or a larger CIDR"
+            )
+        return self
     # -- the master group (election, journal, snapshots) --
     # AMQP heartbeat: a master frozen this long (times about two) loses its broker
     # connection, and with it its leadership.

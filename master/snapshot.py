@@ -31,7 +31,7 @@ from master.model import Job, Node, Outcome, Rollout, Task, Unseen, Version, job
 from master.state import ClusterState
 from schemas.api import ApiError
 from schemas.job import JobSpec
-from schemas.messages import Resources, RunningTask
+from schemas.messages import NodeNetwork, Resources, RunningTask
 
 FORMAT = 2
 
@@ -52,6 +52,7 @@ def dump(state: ClusterState) -> bytes:
         "forgotten": list(state.forgotten),
         "fenced": [[task_id, at] for task_id, at in state.fenced.items()],
         "requests": [_outcome(message_id, o) for message_id, o in state.requests.items()],
+        "subnets": state.subnets,
     }
     return json.dumps(document, separators=(",", ":"), allow_nan=False).encode()
 
@@ -111,6 +112,7 @@ def _restore(document: dict[str, Any], state: ClusterState) -> ClusterState:
             [RunningTask.model_validate(task) for task in record["reported"]],
             held_until=record["held_until"],
             held_reason=record["held_reason"],
+            network=_network(record.get("network")),
             **_schedule(record),
         )
     for record in document["unseen"]:
@@ -127,6 +129,7 @@ def _restore(document: dict[str, Any], state: ClusterState) -> ClusterState:
     state.ended = dict.fromkeys(document["ended"])
     state.forgotten = dict.fromkeys(document["forgotten"])
     state.fenced = {task_id: at for task_id, at in document["fenced"]}
+    state.subnets = {str(node): str(subnet) for node, subnet in document.get("subnets", {}).items()}
     for record in document["requests"]:
         error = record["error"]
         outcome = Outcome(
@@ -174,6 +177,10 @@ def _schedule(record: dict[str, Any]) -> dict[str, Any]:
     return {name: record[name] for name in _SCHEDULE_FIELDS}
 
 
+def _network(record: dict[str, Any] | None) -> NodeNetwork | None:
+    return NodeNetwork.model_validate(record) if record is not None else None
+
+
 def _node(node: Node) -> dict[str, Any]:
     return {
         "node_id": node.node_id,
@@ -183,6 +190,7 @@ def _node(node: Node) -> dict[str, Any]:
         "boot_id": node.boot_id,
         "last_seen": node.last_seen,
         "reported": [task.model_dump(mode="json") for task in node.reported],
+        "network": node.network.model_dump(mode="json") if node.network else None,
         "held_until": node.held_until,
         "held_reason": node.held_reason,
         **{name: getattr(node, name) for name in _SCHEDULE_FIELDS},

@@ -103,7 +103,7 @@ FENCED_KEPT = 10_000
 REMEMBER_REQUESTS = 10_000  # MasterSettings.remember_requests's default
 
 # Node fields that heartbeats alone set (soft state, see `differences`).
-SOFT_NODE_FIELDS = ("capacity", "labels", "boot_id", "last_seen", "reported")
+SOFT_NODE_FIELDS = ("capacity", "labels", "boot_id", "last_seen", "reported", "network")
 
 
 class ClusterState:
@@ -128,6 +128,12 @@ class ClusterState:
         # Node id -> held_until, for the nodes ever held (an index of `nodes`, so that
         # `scheduler.next_due` need not walk every node on every pass).
         self.holds: dict[str, float] = {}
+        # Node id -> the subnet of the cluster network its containers use (journaled).
+        self.subnets: dict[str, str] = {}
+        # What the network view (master/network.py) reads: the jobs an event touched
+        # since it last looked, and a count that changes when the node map may have.
+        self.net_touched: set[str] = set()
+        self.net_nodes_version = 0
 
     # -- the only mutation --
 
@@ -135,7 +141,13 @@ class ClusterState:
         handler = _HANDLERS.get(type(event))
         if handler is None:
             raise TypeError(f"unknown event {type(event).__name__}")
+        job_id: str | None = getattr(event, "job_id", None)
+        if job_id is None and (task_id := getattr(event, "task_id", None)) is not None:
+            task = self.tasks.get(task_id)  # before the handler: it may forget the task
+            job_id = task.job_id if task is not None else None
         handler(self, event)
+        if job_id is not None:
+            self.net_touched.add(job_id)
 
     @_handles(ev.JobSubmitted)
     def _job_submitted(self, event: ev.JobSubmitted) -> None:
@@ -317,6 +329,7 @@ class ClusterState:
         task.reason = event.reason
         task.retryable = event.retryable
         task.container_id = event.container_id or task.container_id
+        task.address = "" if task.terminal else event.address or task.address
         task.updated_at = event.at
         owner = self.jobs.get(task.job_id)
         if event.state == "running" and task.started_at is None:
@@ -453,6 +466,9 @@ class ClusterState:
         node.boot_id = event.boot_id
         node.last_seen = event.at
         node.reported = list(event.tasks)
+        if (node.network and node.network.addr) != (event.network and event.network.addr):
+            self.net_nodes_version += 1
+        node.network = event.network
 
     def _node_joined(self, event: ev.NodeObserved) -> None:
         """A node's first heartbeat: ready, unless the journal said otherwise (`unseen`)."""
@@ -465,6 +481,7 @@ class ClusterState:
             event.boot_id,
             event.at,
             list(event.tasks),
+            network=event.network,
             # Since a state change the journal holds (0: none, it has been ready since it joined).
             state_since=record.state_since if record is not None else 0.0,
         )
@@ -474,6 +491,7 @@ class ClusterState:
             node.leaving = record.leaving
         self.nodes[event.node_id] = node
         self.placeable_version += 1
+        self.net_nodes_version += 1
         if record is None:
             return
         if record.held_boot in ("", event.boot_id):  # else held for an agent gone since
@@ -489,9 +507,20 @@ class ClusterState:
         if node is not None and node.state == "down" and not node.task_ids:
             del self.nodes[event.node_id]
             self.holds.pop(event.node_id, None)
+            self._release_subnet(event.node_id)
         record = self.unseen.get(event.node_id)
         if record is not None and record.state == "down" and not record.task_ids:
             del self.unseen[event.node_id]
+            self._release_subnet(event.node_id)
+
+    def _release_subnet(self, node_id: str) -> None:
+        if self.subnets.pop(node_id, None) is not None:
+            self.net_nodes_version += 1
+
+    @_handles(ev.SubnetAllocated)
+    def _subnet_allocated(self, event: ev.SubnetAllocated) -> None:
+        self.subnets[event.node_id] = event.subnet
+        self.net_nodes_version += 1
 
     @_handles(ev.NodeStateChanged)
     def _node_state_changed(self, event: ev.NodeStateChanged) -> None:
@@ -658,6 +687,7 @@ class ClusterState:
         for name in ("jobs", "tasks", "pending", "ended", "forgotten", "fenced", "unseen"):
             found += _compare(name, getattr(self, name), getattr(other, name), ordered=True)
         found += _compare("maturing", self.maturing, other.maturing, ordered=False)
+        found += _compare("subnets", self.subnets, other.subnets, ordered=False)
         if soft:
             found += _compare("nodes", self.nodes, other.nodes, ordered=True)
             found += _compare("holds", self.holds, other.holds, ordered=False)

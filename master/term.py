@@ -42,6 +42,7 @@ from master.api import Api
 from master.controller import Command, Controller
 from master.inputs import Inputs
 from master.journal import Claim, ClaimSeen, Follower, Position
+from master.network import NetView
 from master.overview import SeenMaster
 from master.settings import MasterSettings
 from master.writer import JournalWriter
@@ -61,6 +62,8 @@ RECONNECT_GRACE = 6.0
 Role = Literal["standby", "claiming", "active"]
 
 ANNOUNCE_EVERY = 5.0  # the leader repeats its epoch on corral.control this often
+# The workers get the changes of the network view this often (DNS names follow within it).
+NET_CHANGES_EVERY = 0.1
 DEAD_LETTERS_EVERY = 5.0  # the leader measures corral.dead this often (`corral status`)
 BEAT_EVERY = 1.0
 MASTERS_FORGOTTEN_AFTER = 10.0
@@ -114,6 +117,7 @@ class Term(Inputs):
         self._t0 = time.monotonic()
         self._warned = OrderedDict[str, None]()  # see Inputs._warn_once
         self._due_tick: Timer | None = None  # see _tick_when_due
+        self.net: NetView | None = None  # the network view sent to workers, while active
         self.bus = Bus(
             settings.amqp_url,
             name=f"master:{settings.name}",
@@ -147,6 +151,7 @@ class Term(Inputs):
         bus.every(ANNOUNCE_EVERY, self._announce)
         bus.every(DEAD_LETTERS_EVERY, self._count_dead_letters)
         bus.every(0.1, lambda: self._end_if(stop))
+        bus.every(NET_CHANGES_EVERY, self._send_net_changes)
         bus.run(self.over)
         if self._closed_connections is not None:
             self._closed_connections.stop()
@@ -298,6 +303,7 @@ class Term(Inputs):
         self.controller.journal = self.writer.add
         grace = self.settings.takeover_grace + (RECONNECT_GRACE if self.after_outage else 0.0)
         self.controller.promote(epoch, now, grace=grace)
+        self.net = NetView(self.controller.state, self.settings.cluster_cidr)
         self._announce()
         self.bus.consume_messages(topology.API_QUEUE_DECL, self._on_api, prefetch=64)
         self.bus.consume_messages(topology.MASTER_STATUS_QUEUE_DECL, self._on_status, prefetch=500)

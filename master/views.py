@@ -52,10 +52,11 @@ def task_info(task: Task) -> TaskInfo:
         healthy=task.healthy and task.state == "running",
         restarts=task.failures,
         retiring=task.retiring,
+        address=task.address,
     )
 
 
-def node_info(node: Node) -> NodeInfo:
+def node_info(node: Node, subnet: str = "") -> NodeInfo:
     return NodeInfo(
         node_id=node.node_id,
         state=node.state,
@@ -67,6 +68,8 @@ def node_info(node: Node) -> NodeInfo:
         reason=node.state_reason,
         cordoned=node.cordoned,
         draining=node.draining,
+        subnet=subnet,
+        addr=node.network.addr if node.network is not None else "",
     )
 
 

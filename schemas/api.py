@@ -20,6 +20,7 @@ from pydantic import BeforeValidator, Field
 
 from schemas.base import (
     ECHOED,
+    IPV4_NET_PATTERN,
     Count,
     Cursor,
     Int64,
@@ -42,6 +43,7 @@ from schemas.limits import (
     MAX_VERSIONS_KEPT,
 )
 from schemas.messages import (
+    Address,
     Health,
     JobState,
     MasterRole,
@@ -91,6 +93,7 @@ class TaskInfo(Open):
     restarts: Count = 0
     # Running beyond its slot's current attempt, until that one is healthy (start-first).
     retiring: bool = False
+    address: Address = ""  # on the cluster network, while it runs ("": none)
 
 
 class VersionInfo(Open):
@@ -174,6 +177,8 @@ class NodeInfo(Open):
     reason: Text = ""  # why it is in its state (e.g. no heartbeat for 3.1 s)
     cordoned: bool = False  # takes no new tasks
     draining: bool = False  # its tasks are being moved elsewhere
+    subnet: Annotated[str, Field(pattern=f"^$|{IPV4_NET_PATTERN}")] = ""  # cluster network
+    addr: Address = ""  # its advertised host address ("": it takes no part in the network)
 
 
 class SubmitJob(Payload):

@@ -105,10 +105,11 @@ def _channels() -> dict[str, Any]:
             "address": "{nodeId}",
             "description": "Topic exchange (keys are node ids); a connected worker consumes "
             "`corral.node.{nodeId}.rpc`. Only the master publishes here, forwarding a client's "
-            "api.logs once it has checked the caller may read them; mandatory: a return means "
-            "no such worker.",
+            "api.logs once it has checked the caller may read them (mandatory: a return means "
+            "no such worker), and sending a worker a snapshot of the network view (net.update "
+            "with `full`).",
             "parameters": NODE_ID,
-            "messages": _messages("logs.request"),
+            "messages": _messages("logs.request", "net.update"),
             "bindings": _exchange(t.RPC_EXCHANGE),
         },
         "logsReply": {
@@ -131,8 +132,10 @@ def _channels() -> dict[str, Any]:
         "control": {
             "address": None,
             "description": "Fanout exchange: the active master announces its epoch here when "
-            "it takes over and every few seconds; workers refuse commands of older epochs.",
-            "messages": _messages("leader.announce"),
+            "it takes over and every few seconds; workers refuse commands of older epochs. It also "
+            "sends the changes of the cluster network view here (net.update; a worker that "
+            "missed one gets a snapshot on its logsRequest channel).",
+            "messages": _messages("leader.announce", "net.update"),
             "bindings": _exchange(t.CONTROL_EXCHANGE),
         },
         "masters": {

@@ -29,6 +29,7 @@ from schemas.messages import (
     LogChunk,
     LogsRequest,
     MasterBeat,
+    NetUpdate,
     NodeEvent,
     Payload,
     StartTask,
@@ -50,6 +51,7 @@ _ALL_PAYLOADS: tuple[type[Payload], ...] = (
     LeaderAnnounced,
     CommandRefused,
     MasterBeat,
+    NetUpdate,
     Reply,
     *API_REQUESTS,
 )

@@ -321,6 +321,9 @@ class JobSpec(Closed):
     )
     labels: Labels = Field(default_factory=dict)
     ports: Annotated[list[PortMapping], Field(max_length=MAX_PORTS)] = Field(default_factory=list)
+    # "cluster": an address on the cluster network and DNS names (docs/networking.md);
+    # "none": no cluster address (host ports still work).
+    network: Literal["cluster", "none"] = "cluster"
     placement: Literal["spread", "binpack"] = "spread"
     pull: bool = False
     stop_grace: Annotated[float, Field(ge=0, le=MAX_GRACE)] = 10.0

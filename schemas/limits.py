@@ -37,6 +37,9 @@ MAX_CURSOR_LENGTH = 512
 MAX_LOG_CHUNK_CHARS = 256 * KiB
 # Containers a heartbeat may list, and labels a node or a job may have.
 MAX_NODE_TASKS = 10_000
+# Nodes and jobs in one net.update message (a bigger view goes in several parts).
+MAX_NET_NODES = 65_536
+MAX_NET_JOBS = 20_000
 MAX_LABELS = 64
 MAX_LABEL_KEY_LENGTH = 128
 MAX_LABEL_VALUE_LENGTH = 1024

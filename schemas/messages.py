@@ -14,9 +14,12 @@ from typing import Annotated, ClassVar, Literal
 from pydantic import Field
 
 from schemas.base import (
+    IPV4_PATTERN,
     Closed,
     Count,
     Int64,
+    Ipv4,
+    Ipv4Net,
     JobId,
     Labels,
     NodeId,
@@ -31,6 +34,8 @@ from schemas.limits import (
     MAX_GRACE,
     MAX_INT,
     MAX_LOG_CHUNK_CHARS,
+    MAX_NET_JOBS,
+    MAX_NET_NODES,
     MAX_NODE_TASKS,
     MAX_REPLICAS,
 )
@@ -47,6 +52,8 @@ NodeState = Literal["ready", "suspect", "disconnected", "down"]
 Health = Literal["", "starting", "healthy", "unhealthy"]
 
 Slot = Annotated[int, Field(ge=0, lt=MAX_REPLICAS)]
+# A container's address on the cluster network ("": it has none, e.g. `network: none`).
+Address = Annotated[str, Field(pattern=f"^$|{IPV4_PATTERN}")]
 # Far above any machine; bounds what a node may claim to offer.
 Cpus = Annotated[float, Field(ge=0, le=1_000_000)]
 
@@ -72,6 +79,18 @@ class RunningTask(Open):
     cpu: Annotated[float, Field(ge=0, le=MAX_CPU)]
     memory: Count
     health: Health = ""
+    address: Address = ""
+
+
+class NodeNetwork(Open):
+    """A worker's side of the cluster network, in each heartbeat (docs/networking.md)."""
+
+    addr: Ipv4  # its advertised host address: other nodes route its subnet through it
+    subnet: Ipv4Net | None = None  # the subnet its containers use now (None: none yet)
+    # The network view it holds: the master's view token and the newest update of it
+    # applied ("", 0: none). A master whose view differs sends it a snapshot.
+    view: Token = ""
+    seq: Count = 0
 
 
 class Heartbeat(Payload):
@@ -95,6 +114,7 @@ class Heartbeat(Payload):
     # The agent is leaving the cluster (`--leave-on-terminate` and SIGTERM): replace its
     # tasks elsewhere, then stop them here.
     leaving: bool = False
+    network: NodeNetwork | None = None  # None: the node takes no part in the cluster network
 
 
 class StartTask(Payload):
@@ -138,6 +158,7 @@ class TaskStatus(Payload):
     # Docker's verdict on a running container's health check; a change is reported with
     # state "running" again ("unhealthy": `reason` quotes the last check's output).
     health: Health = ""
+    address: Address = ""  # its address on the cluster network ("": none)
 
 
 class JobEvent(Payload):
@@ -213,6 +234,58 @@ class MasterBeat(Payload):
     started_at: float = 0.0
     interval: Annotated[float, Field(gt=0, le=3600)] = 1.0
     broker: Annotated[Token, Field(max_length=256)] = ""  # host:port it is connected to
+
+
+class NetNode(Open):
+    """One node of the cluster network: its subnet, routed through its address."""
+
+    node_id: NodeId
+    subnet: Ipv4Net
+    addr: Ipv4
+
+
+class SlotAddress(Open):
+    slot: Slot
+    address: Ipv4
+
+
+class JobNames(Open):
+    """What a job's DNS names resolve to: `<job>` to `serving` (its healthy replicas, else
+    its running ones), `<slot>.<job>` to that slot's replica. Both empty: the job has no
+    name any more."""
+
+    job_id: JobId
+    serving: Annotated[list[Ipv4], Field(max_length=2 * MAX_REPLICAS)] = Field(
+        default_factory=list
+    )
+    slots: Annotated[list[SlotAddress], Field(max_length=MAX_REPLICAS)] = Field(
+        default_factory=list
+    )
+
+
+class NetUpdate(Payload):
+    """Active master -> workers: the cluster network view, or what changed in it.
+
+    Changes go to every worker on corral.control, each with the next `seq` of the
+    master's `view`. A worker whose heartbeat shows another view, or a gap, gets a
+    snapshot on corral.node-rpc (its node id): `full`, in `parts` messages sharing one
+    `seq`, which together replace what it held."""
+
+    model_config = Open.model_config
+    TYPE: ClassVar[str] = "net.update"
+
+    view: Annotated[Token, Field(min_length=1)]
+    seq: Count
+    full: bool = False
+    part: Annotated[int, Field(ge=0, lt=1000)] = 0
+    parts: Annotated[int, Field(ge=1, le=1000)] = 1
+    cidr: Ipv4Net | None = None
+    # Every node of the network when the map changed (and in part 0 of a snapshot);
+    # None: unchanged.
+    nodes: Annotated[list[NetNode], Field(max_length=MAX_NET_NODES)] | None = None
+    jobs: Annotated[list[JobNames], Field(max_length=MAX_NET_JOBS)] = Field(
+        default_factory=list
+    )
 
 
 class LogsRequest(Payload):

@@ -8,7 +8,7 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field
 
 from bus.tls import Tls
-from schemas.base import Labels
+from schemas.base import IPV4_PATTERN, Labels
 
 DEFAULT_STATE_DIR = Path("/var/lib/corral/worker")
 
@@ -42,3 +42,12 @@ class WorkerSettings(BaseModel):
     # The master's broker user: the only sender (with this worker's own user) whose
     # commands, announcements and log requests the worker carries out.
     master_user: str = "corral-master"
+    # -- the cluster network (docs/networking.md) --
+    network: bool = True  # take part: bridge, routes, firewall rules, DNS
+    # The address other nodes route this node's subnet through (None: the address of
+    # the interface holding the default route).
+    advertise_addr: Annotated[str, Field(pattern=IPV4_PATTERN)] | None = None
+    # Where the containers' DNS forwards other names ([]: /etc/resolv.conf's).
+    dns_upstreams: list[tuple[str, int]] = Field(default_factory=list)
+    # On exit, remove the routes, firewall rules and (if empty) the bridge.
+    cleanup: bool = False

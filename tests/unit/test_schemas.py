@@ -49,7 +49,15 @@ from schemas.api import (
     UpdateJob,
 )
 from schemas.envelope import PAYLOAD_TYPES, PROTOCOL_VERSION
-from schemas.messages import CommandRefused, LeaderAnnounced, MasterBeat
+from schemas.messages import (
+    CommandRefused,
+    JobNames,
+    LeaderAnnounced,
+    MasterBeat,
+    NetNode,
+    NetUpdate,
+    SlotAddress,
+)
 from tests.unit.factories import GiB, MiB, heartbeat, job_spec, running
 
 
@@ -277,6 +285,21 @@ PAYLOADS: list[Payload] = [
     GetStatus(),
     GetLogs(task_id="web-0-0", follow=True, tail=10),
     LeaderAnnounced(master="m1", epoch=42),
+    NetUpdate(
+        view="3f9a1c0b2d4e",
+        seq=7,
+        full=True,
+        cidr="10.210.0.0/16",
+        nodes=[NetNode(node_id="n1", subnet="10.210.1.0/24", addr="192.168.1.10")],
+        jobs=[
+            JobNames(
+                job_id="web",
+                serving=["10.210.1.2"],
+                slots=[SlotAddress(slot=0, address="10.210.1.2")],
+            ),
+            JobNames(job_id="gone"),
+        ],
+    ),
     CommandRefused(
         node_id="n1",
         command="assign.start",

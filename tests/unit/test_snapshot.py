@@ -60,6 +60,7 @@ def test_indexes_are_rebuilt_not_read() -> None:
         "forgotten",
         "fenced",
         "requests",
+        "subnets",
     }
     assert "task_counts" not in document["jobs"][0] and "task_ids" not in document["nodes"][0]
 

@@ -166,6 +166,7 @@ OPEN = [
     "master.beat",
     "leader.announce",
     "command.refused",
+    "net.update",
 ]
 CLOSED = sorted(set(PAYLOAD_TYPES) - set(OPEN))
 MINIMAL: dict[str, dict[str, Any]] = {
@@ -193,6 +194,7 @@ MINIMAL: dict[str, dict[str, Any]] = {
     "master.beat": {"master": "m1", "instance": "abc", "role": "active"},
     "leader.announce": {"master": "m1", "epoch": 4},
     "command.refused": {"node_id": "n1"},
+    "net.update": {"view": "abc", "seq": 1},
     "assign.start": {
         "task_id": "web-0-0",
         "job_id": "web",
