@@ -61,9 +61,9 @@ class Inputs:
             now = self.clock()
             self.controller.heartbeat(beat, now)
             self._after()
-            if beat.network is not None and self.net is not None:
-                if self.net.wants_snapshot(beat.node_id, beat.network, now):
-                    self._send_net_snapshot(beat.node_id)
+            net, network = self.net, beat.network
+            if net is not None and network and net.wants_snapshot(beat.node_id, network, now):
+                self._send_net_snapshot(beat.node_id)
         else:
             self.controller.observe(beat, self.clock())
 

@@ -55,9 +55,7 @@ def check_cidr(cidr: str, node_prefix: int) -> ipaddress.IPv4Network:
     return network
 
 
-def allocate(
-    cidr: str, node_prefix: int, taken: set[str], wanted: str | None = None
-) -> str | None:
+def allocate(cidr: str, node_prefix: int, taken: set[str], wanted: str | None = None) -> str | None:
     """A free `/node_prefix` subnet of `cidr` (None: all are taken). `wanted` (the subnet
     the node says it uses already) if it is one of them and free, so that its containers
     keep their addresses when the master forgot it. The search starts past the count

@@ -64,6 +64,7 @@ class MasterSettings(BaseModel):
                 f"{self.cluster_cidr} itself; give a longer prefix or a larger CIDR"
             )
         return self
+
     # -- the master group (election, journal, snapshots) --
     # AMQP heartbeat: a master frozen this long (times about two) loses its broker
     # connection, and with it its leadership.

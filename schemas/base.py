@@ -125,7 +125,8 @@ NodeId = Annotated[str, Field(pattern=NODE_ID_PATTERN)]
 Token = Annotated[str, Field(pattern=TOKEN_PATTERN)]
 Cursor = Annotated[str, Field(pattern=CURSOR_PATTERN)]
 
-IPV4_PATTERN = r"^((25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])$"
+_OCTET = r"(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+IPV4_PATTERN = rf"^({_OCTET}\.){{3}}{_OCTET}$"
 Ipv4 = Annotated[str, Field(pattern=IPV4_PATTERN)]
 """A dotted-quad IPv4 address, e.g. 10.210.3.7 (no leading zeros)."""
 IPV4_NET_PATTERN = IPV4_PATTERN[:-1] + r"/([0-9]|[12][0-9]|3[0-2])$"

@@ -255,9 +255,7 @@ class JobNames(Open):
     name any more."""
 
     job_id: JobId
-    serving: Annotated[list[Ipv4], Field(max_length=2 * MAX_REPLICAS)] = Field(
-        default_factory=list
-    )
+    serving: Annotated[list[Ipv4], Field(max_length=2 * MAX_REPLICAS)] = Field(default_factory=list)
     slots: Annotated[list[SlotAddress], Field(max_length=MAX_REPLICAS)] = Field(
         default_factory=list
     )
@@ -283,9 +281,7 @@ class NetUpdate(Payload):
     # Every node of the network when the map changed (and in part 0 of a snapshot);
     # None: unchanged.
     nodes: Annotated[list[NetNode], Field(max_length=MAX_NET_NODES)] | None = None
-    jobs: Annotated[list[JobNames], Field(max_length=MAX_NET_JOBS)] = Field(
-        default_factory=list
-    )
+    jobs: Annotated[list[JobNames], Field(max_length=MAX_NET_JOBS)] = Field(default_factory=list)
 
 
 class LogsRequest(Payload):
