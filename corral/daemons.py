@@ -287,6 +287,7 @@ def parse_upstream(text: str) -> tuple[str, int]:
 def _run_daemon(serve: Callable[[], None], amqp: str) -> None:
     """Run a daemon; a fault an operator must fix ends it with one clear line, not a trace."""
     from bus.errors import BusError
+    from worker.hostnet import HostNetError
     from worker.identity import IdentityError
     from worker.runtime import RuntimeUnavailable
 
@@ -300,6 +301,8 @@ def _run_daemon(serve: Callable[[], None], amqp: str) -> None:
         fail(f"the Docker engine does not answer: {exc}; start it (scripts/bootstrap.sh)")
     except IdentityError as exc:
         fail(str(exc))
+    except HostNetError as exc:
+        fail(f"the cluster network cannot be set up: {exc} (--advertise-addr, or --no-network)")
 
 
 def register_daemons(app: typer.Typer) -> None:

@@ -21,7 +21,18 @@ from schemas.api import EventInfo, JobInfo, TaskInfo, VersionInfo
 from schemas.job import JobSpec, PortMapping, format_size
 
 INDENT = "  "
-PLACEMENT_HEADERS = ("SLOT", "TASK", "NODE", "STATE", "HEALTH", "RESTARTS", "VER", "EXIT", "REASON")
+PLACEMENT_HEADERS = (
+    "SLOT",
+    "TASK",
+    "NODE",
+    "ADDRESS",
+    "STATE",
+    "HEALTH",
+    "RESTARTS",
+    "VER",
+    "EXIT",
+    "REASON",
+)
 VERSION_HEADERS = ("VERSION", "CREATED", "REASON")
 EVENT_HEADERS = ("AGE", "TASK", "EVENT")
 # Shown whatever their value; the spec's other fields only when not at their default.
@@ -39,6 +50,7 @@ def describe_job(info: JobInfo, now: datetime | None = None) -> str:
             ("Rollout", _rollout(info)),
             ("Submitted", when(info.submitted_at, now)),
             ("Ended", when(info.ended_at, now) if info.ended_at else ""),
+            ("DNS names", dns_names(info)),
         ),
         f"Spec (version {info.version}):",
         *_indented(spec_lines(info.spec)),
@@ -69,6 +81,7 @@ def describe_task(info: JobInfo, task_id: str, now: datetime | None = None) -> s
         ("Restarts", f"{task.restarts} failures in a row before this attempt"),
         ("Version", f"{task.version}{job_runs}"),
         ("Node", task.node_id or NONE),
+        ("Address", task.address or NONE),
         ("Container", task.container_id[:12] or NONE),
         ("Exit code", exit_code),
         ("Reason", task.reason),
@@ -103,6 +116,21 @@ def short_port(port: PortMapping) -> str:
     if port.host_ip != "127.0.0.1":
         text = f"{port.host_ip}:{text}"
     return text if port.protocol == "tcp" else f"{text}/{port.protocol}"
+
+
+def dns_names(info: JobInfo) -> str:
+    """`web, web.corral -> 10.210.1.2, 10.210.2.2; <slot>.web[.corral] for each slot`, or
+    why the job has none (docs/networking.md)."""
+    if info.spec.network != "cluster":
+        return "none (network: none)"
+    running = [t for t in placed(info) if t.state == "running" and t.address]
+    healthy = [t.address for t in running if t.healthy]
+    serving = healthy or [t.address for t in running]
+    job = info.job_id
+    return (
+        f"{job}, {job}.corral -> {', '.join(serving) or NONE}; "
+        f"<slot>.{job}[.corral] for each slot (0.{job})"
+    )
 
 
 def placed(info: JobInfo) -> list[TaskInfo]:
@@ -169,6 +197,7 @@ def _placement_row(task: TaskInfo) -> list[str]:
         str(task.slot),
         task.task_id,
         task.node_id or NONE,
+        task.address or NONE,
         state,
         health(task),
         str(task.restarts),

@@ -41,6 +41,7 @@ TASK_HEADERS = (
     "TASK",
     "JOB",
     "NODE",
+    "ADDRESS",
     "STATE",
     "HEALTH",
     "RESTARTS",
@@ -49,7 +50,7 @@ TASK_HEADERS = (
     "UPDATED",
     "REASON",
 )
-NODE_HEADERS = ("NODE", "STATE", "CPU", "MEMORY", "TASKS", "LABELS")
+NODE_HEADERS = ("NODE", "STATE", "CPU", "MEMORY", "TASKS", "SUBNET", "ADDRESS", "LABELS")
 MASTER_HEADERS = ("NAME", "ROLE", "EPOCH", "APPLIED", "LAG", "SEEN", "BROKER")
 
 T = TypeVar("T")
@@ -197,6 +198,7 @@ def task_row(task: TaskInfo, now: datetime | None = None) -> list[str]:
         task.task_id,
         task.job_id,
         task.node_id or NONE,
+        task.address or NONE,
         "retiring" if task.retiring and task.state == "running" else task.state,
         health(task),
         str(task.restarts),
@@ -221,6 +223,8 @@ def node_row(node: NodeInfo) -> list[str]:
         f"{cpus(node.allocated.cpus)}/{cpus(node.capacity.cpus)}",
         f"{format_size(node.allocated.memory)}/{format_size(node.capacity.memory)}",
         str(node.tasks),
+        node.subnet or NONE,
+        node.addr or NONE,
         ",".join(f"{key}={value}" for key, value in sorted(node.labels.items())) or NONE,
     ]
 

@@ -65,6 +65,11 @@ def judge_reported(state: ClusterState, node_id: str, reported: RunningTask, now
         return ev.TaskUpdated(
             at=now, task_id=task.task_id, state="running", address=reported.address
         )
+    if task.state == "running" and reported.address and not task.address:
+        # Its address never reached this master (a status without one, from an older worker).
+        return ev.TaskUpdated(
+            at=now, task_id=task.task_id, state="running", address=reported.address
+        )
     return None
 
 

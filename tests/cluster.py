@@ -7,6 +7,9 @@ processes (by PID) and removes its containers (by label).
 
 from __future__ import annotations
 
+import contextlib
+import ipaddress
+import itertools
 import os
 import re
 import signal
@@ -19,14 +22,32 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
+import docker.errors
+
 from bus import Bus
 from corral import Client
 from corral.errors import NoCluster, NoMaster
 from tests.accounts import accounts_of, as_user
+from worker.hostnet import Firewall, HostNetError
 
 T = TypeVar("T")
 LEAD_PATTERN = re.compile(r"takes the lead with epoch (\d+)")
 RUN_LABEL = "corral-test-run"
+
+# Each cluster gets a cluster CIDR of its own (a /20: 16 nodes of a /24), so that clusters
+# of parallel test processes never make bridges with the same subnet: 16 per xdist
+# process, used in turn (a cluster's bridges are removed when it closes).
+TEST_CIDRS = list(ipaddress.IPv4Network("10.212.0.0/14").subnets(new_prefix=20))
+_clusters = itertools.count()
+# Nothing listens there: names the cluster does not know fail at once, and no test
+# container's query ever leaves this machine.
+NO_UPSTREAM = "127.0.0.1:9"
+
+
+def pick_cidr() -> str:
+    process = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    index = int(process[2:]) if process[2:].isdigit() else 0
+    return str(TEST_CIDRS[(index * 16 + next(_clusters) % 16) % len(TEST_CIDRS)])
 
 
 def wait_until(
@@ -74,6 +95,7 @@ class Cluster:
         # log in as worker-<node id>, clients as an admin user. Else all share the URL.
         self.accounts = accounts_of(amqp_url)
         self._worker_nodes: list[str] = []
+        self.cidr = pick_cidr()
 
     @property
     def client_url(self) -> str:
@@ -117,6 +139,7 @@ class Cluster:
                 str(suspect_after),
                 "--dead-after",
                 str(dead_after),
+                *(("--cluster-cidr", self.cidr) if "--cluster-cidr" not in extra else ()),
                 *extra,
             ],
         )
@@ -163,6 +186,8 @@ class Cluster:
         memory: str = "1g",
         labels: tuple[str, ...] = (),
         start_threads: int = 8,
+        dns_upstream: str = NO_UPSTREAM,
+        extra: tuple[str, ...] = (),
     ) -> None:
         args = [
             "worker",
@@ -178,6 +203,9 @@ class Cluster:
             f"{RUN_LABEL}={self.run_id}",
             "--start-threads",
             str(start_threads),
+            "--dns-upstream",
+            dns_upstream,
+            *extra,
         ]
         for label in labels:
             args += ["--label", label]
@@ -223,6 +251,11 @@ class Cluster:
             self.stop(name)
         for container in self.containers():
             container.remove(force=True)
+        for network in self.docker.networks.list(filters={"label": f"{RUN_LABEL}={self.run_id}"}):
+            with contextlib.suppress(docker.errors.APIError):
+                network.remove()
+        with contextlib.suppress(HostNetError):
+            Firewall(self.cidr).remove()
         self.docker.close()
         if self.accounts is not None:
             for node_id in self._worker_nodes:

@@ -58,18 +58,18 @@ from schemas.limits import MAX_NODE_TASKS
 from schemas.messages import (
     Health,
     Heartbeat,
-    LeaderAnnounced,
-    LogsRequest,
     Resources,
     RunningTask,
     StartTask,
     StopTask,
 )
-from worker.commands import RefusalGate, Refused, accept, trusted_sender
+from worker.commands import RefusalGate, Refused, accept
 from worker.containers import ContainerInfo, StartError
+from worker.control import Control
 from worker.identity import check_user, resolve_node_id
 from worker.leaving import Leaving
 from worker.logs import LogStreamer
+from worker.network import FIREWALL_EVERY, ClusterNetwork
 from worker.reports import StatusReports
 from worker.runtime import DockerRuntime
 from worker.settings import WorkerSettings
@@ -79,6 +79,9 @@ log = logging.getLogger("corral.worker")
 
 # How often the bus thread looks whether a signal asked it to leave the cluster.
 LEAVE_POLL = 0.2
+# How long a start waits for the node's bridge (the master sends the network view with
+# the node's subnet when it first hears of it) before it fails, to be retried.
+NETWORK_WAIT = 10.0
 
 
 @dataclass
@@ -95,7 +98,7 @@ class _Pending:
             follow_up()
 
 
-class WorkerAgent(StatusReports, Leaving):
+class WorkerAgent(StatusReports, Leaving, Control):
     """One node: built from its settings (resolving and saving its node id, connecting
     to Docker: raises `IdentityError` or `RuntimeUnavailable`), then served by `run`."""
 
@@ -104,6 +107,10 @@ class WorkerAgent(StatusReports, Leaving):
         self.node_id = resolve_node_id(settings.node_id, settings.state_dir)
         self.runtime = runtime or DockerRuntime(
             self.node_id, extra_labels=settings.container_labels
+        )
+        # Raises hostnet.HostNetError if no advertise address is given or found.
+        self.network = (
+            ClusterNetwork(self.node_id, settings, self.runtime) if settings.network else None
         )
         self.capacity = Resources(
             cpus=settings.cpus or float(os.cpu_count() or 1),
@@ -158,6 +165,8 @@ class WorkerAgent(StatusReports, Leaving):
         self.bus.on_connected(lambda _reconnected: self._beat())
         self.bus.every(settings.heartbeat_interval, self._beat)
         self.bus.every(settings.log_keepalive, self.logs.keepalive)
+        if self.network is not None:
+            self.bus.every(FIREWALL_EVERY, self.network.refresh_firewall)
 
     def run(self, stop: threading.Event, leave: threading.Event | None = None) -> None:
         """Serve until `stop` is set, or, once `leave` is set, until this node has left the
@@ -190,6 +199,8 @@ class WorkerAgent(StatusReports, Leaving):
             for pool in self._pools:
                 pool.shutdown(wait=False, cancel_futures=True)
             events.join(timeout=3)
+            if self.network is not None:
+                self.network.close()
             self._log_end()
 
     def _log_end(self) -> None:
@@ -241,6 +252,7 @@ class WorkerAgent(StatusReports, Leaving):
             tasks=self._listed(running),
             max_epoch=self.max_epoch,
             leaving=self.leaving,
+            network=self.network.heartbeat() if self.network is not None else None,
         )
         key = topology.heartbeat_key(self.node_id)
         self.bus.publish(topology.HEARTBEAT_EXCHANGE, key, beat, transient=True)
@@ -259,6 +271,7 @@ class WorkerAgent(StatusReports, Leaving):
                 cpu=c.cpu,
                 memory=c.memory,
                 health=c.health,
+                address=c.address,
             )
             for c in listed[:MAX_NODE_TASKS]
         ]
@@ -322,7 +335,10 @@ class WorkerAgent(StatusReports, Leaving):
 
     def _start_in_pool(self, command: StartTask, epoch: int) -> None:
         try:
-            result: ContainerInfo | StartError = self.runtime.start(command, epoch)
+            attachment = None
+            if self.network is not None and command.spec.network == "cluster":
+                attachment = self.network.attachment(wait=NETWORK_WAIT)
+            result: ContainerInfo | StartError = self.runtime.start(command, epoch, attachment)
         except StartError as exc:
             result = exc
         except Exception as exc:
@@ -370,34 +386,6 @@ class WorkerAgent(StatusReports, Leaving):
         self._reported.pop(command.task_id, None)
         self._health.pop(command.task_id, None)
         self._check_left()
-
-    # -- control --
-
-    def _on_control(self, message: Message, delivery: Delivery) -> None:
-        """A message on corral.control. Only a leader's announcement means anything yet;
-        other valid types are ignored (invalid ones never get here: the bus
-        dead-letters them)."""
-        delivery.ack()
-        if self._refusal(delivery) is not None:
-            return  # not from the master: not an announcement to believe
-        announced = message.payload
-        if isinstance(announced, LeaderAnnounced) and announced.epoch > self.max_epoch:
-            log.info("master %s leads with epoch %d", announced.master, announced.epoch)
-            self.max_epoch = announced.epoch
-
-    # -- logs --
-
-    def _refusal(self, delivery: Delivery) -> str | None:
-        return trusted_sender(delivery.user_id, (self.settings.master_user, self.bus.user))
-
-    def _on_rpc(self, message: Message, delivery: Delivery) -> None:
-        request = message.expect(LogsRequest)  # anything else: the bus dead-letters it
-        refusal = self._refusal(delivery)
-        if refusal is not None:
-            delivery.dead_letter(refusal)  # the master checks who may read which logs
-            return
-        delivery.ack()
-        self.logs.handle(request, delivery.reply_to, delivery.correlation_id)
 
 
 def serve(settings: WorkerSettings, stop: threading.Event | None = None) -> None:

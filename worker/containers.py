@@ -4,7 +4,8 @@
 with `container_info` and `EventDecoder`; the agent only ever sees these.
 Each container Corral runs is named `corral-<task_id>` and labelled
 `corral.managed`, `corral.node`, `corral.task`, `corral.job`, `corral.slot`,
-`corral.epoch`, `corral.cpu` and `corral.memory`; labels are the only state the
+`corral.epoch`, `corral.cpu` and `corral.memory` (and `corral.network`, the cluster
+network it is attached to, if any); labels are the only state the
 runtime keeps, so a restarted agent finds its containers again. Health checks are
 Docker's own (`worker.health`).
 """
@@ -27,6 +28,7 @@ SLOT = f"{LABEL_PREFIX}slot"
 EPOCH = f"{LABEL_PREFIX}epoch"
 CPU = f"{LABEL_PREFIX}cpu"
 MEMORY = f"{LABEL_PREFIX}memory"
+NETWORK = f"{LABEL_PREFIX}network"
 
 # Docker's container states, folded into the three Corral reports.
 _STATES: dict[str, Literal["created", "running", "exited"]] = {
@@ -59,6 +61,27 @@ class ContainerInfo:
     epoch: int
     reason: str = ""
     health: Health = ""
+    address: str = ""  # on the cluster network ("": not attached, or not running)
+
+
+@dataclass(frozen=True)
+class Attachment:
+    """Where a container joins the cluster network: the node's bridge, and the DNS server
+    (the worker's, on the bridge's gateway) its resolver forwards to."""
+
+    network: str
+    dns: str
+
+
+def cluster_address(attrs: dict[str, Any], labels: dict[str, str]) -> str:
+    """The container's address on the cluster network its NETWORK label names ("": none).
+    Both an inspect and a list entry carry `NetworkSettings.Networks`."""
+    name = labels.get(NETWORK)
+    if not name:
+        return ""
+    networks = (attrs.get("NetworkSettings") or {}).get("Networks") or {}
+    address = (networks.get(name) or {}).get("IPAddress") or ""
+    return address if isinstance(address, str) else ""
 
 
 @dataclass(frozen=True)
@@ -137,6 +160,7 @@ def container_info(attrs: dict[str, Any], container_id: str) -> ContainerInfo:
         epoch=_int(labels.get(EPOCH)),
         reason=exit_reason(exit_code, oom_killed=oom_killed, memory=memory),
         health=container_health(attrs) if status == "running" else "",
+        address=cluster_address(attrs, labels) if status == "running" else "",
     )
 
 

@@ -53,6 +53,8 @@ class StatusReports:
         if event.kind == "health":
             self._on_health(event)
             return
+        if event.kind == "running" and event.task_id in self._busy:
+            return  # its start result reports it, with what only an inspect tells (address)
         info = self.containers.get(event.task_id)
         if info is not None:
             self.containers[event.task_id] = dataclasses.replace(
@@ -100,6 +102,7 @@ class StatusReports:
             exit_code=info.exit_code,
             reason=info.reason,
             container_id=info.container_id,
+            address=info.address,
         )
 
     def _read_health_reason(self, info: ContainerInfo) -> None:
@@ -142,6 +145,7 @@ class StatusReports:
         reason: str = "",
         container_id: str = "",
         retryable: bool = True,
+        address: str = "",
     ) -> None:
         """Publish a task's state, never going backwards (a late 'running' after 'exited').
         A running task is published again, still "running", each time its `health`
@@ -167,6 +171,7 @@ class StatusReports:
             container_id=container_id,
             retryable=retryable,
             health=health,
+            address=address,
         )
         self.bus.publish(
             topology.STATUS_EXCHANGE,

@@ -33,9 +33,11 @@ from worker.containers import (
     JOB,
     MANAGED,
     MEMORY,
+    NETWORK,
     NODE,
     SLOT,
     TASK,
+    Attachment,
     ContainerInfo,
     EventDecoder,
     RuntimeEvent,
@@ -132,6 +134,11 @@ class DockerRuntime:
         except _TRANSPORT_ERRORS as error:
             raise RuntimeUnavailable(f"Docker engine not answering: {_explain(error)}") from error
 
+    @property
+    def client(self) -> docker.DockerClient:
+        """The engine's client, for `worker.bridges` (the cluster network's bridge)."""
+        return self._client
+
     def close(self) -> None:
         """Release the client's connections; call once event and log readers are done."""
         self._client.close()
@@ -150,24 +157,29 @@ class DockerRuntime:
                     continue  # Removed since the list was taken.
         return infos
 
-    def start(self, task: StartTask, epoch: int) -> ContainerInfo:
+    def start(
+        self, task: StartTask, epoch: int, attachment: Attachment | None = None
+    ) -> ContainerInfo:
         """Create and start the task's container and return its state. Idempotent: if the
         task already has a container on this node it is returned (and started if it was
         only created), never duplicated. Blocks for the create and start calls (and for
         the pull, if the spec asks for one). Raises only `StartError`, retryable when
-        the engine was unreachable or failed on its side."""
+        the engine was unreachable or failed on its side. With an `attachment` the
+        container joins the cluster network (one more engine call: its address)."""
         try:
-            return self._start_task(task, epoch)
+            return self._start_task(task, epoch, attachment)
         except APIError as error:
             raise StartError(_explain(error), retryable=_retryable(error)) from error
         except _TRANSPORT_ERRORS as error:
             raise StartError(f"Docker engine failed: {_explain(error)}", retryable=True) from error
 
-    def _start_task(self, task: StartTask, epoch: int) -> ContainerInfo:
+    def _start_task(
+        self, task: StartTask, epoch: int, attachment: Attachment | None
+    ) -> ContainerInfo:
         # No look-up first: the name is unique per task, so a second create fails with
         # 409 and joins the existing container. That saves a list call on every start.
         try:
-            container = self._create(task, epoch)
+            container = self._create(task, epoch, attachment)
         except APIError as error:
             if error.status_code != 409:
                 raise
@@ -314,7 +326,7 @@ class DockerRuntime:
             time.sleep(0.05)
         return found
 
-    def _create(self, task: StartTask, epoch: int) -> Container:
+    def _create(self, task: StartTask, epoch: int, attachment: Attachment | None) -> Container:
         spec = task.spec
         labels = {
             **spec.labels,
@@ -344,6 +356,10 @@ class DockerRuntime:
             "detach": True,
             "init": False,
         }
+        if attachment is not None:
+            labels[NETWORK] = attachment.network
+            kwargs["network"] = attachment.network
+            kwargs["dns"] = [attachment.dns]
         # Without a check in the spec the image's own HEALTHCHECK is switched off: health
         # is the job's business (a task without a check is healthy once it has run).
         kwargs["healthcheck"] = (
@@ -382,8 +398,12 @@ class DockerRuntime:
             self._remove(container)
             raise
         # Started means running; if it has already ended, its die event says so next.
-        # (No inspect here: it would add a round trip to every start.) A check starts
-        # as "starting"; Docker sends an event when its verdict changes.
+        # (No inspect here, but for the address on the cluster network: it would add a
+        # round trip to every start.) A check starts as "starting"; Docker sends an event
+        # when its verdict changes.
+        if ((container.attrs.get("Config") or {}).get("Labels") or {}).get(NETWORK):
+            with suppress(NotFound):
+                container.reload()
         return dataclasses.replace(
             self._info(container),
             state="running",

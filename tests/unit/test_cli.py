@@ -243,7 +243,16 @@ def test_sdk_errors_print_one_line_and_exit_1(recorder: Recorder) -> None:
 def test_nodes_table_and_json(recorder: Recorder) -> None:
     table = invoke("nodes")
     assert table.exit_code == 0, table.output
-    assert table.stdout.split("\n")[1].split() == ["n1", "ready", "2/2", "2Gi/2Gi", "0", "-"]
+    assert table.stdout.split("\n")[1].split() == [
+        "n1",
+        "ready",
+        "2/2",
+        "2Gi/2Gi",
+        "0",
+        "-",
+        "-",
+        "-",
+    ]
     as_json = invoke("nodes", "--output", "json")
     assert '"node_id": "n1"' in as_json.stdout
 

@@ -97,7 +97,7 @@ def test_ps_shows_the_current_attempts_and_all_of_them_with_a(recorder: Recorder
 def test_ps_of_nothing_still_prints_the_header(recorder: Recorder) -> None:
     result = invoke("ps")
     assert result.stdout.splitlines() == [
-        "TASK  JOB  NODE  STATE  HEALTH  RESTARTS  VER  EXIT  UPDATED  REASON"
+        "TASK  JOB  NODE  ADDRESS  STATE  HEALTH  RESTARTS  VER  EXIT  UPDATED  REASON"
     ]
 
 

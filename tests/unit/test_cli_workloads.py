@@ -159,7 +159,7 @@ def test_jobs_state_shows_a_rollout_under_way_and_a_degraded_services_healthy_co
 
 
 def test_task_rows_show_health_restarts_version_and_a_crash_loop() -> None:
-    assert output.TASK_HEADERS[4:7] == ("HEALTH", "RESTARTS", "VER")
+    assert output.TASK_HEADERS[5:8] == ("HEALTH", "RESTARTS", "VER")
     looping = task(
         1,
         4,
@@ -170,13 +170,13 @@ def test_task_rows_show_health_restarts_version_and_a_crash_loop() -> None:
         reason="restarting after web-1a2b3c-1-3 exited with code 1 (in 4 s)",
     )
     row = output.task_row(looping, NOW)
-    assert row[3:7] == ["pending", "-", "2", "3"]
+    assert row[3:8] == ["-", "pending", "-", "2", "3"]
     assert row[-1].startswith("crash loop: restarting after")
-    assert output.task_row(task(0), NOW)[4] == "healthy"
-    assert output.task_row(task(0, healthy=False, health="starting"), NOW)[4] == "starting"
-    assert output.task_row(task(0, healthy=False, health="unhealthy"), NOW)[4] == "unhealthy"
+    assert output.task_row(task(0), NOW)[5] == "healthy"
+    assert output.task_row(task(0, healthy=False, health="starting"), NOW)[5] == "starting"
+    assert output.task_row(task(0, healthy=False, health="unhealthy"), NOW)[5] == "unhealthy"
     retiring = output.task_row(task(0, retiring=True, restarts=5), NOW)
-    assert retiring[3] == "retiring" and not retiring[-1].startswith("crash loop")
+    assert retiring[4] == "retiring" and not retiring[-1].startswith("crash loop")
     ended = output.task_row(task(0, 1, "exited", healthy=False, restarts=3, code=1), NOW)
     assert ended[-1] == "-"  # an ended attempt is history, not a crash loop
 
@@ -378,6 +378,7 @@ def test_describe_job_shows_spec_versions_placement_and_events() -> None:
         "SLOT",
         "TASK",
         "NODE",
+        "ADDRESS",
         "STATE",
         "HEALTH",
         "RESTARTS",
@@ -385,12 +386,13 @@ def test_describe_job_shows_spec_versions_placement_and_events() -> None:
         "EXIT",
         "REASON",
     ]
-    assert tasks[1].split()[:4] == ["0", "web-1a2b3c-0-0", "n1", "retiring"]
+    assert tasks[1].split()[:5] == ["0", "web-1a2b3c-0-0", "n1", "-", "retiring"]
     assert tasks[2].split()[:3] == ["0", "web-1a2b3c-0-1", "n1"]
     assert tasks[3].split() == [
         "1",
         "web-1a2b3c-1-3",
         "n1",
+        "-",
         "pending",
         "-",
         "2",

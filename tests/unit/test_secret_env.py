@@ -209,5 +209,5 @@ def test_the_container_gets_env_and_secret_env() -> None:
     runtime._client = SimpleNamespace(containers=SimpleNamespace(create=create))  # type: ignore[assignment]
     spec = job_spec(env={"A": "1"}, secret_env={"S": "x"})
     task = StartTask(task_id="web-0-0", job_id="web", slot=0, node_id="n1", spec=spec)
-    runtime._create(task, epoch=1)
+    runtime._create(task, epoch=1, attachment=None)
     assert created["environment"] == {"A": "1", "S": "x"}

@@ -168,7 +168,9 @@ class RecordingDelivery:
 
 @pytest.fixture
 def agent(tmp_path: Path) -> tuple[WorkerAgent, RecordingBus]:
-    settings = WorkerSettings(amqp_url="amqp://127.0.0.1/", node_id=NODE, state_dir=tmp_path)
+    settings = WorkerSettings(
+        amqp_url="amqp://127.0.0.1/", node_id=NODE, state_dir=tmp_path, network=False
+    )
     built = WorkerAgent(settings, runtime=cast(DockerRuntime, object()))
     bus = RecordingBus()
     built.bus = cast(Any, bus)

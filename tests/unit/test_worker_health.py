@@ -324,7 +324,9 @@ class Agent:
 
 @pytest.fixture
 def agent(tmp_path: Path) -> Agent:
-    settings = WorkerSettings(amqp_url="amqp://127.0.0.1/", node_id=NODE, state_dir=tmp_path)
+    settings = WorkerSettings(
+        amqp_url="amqp://127.0.0.1/", node_id=NODE, state_dir=tmp_path, network=False
+    )
     runtime = FakeRuntime()
     worker = WorkerAgent(settings, runtime=cast(DockerRuntime, runtime))
     bus = RecordingBus()
