@@ -12,6 +12,8 @@
     master ──logs.request▶ [corral.node-rpc topic] ─key=node─▶ (corral.node.<id>.rpc) ─▶ worker
     worker ──logs.chunk─▶ [corral.replies direct] ─key=queue─▶ (the client's private queue)
     master ──announce───▶ [corral.control fanout] ──▶ workers (own queues)
+    master ──net.update─▶ [corral.control fanout] ──▶ workers (changes of the network view)
+    master ──net.update─▶ [corral.node-rpc topic] ─key=node─▶ one worker (a snapshot)
     master ──beat───────▶ [corral.masters fanout] ──▶ masters (own queues)
     master ──ping───────▶ (corral.leader quorum, single active consumer) ──▶ the active master
     master ──record─────▶ (corral.journal stream) ──▶ every master tails it

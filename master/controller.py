@@ -158,7 +158,7 @@ class Controller(Moves):
                 log.warning(
                     "no subnet left in the cluster CIDR %s for node %s (%d nodes have one): "
                     "its containers get no cluster address; give the masters a larger "
-                    "--cluster-cidr or a longer --node-prefix",
+                    "--cluster-cidr that contains the current one (e.g. a /15 for a /16)",
                     settings.cluster_cidr,
                     node_id,
                     len(taken),

@@ -63,7 +63,8 @@ class Inputs:
             self._after()
             net, network = self.net, beat.network
             if net is not None and network and net.wants_snapshot(beat.node_id, network, now):
-                self._send_net_snapshot(beat.node_id)
+                # Once journaled: a subnet it names must survive a failover.
+                self._after(lambda: self._send_net_snapshot(beat.node_id))
         else:
             self.controller.observe(beat, self.clock())
 
@@ -152,19 +153,28 @@ class Inputs:
 
     # -- the network view --
 
+    def _net_changes_due(self) -> None:
+        """Every NET_CHANGES_EVERY s: send what changed in the network view, once what
+        the state holds is journaled (a subnet it names must survive a failover)."""
+        if self.role == "active" and self.net is not None:
+            self._after(self._send_net_changes)
+
     def _send_net_changes(self) -> None:
         """Every worker gets what changed in the network view since the last call."""
         if self.role != "active" or self.net is None:
             return
+        epoch = self.controller.epoch  # a worker ignores a deposed master's view
         for update in self.net.changes(self.controller.state, self.clock()):
-            self.bus.publish(topology.CONTROL_EXCHANGE, "", update, transient=True)
+            self.bus.publish(topology.CONTROL_EXCHANGE, "", update, transient=True, epoch=epoch)
 
     def _send_net_snapshot(self, node_id: str) -> None:
         """One worker gets the whole view (it missed an update, or holds another term's)."""
-        assert self.net is not None
+        if self.role != "active" or self.net is None:
+            return
         self._send_net_changes()  # first, so that the snapshot is the newest view
+        epoch = self.controller.epoch
         for part in self.net.snapshot():
-            self.bus.publish(topology.RPC_EXCHANGE, node_id, part, transient=True)
+            self.bus.publish(topology.RPC_EXCHANGE, node_id, part, transient=True, epoch=epoch)
 
     def _warn_once(self, key: str, text: str, *args: object) -> None:
         """Log `text` at warning level the first time `key` is seen (the last WARNED_KEPT kept),

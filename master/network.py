@@ -61,7 +61,18 @@ def allocate(cidr: str, node_prefix: int, taken: set[str], wanted: str | None = 
     keep their addresses when the master forgot it. The search starts past the count
     taken, so that allocating to a growing fleet is one probe each, not a scan."""
     network = check_cidr(cidr, node_prefix)
-    if wanted is not None and wanted not in taken:
+    # Subnets given under another prefix (the masters' --node-prefix changed): a candidate
+    # must not overlap them either. Usually none, so the common check stays a set lookup.
+    others = [
+        ipaddress.IPv4Network(subnet) for subnet in taken if not subnet.endswith(f"/{node_prefix}")
+    ]
+
+    def free(subnet: str) -> bool:
+        if subnet in taken:
+            return False
+        return not others or not any(ipaddress.IPv4Network(subnet).overlaps(o) for o in others)
+
+    if wanted is not None:
         try:
             candidate = ipaddress.IPv4Network(wanted)
         except ValueError:
@@ -70,15 +81,16 @@ def allocate(cidr: str, node_prefix: int, taken: set[str], wanted: str | None = 
             candidate is not None
             and candidate.prefixlen == node_prefix
             and candidate.subnet_of(network)
+            and free(str(candidate))
         ):
-            return wanted
+            return str(candidate)
     size = 2 ** (32 - node_prefix)
     count = network.num_addresses // size
     base = int(network.network_address)
     for step in range(count):
         index = (len(taken) + step) % count
         subnet = f"{ipaddress.IPv4Address(base + index * size)}/{node_prefix}"
-        if subnet not in taken:
+        if free(subnet):
             return subnet
     return None
 

@@ -61,15 +61,17 @@ def judge_reported(state: ClusterState, node_id: str, reported: RunningTask, now
         return None
     if task is None or task.node_id != node_id or task.state in ("lost", "stopped"):
         return Fence(reported.task_id, reported.job_id, node_id)
-    if task.state == "assigned" and reported.state == "running":  # its status got lost
-        return ev.TaskUpdated(
-            at=now, task_id=task.task_id, state="running", address=reported.address
-        )
+    running = ev.TaskUpdated(
+        at=now,
+        task_id=task.task_id,
+        state="running",
+        container_id=reported.container_id,
+        address=reported.address,
+    )
+    if task.state == "assigned" and reported.state == "running":  # its status is late or lost
+        return running
     if task.state == "running" and reported.address and not task.address:
-        # Its address never reached this master (a status without one, from an older worker).
-        return ev.TaskUpdated(
-            at=now, task_id=task.task_id, state="running", address=reported.address
-        )
+        return running  # its address never reached this master (from an older worker)
     return None
 
 

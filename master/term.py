@@ -151,7 +151,7 @@ class Term(Inputs):
         bus.every(ANNOUNCE_EVERY, self._announce)
         bus.every(DEAD_LETTERS_EVERY, self._count_dead_letters)
         bus.every(0.1, lambda: self._end_if(stop))
-        bus.every(NET_CHANGES_EVERY, self._send_net_changes)
+        bus.every(NET_CHANGES_EVERY, self._net_changes_due)
         bus.run(self.over)
         if self._closed_connections is not None:
             self._closed_connections.stop()

@@ -69,7 +69,7 @@ from worker.control import Control
 from worker.identity import check_user, resolve_node_id
 from worker.leaving import Leaving
 from worker.logs import LogStreamer
-from worker.network import FIREWALL_EVERY, ClusterNetwork
+from worker.network import RECHECK_EVERY, ClusterNetwork
 from worker.reports import StatusReports
 from worker.runtime import DockerRuntime
 from worker.settings import WorkerSettings
@@ -166,7 +166,7 @@ class WorkerAgent(StatusReports, Leaving, Control):
         self.bus.every(settings.heartbeat_interval, self._beat)
         self.bus.every(settings.log_keepalive, self.logs.keepalive)
         if self.network is not None:
-            self.bus.every(FIREWALL_EVERY, self.network.refresh_firewall)
+            self.bus.every(RECHECK_EVERY, self.network.recheck)
 
     def run(self, stop: threading.Event, leave: threading.Event | None = None) -> None:
         """Serve until `stop` is set, or, once `leave` is set, until this node has left the

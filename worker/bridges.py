@@ -16,7 +16,7 @@ import docker
 from docker.errors import APIError, NotFound
 
 from worker.containers import MANAGED, NODE, StartError
-from worker.runtime import DockerRuntime, _engine_errors, _explain
+from worker.runtime import _TRANSPORT_ERRORS, DockerRuntime, _engine_errors, _explain
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +64,15 @@ class Bridges:
                     f"cannot create the cluster network {name} ({subnet}): {_explain(error)}",
                     retryable=True,
                 ) from error
+
+    def subnet_of(self, name: str) -> str | None:
+        """The subnet of network `name` (None: there is none, or the engine failed)."""
+        try:
+            existing = self._network(name)
+        except (APIError, *_TRANSPORT_ERRORS):
+            return None
+        subnets = _subnets(existing.attrs) if existing is not None else []
+        return subnets[0] if len(subnets) == 1 else None
 
     def remove_network(self, name: str) -> bool:
         """Remove network `name` if no container is attached; False if one is (or it is

@@ -71,6 +71,7 @@ class Attachment:
 
     network: str
     dns: str
+    search: str = "corral"  # the containers' DNS search domain (the names' suffix)
 
 
 def cluster_address(attrs: dict[str, Any], labels: dict[str, str]) -> str:

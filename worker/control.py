@@ -41,8 +41,16 @@ class Control:
         if isinstance(payload, LeaderAnnounced) and payload.epoch > self.max_epoch:
             log.info("master %s leads with epoch %d", payload.master, payload.epoch)
             self.max_epoch = payload.epoch
-        elif isinstance(payload, NetUpdate) and self.network is not None:
-            self.network.on_update(payload)
+        elif isinstance(payload, NetUpdate):
+            self._on_net_update(payload, message.envelope.epoch)
+
+    def _on_net_update(self, update: NetUpdate, epoch: int | None) -> None:
+        if self.network is None:
+            return
+        if epoch is not None and epoch < self.max_epoch:
+            log.debug("ignoring a network view of epoch %d (newest %d)", epoch, self.max_epoch)
+            return  # a deposed master's, sent before it knew
+        self.network.on_update(update)
 
     def _refusal(self, delivery: Delivery) -> str | None:
         return trusted_sender(delivery.user_id, (self.settings.master_user, self.bus.user))
@@ -52,8 +60,8 @@ class Control:
         dead-lettered by the bus."""
         if isinstance(message.payload, NetUpdate):
             delivery.ack()
-            if self._refusal(delivery) is None and self.network is not None:
-                self.network.on_update(message.payload)
+            if self._refusal(delivery) is None:
+                self._on_net_update(message.payload, message.envelope.epoch)
             return
         request = message.expect(LogsRequest)
         refusal = self._refusal(delivery)

@@ -11,7 +11,8 @@ What names resolve to (case-insensitive, with or without a trailing dot):
   running ones when none is healthy), one A record each. The list is rotated by one on
   every A or ANY query, so clients that take the first address spread over the replicas.
 - `<slot>.<job>` and `<slot>.<job>.corral`: the address of that one slot (`0.web`).
-- `corral` itself and a job with no address: NOERROR with no records.
+- `corral` itself: NOERROR with no records. (A job with no replica running with an
+  address is not in the table at all: the master leaves it out of the view.)
 - Any other name under `.corral`: NXDOMAIN, never forwarded (the suffix is ours).
 - A bare name that is not in the table is forwarded: it may be a real name (`1.com`).
 

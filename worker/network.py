@@ -20,9 +20,11 @@ before it; otherwise the worker keeps what it has, says so in its heartbeat
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 from schemas.messages import JobNames, NetNode, NetUpdate, NodeNetwork
@@ -37,8 +39,10 @@ log = logging.getLogger("corral.worker")
 
 # Updates of a view kept while the worker waits for the snapshot they follow.
 AHEAD_KEPT = 64
-# The firewall rules are put back this often (Docker puts its own ahead of them when
-# it makes a network).
+# The host is checked against the view this often: bridge, DNS server, firewall rules
+# (Docker puts its own ahead of them when it makes a network) and routes; every
+# RECHECK_EVERY s after a failure, every FIREWALL_EVERY s otherwise.
+RECHECK_EVERY = 5.0
 FIREWALL_EVERY = 30.0
 
 
@@ -63,7 +67,9 @@ class ClusterNetwork:
         self.names = NameTable()
         self.view = ""
         self.seq = 0
-        self.subnet: str | None = None  # the subnet of the bridge, once it is made
+        # The subnet of the bridge: from an earlier run at first (the master gives it
+        # again if it can, so adopted containers keep their addresses), then the view's.
+        self.subnet: str | None = self._bridges.subnet_of(network_name(node_id))
         self._cidr: str | None = None
         self._nodes: list[NetNode] | None = None
         self._parts: dict[int, NetUpdate] = {}  # a snapshot being collected
@@ -75,6 +81,9 @@ class ClusterNetwork:
         self._dns: DnsServer | None = None
         self._decided = threading.Event()  # the view says whether (and where) to attach
         self._host = ThreadPoolExecutor(1, thread_name_prefix="network")
+        self._made: str | None = None  # the subnet whose bridge and DNS server are up
+        self._failed = False  # the last reconcile failed: retried at the next recheck
+        self._checked_at = 0.0
 
     # -- what the rest of the worker asks --
 
@@ -107,10 +116,14 @@ class ClusterNetwork:
             except (hostnet.HostNetError, RuntimeUnavailable) as exc:
                 log.warning("cleanup: %s", exc)
 
-    def refresh_firewall(self) -> None:
-        """Put the firewall rules back on top (called every FIREWALL_EVERY s)."""
-        if self._firewall is not None:
-            self._host.submit(self._guarded, self._firewall.ensure)
+    def recheck(self) -> None:
+        """Called every RECHECK_EVERY s: set the host up again as the view says, if the
+        last attempt failed or FIREWALL_EVERY s have passed (bus thread)."""
+        now = time.monotonic()
+        if self._nodes is None or not (self._failed or now - self._checked_at > FIREWALL_EVERY):
+            return
+        self._checked_at = now
+        self._submit_reconcile()
 
     # -- the view (bus thread) --
 
@@ -126,6 +139,8 @@ class ClusterNetwork:
                 del self._ahead[min(self._ahead, key=lambda key: key[1])]
 
     def _on_snapshot_part(self, part: NetUpdate) -> None:
+        if part.view == self.view and part.seq < self.seq:
+            return  # older than what it holds (snapshots and changes take different queues)
         first = next(iter(self._parts.values()), None)
         if first is not None and (first.view, first.seq, first.parts) != (
             part.view,
@@ -151,8 +166,8 @@ class ClusterNetwork:
         self._apply_ahead()
 
     def _apply_ahead(self) -> None:
-        for key in [key for key in self._ahead if key[0] != self.view or key[1] <= self.seq]:
-            del self._ahead[key]
+        for key in [key for key in self._ahead if key[0] == self.view and key[1] <= self.seq]:
+            del self._ahead[key]  # another view's wait for that view's snapshot
         while (following := self._ahead.pop((self.view, self.seq + 1), None)) is not None:
             self._apply(following)
 
@@ -166,19 +181,27 @@ class ClusterNetwork:
         if nodes == self._nodes and cidr == self._cidr:
             return
         self._nodes, self._cidr = nodes, cidr
+        self._submit_reconcile()
+
+    def _submit_reconcile(self) -> None:
+        nodes = self._nodes or []
         own = next((node.subnet for node in nodes if node.node_id == self.node_id), None)
         peers = {node.subnet: node.addr for node in nodes if node.node_id != self.node_id}
-        self._host.submit(self._guarded, self._reconcile, own, peers, cidr)
+        with contextlib.suppress(RuntimeError):  # shut down: the worker is stopping
+            self._host.submit(self._guarded, own, peers, self._cidr)
 
     # -- the host (its own thread) --
 
-    def _guarded(self, step: object, *args: object) -> None:
+    def _guarded(self, own: str | None, peers: dict[str, str], cidr: str | None) -> None:
         try:
-            step(*args)  # type: ignore[operator]
+            self._reconcile(own, peers, cidr)
+            self._failed = False
         except (hostnet.HostNetError, RuntimeUnavailable, StartError, OSError) as exc:
-            log.warning("cluster network: %s", exc)
+            log.warning("cluster network: %s (tried again in %g s)", exc, RECHECK_EVERY)
+            self._failed = True
         except Exception:
             log.exception("cluster network: unexpected failure")
+            self._failed = True
 
     def _reconcile(self, own: str | None, peers: dict[str, str], cidr: str | None) -> None:
         if own is None:
@@ -190,7 +213,7 @@ class ClusterNetwork:
                 )
                 self._attachment = None
                 self._decided.set()
-        elif own != self.subnet:
+        elif own != self._made:
             self._make_bridge(own)
         if cidr is not None and (self._firewall is None or self._firewall.cidr != cidr):
             if self._firewall is not None:
@@ -212,8 +235,9 @@ class ClusterNetwork:
         self._bridges.ensure_network(name, subnet, gateway)
         self.subnet = subnet
         dns = DnsServer(self.names, gateway, 53, upstreams=self._upstreams)
-        dns.start()
+        dns.start()  # OSError (e.g. the port is taken): tried again at the next recheck
         self._dns = dns
+        self._made = subnet
         self._attachment = Attachment(network=name, dns=gateway)
         self._decided.set()
         log.info("cluster network: bridge %s with %s, DNS on %s:53", name, subnet, gateway)

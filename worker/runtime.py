@@ -360,6 +360,9 @@ class DockerRuntime:
             labels[NETWORK] = attachment.network
             kwargs["network"] = attachment.network
             kwargs["dns"] = [attachment.dns]
+            # Docker's resolver does not forward a name without a dot when the host's
+            # resolv.conf sets ndots: `web` is then asked again as `web.corral`.
+            kwargs["dns_search"] = [attachment.search]
         # Without a check in the spec the image's own HEALTHCHECK is switched off: health
         # is the job's business (a task without a check is healthy once it has run).
         kwargs["healthcheck"] = (
