@@ -11,6 +11,7 @@ import re
 import threading
 import time
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from dnslib import QTYPE, RR, A
@@ -51,6 +52,11 @@ def wait_resolves(run: Exec, name: str, address: str, timeout: float = 10.0) -> 
             return time.time()
         time.sleep(0.02)
     raise AssertionError(f"{name} did not resolve to {address} in {timeout:g} s: last {last}")
+
+
+def started_at(docker_time: str) -> float:
+    """A container's State.StartedAt (RFC 3339, nanoseconds, UTC) as time.time()."""
+    return datetime.fromisoformat(docker_time[:26].rstrip("Z") + "+00:00").timestamp()
 
 
 class StubResolver:

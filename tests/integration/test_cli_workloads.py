@@ -76,7 +76,7 @@ def test_a_service_is_updated_rolled_back_inspected_and_drained(
     assert "Version:    4" in inspect.stdout and "Versions:" in inspect.stdout
     assert "  V: '2'" in inspect.stdout or "env: {V: '2'}" in inspect.stdout
     ps = cluster.cli("ps", "web")
-    assert [line.split()[6] for line in ps.stdout.splitlines()[1:]] == ["4", "4"]
+    assert [line.split()[7] for line in ps.stdout.splitlines()[1:]] == ["4", "4"]
 
     node = cluster.node_id("w1")
     drain = cluster.cli("drain", node, *WAIT)

@@ -9,17 +9,26 @@ tests/multihost/test_network_hosts.py.
 from __future__ import annotations
 
 import ipaddress
+import signal
 import time
 from collections.abc import Iterator
-from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from schemas.api import TaskInfo
 from tests.cluster import Cluster, wait_until
 from tests.conftest import TEST_IMAGE
-from tests.nettools import WEB_COMMAND, Exec, StubResolver, http_get, resolve, wait_resolves
+from tests.nettools import (
+    WEB_COMMAND,
+    Exec,
+    StubResolver,
+    http_get,
+    resolve,
+    started_at,
+    wait_resolves,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -72,7 +81,10 @@ def three(
 
 def in_container(cluster: Cluster, job: str) -> Exec:
     (container,) = cluster.containers(job, all=False)
+    return exec_in(container)
 
+
+def exec_in(container: Any) -> Exec:
     def run(script: str) -> str:
         result = container.exec_run(["sh", "-c", script])
         return str(result.output.decode(errors="replace"))
@@ -140,20 +152,32 @@ def test_a_moved_replica_is_found_by_its_name_within_a_second(three: Cluster) ->
     drained = three.cli("drain", old.node_id)
     assert drained.returncode == 0, drained.stderr
 
+    new = moved_elsewhere(three, old)
+    assert new.address and new.address != old.address
+    assert_name_follows(three, run, new)
+
+
+def moved_elsewhere(cluster: Cluster, old: TaskInfo) -> TaskInfo:
+    """The task of `old`'s slot once it runs on another node."""
+
     def moved() -> TaskInfo | None:
-        for task in three.client.job("web").tasks:
-            if task.slot == 0 and task.state == "running" and task.node_id != old.node_id:
+        for task in cluster.client.job(old.job_id).tasks:
+            if task.slot == old.slot and task.state == "running" and task.node_id != old.node_id:
                 return task
         return None
 
-    new = wait_until(moved, timeout=30, what="slot 0 running on another node")
-    assert new.address and new.address != old.address
-    started = three.docker.containers.get(new.container_id).attrs["State"]["StartedAt"]
-    started_at = datetime.fromisoformat(started[:26].rstrip("Z") + "+00:00").timestamp()
-    resolved_at = wait_resolves(run, "0.web", new.address)
-    print(f"0.web resolved to its new address {resolved_at - started_at:.3f} s after it started")
-    assert resolved_at - started_at < 1.0
-    assert http_get(run, "0.web") == hostname(three, new)
+    return wait_until(moved, timeout=30, what=f"slot {old.slot} running on another node")
+
+
+def assert_name_follows(cluster: Cluster, run: Exec, new: TaskInfo) -> None:
+    """`<slot>.<job>` resolves to `new` within a second of its container starting, and
+    reaches it."""
+    name = f"{new.slot}.{new.job_id}"
+    started = cluster.docker.containers.get(new.container_id).attrs["State"]["StartedAt"]
+    resolved_at = wait_resolves(run, name, new.address)
+    print(f"{name} resolved to {new.address} {resolved_at - started_at(started):.3f} s after start")
+    assert resolved_at - started_at(started) < 1.0
+    assert http_get(run, name) == hostname(cluster, new)
 
 
 def test_network_none_has_no_cluster_address_and_other_names_go_upstream(
@@ -180,3 +204,46 @@ def test_network_none_has_no_cluster_address_and_other_names_go_upstream(
     assert resolve(run, "nosuchjob.corral") == []
     time.sleep(0.2)
     assert not [name for name in stub.asked[before:] if name.endswith(".corral")]
+
+
+def test_a_node_that_joins_is_reached_from_every_other(three: Cluster, stub: StubResolver) -> None:
+    three.client.submit(service("web", 2, WEB_COMMAND, "host!=c"))
+    three.client.submit(service("client", 1, ["sleep", "600"], "host=c"))
+    others = [*running(three, "web", 2), *running(three, "client", 1)]
+    three.start_worker("w4", labels=("host=d",), dns_upstream=f"127.0.0.1:{stub.port}")
+    three.wait_nodes_ready(4)
+    joined = next(n for n in three.client.nodes() if n.node_id == three.node_id("w4"))
+    assert joined.subnet and joined.addr
+
+    three.client.submit(service("late", 1, WEB_COMMAND, "host=d"))
+    (late,) = running(three, "late", 1)
+    assert ipaddress.IPv4Address(late.address) in ipaddress.IPv4Network(joined.subnet)
+    expected = hostname(three, late)
+    for task in others:
+        run = exec_in(three.docker.containers.get(task.container_id))
+        assert wait_until(
+            lambda run=run: http_get(run, "0.late") == expected,  # type: ignore[misc]
+            timeout=15,
+            what=f"0.late from {task.task_id}",
+        )
+    run = in_container(three, "late")
+    web = running(three, "web", 2)
+    assert {http_get(run, f"{t.slot}.web") for t in web} == {hostname(three, t) for t in web}
+
+
+def test_a_lost_nodes_replica_is_found_by_its_name_within_a_second(three: Cluster) -> None:
+    three.client.submit(service("web", 2, WEB_COMMAND, "host!=c"))
+    three.client.submit(service("client", 1, ["sleep", "600"], "host=c"))
+    old = running(three, "web", 2)[0]
+    running(three, "client", 1)
+    run = in_container(three, "client")
+    wait_resolves(run, "0.web", old.address)
+    # A host loss on a shared engine: its worker frozen (no heartbeat, no connection
+    # close), its container killed.
+    worker = next(name for name in three.processes if three.node_id(name) == old.node_id)
+    three.signal(worker, signal.SIGSTOP)
+    try:
+        three.docker.containers.get(old.container_id).kill()
+        assert_name_follows(three, run, moved_elsewhere(three, old))
+    finally:
+        three.signal(worker, signal.SIGCONT)

@@ -98,7 +98,8 @@ def started_worker(cluster: Cluster, masters: Masters) -> str:
 
 
 def start_task(node_id: str, job_id: str) -> StartTask:
-    spec = JobSpec(name=job_id, image=TEST_IMAGE, command=["sleep", "600"])
+    # No cluster network: a headless worker never gets the master's network view.
+    spec = JobSpec(name=job_id, image=TEST_IMAGE, command=["sleep", "600"], network="none")
     return StartTask(task_id=f"{job_id}-0-0", job_id=job_id, slot=0, node_id=node_id, spec=spec)
 
 

@@ -81,7 +81,8 @@ class LoadClient(threading.Thread):
             filters={"label": [f"corral-test-run={self.cluster.run_id}", "corral.job=web"]}
         )
         return {
-            c["Id"]: c["NetworkSettings"]["Networks"]["bridge"]["IPAddress"]
+            # Its one network: the node's bridge on the cluster network.
+            c["Id"]: next(iter(c["NetworkSettings"]["Networks"].values()))["IPAddress"]
             for c in found
             if "(healthy)" in c.get("Status", "")
         }

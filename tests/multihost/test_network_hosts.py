@@ -14,7 +14,6 @@ import ipaddress
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime
 
 import pytest
 
@@ -23,7 +22,15 @@ from tests.accounts import as_user
 from tests.cluster import Cluster, wait_until
 from tests.conftest import TEST_IMAGE, Broker
 from tests.multihost.rig import Host, Rig, broker_url_for
-from tests.nettools import WEB_COMMAND, Exec, StubResolver, http_get, resolve, wait_resolves
+from tests.nettools import (
+    WEB_COMMAND,
+    Exec,
+    StubResolver,
+    http_get,
+    resolve,
+    started_at,
+    wait_resolves,
+)
 
 UPSTREAM_NAME = "upstream.example.test"
 UPSTREAM_ADDRESS = "10.99.0.7"
@@ -221,8 +228,8 @@ def test_a_lost_hosts_replica_is_found_by_name_within_a_second(fleet: Fleet) -> 
         .docker("inspect", "-f", "{{.State.StartedAt}}", new.container_id)
         .stdout.strip()
     )
-    started_at = datetime.fromisoformat(started[:26].rstrip("Z") + "+00:00").timestamp()
     resolved_at = wait_resolves(run, "0.web", new.address)
-    print(f"0.web resolved to {new.address} {resolved_at - started_at:.3f} s after it started")
-    assert resolved_at - started_at < 1.0
+    delay = resolved_at - started_at(started)
+    print(f"0.web resolved to {new.address} {delay:.3f} s after it started")
+    assert delay < 1.0
     assert http_get(run, "0.web") == fleet.hostname(new)
