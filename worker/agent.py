@@ -13,7 +13,10 @@ Threads:
   Results come back through `bus.call_threadsafe`; the bus thread never
   blocks on Docker, so heartbeats go on whatever the pools do;
 - one thread follows Docker's event stream (container started / died /
-  judged healthy or unhealthy by its health check).
+  judged healthy or unhealthy by its health check);
+- the cluster network (`worker.network`, unless `--no-network`): one thread sets
+  the host up (bridge, routes, firewall rules), and the DNS server has threads of
+  its own (`worker.dns`).
 
 Assignments are acked only once the container exists (or failed to start), so
 a crash loses nothing: the broker redelivers and `DockerRuntime.start` finds

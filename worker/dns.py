@@ -61,120 +61,37 @@ import selectors
 import socket
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from dnslib import QTYPE, RCODE, RR, A, DNSBuffer, DNSError, DNSHeader, DNSRecord
+from dnslib import RCODE
+
+from worker.dnsanswer import (
+    UDP_LIMIT,
+    Forward,
+    Malformed,
+    answer_query,
+    parse_header,
+    refusal,
+)
+from worker.names import NameTable
 
 log = logging.getLogger("corral.worker.dns")
 
-SUFFIX = "corral"
 FORWARD_THREADS = 8
 MAX_QUEUED_FORWARDS = 256
 MAX_TCP_CONNECTIONS = 16
 TCP_IDLE_TIMEOUT = 5.0
 
 # The largest UDP message a client takes without EDNS (RFC 1035 4.2.1), and any TCP one.
-_UDP_LIMIT = 512
 _TCP_LIMIT = 65535
 _RECEIVE_SIZE = 65535
-_OPCODE_QUERY = 0
-_ADDRESS_TYPES = frozenset({QTYPE.A, QTYPE.ANY})
 # With port 0, how many times to pick a port free for UDP that turns out taken for TCP.
 _BIND_ATTEMPTS = 5
 
 # A peer's socket address, as recvfrom gives it and sendto takes it.
 _Peer = tuple[Any, ...]
-
-
-@dataclass(frozen=True)
-class Endpoints:
-    """What one job's names resolve to."""
-
-    serving: tuple[str, ...]  # IPv4 addresses `<job>` resolves to
-    slots: Mapping[int, str]  # slot -> the IPv4 address `<slot>.<job>` resolves to
-
-
-@dataclass(frozen=True)
-class _Resolved:
-    exists: bool  # False: a name under `.corral` that is not in the table
-    addresses: list[str]
-
-
-class NameTable:
-    """Every job's endpoints: written by the worker's bus thread, read by the server's threads."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._jobs: dict[str, Endpoints] = {}
-        self._turns: dict[str, int] = {}  # job -> where its next rotation starts
-
-    def replace(self, table: Mapping[str, Endpoints]) -> None:
-        """Makes `table` the whole table."""
-        with self._lock:
-            self._jobs = dict(table)
-            self._turns = {job: turn for job, turn in self._turns.items() if job in self._jobs}
-
-    def apply(self, changes: Mapping[str, Endpoints | None]) -> None:
-        """Sets each job's endpoints, or removes the job where they are None."""
-        with self._lock:
-            for job, endpoints in changes.items():
-                if endpoints is None:
-                    self._jobs.pop(job, None)
-                    self._turns.pop(job, None)
-                else:
-                    self._jobs[job] = endpoints
-
-    def lookup(self, qname: str) -> list[str] | None:
-        """The addresses of a cluster name, or None if `qname` is not one (to be forwarded).
-
-        `<job>` names rotate their list on every call. A name under `.corral` that is not in
-        the table gives [].
-        """
-        resolved = self._resolve(qname, rotate=True)
-        return None if resolved is None else resolved.addresses
-
-    def __len__(self) -> int:
-        with self._lock:
-            return len(self._jobs)
-
-    def _resolve(self, qname: str, *, rotate: bool) -> _Resolved | None:
-        labels, ours = _split(qname)
-        with self._lock:
-            endpoints = self._jobs.get(labels[-1]) if labels else None
-            if endpoints is not None and len(labels) == 1:
-                serving = endpoints.serving
-                return _Resolved(True, self._rotated(labels[0]) if rotate else list(serving))
-            slot = _slot(labels[0]) if len(labels) == 2 else None
-            if endpoints is not None and slot is not None and slot in endpoints.slots:
-                return _Resolved(True, [endpoints.slots[slot]])
-        # The suffix alone exists: names exist under it.
-        return _Resolved(not labels, []) if ours else None
-
-    def _rotated(self, job: str) -> list[str]:
-        serving = self._jobs[job].serving
-        if not serving:
-            return []
-        start = self._turns.get(job, 0) % len(serving)
-        self._turns[job] = start + 1
-        return [*serving[start:], *serving[:start]]
-
-
-def _split(qname: str) -> tuple[tuple[str, ...], bool]:
-    """The labels of `qname` before the `.corral` suffix, and whether it had the suffix."""
-    name = qname.lower().removesuffix(".")
-    labels = tuple(name.split(".")) if name else ()
-    if labels and labels[-1] == SUFFIX:
-        return labels[:-1], True
-    return labels, False
-
-
-def _slot(label: str) -> int | None:
-    # Only the canonical spelling: `01.web` is not slot 1.
-    if label.isascii() and label.isdigit() and label == str(int(label)):
-        return int(label)
-    return None
 
 
 def system_upstreams(path: str = "/etc/resolv.conf") -> list[tuple[str, int]]:
@@ -201,102 +118,6 @@ def _is_address(text: str) -> bool:
     except ValueError:
         return False
     return True
-
-
-# Answering: bytes in, a decision out; no sockets.
-
-
-@dataclass(frozen=True)
-class _Forward:
-    """A query for a name that is not a cluster name: to be asked upstream."""
-
-    query: Any  # the parsed DNSRecord
-    packet: bytes  # as received
-
-    @property
-    def udp_limit(self) -> int:
-        """How large an answer the client takes over UDP: 512 bytes, or what its EDNS offers."""
-        offered = [int(rr.rclass) for rr in self.query.ar if rr.rtype == QTYPE.OPT]
-        return max([_UDP_LIMIT, *offered])
-
-
-@dataclass(frozen=True)
-class _Malformed:
-    """A packet that is not a query this server can read; `reply` is FORMERR, or None."""
-
-    why: str
-    reply: bytes | None
-
-
-def _answer(
-    table: NameTable, packet: bytes, *, ttl: int, limit: int
-) -> bytes | _Forward | _Malformed:
-    """The reply to `packet` (at most `limit` bytes), or what to do with it instead."""
-    try:
-        query = DNSRecord.parse(packet)
-    except DNSError as error:
-        return _Malformed(str(error), _format_error(packet))
-    if query.header.qr:
-        # Answering a response could start an endless exchange with another server.
-        return _Malformed("a response, not a query", None)
-    if query.header.opcode != _OPCODE_QUERY:
-        return _reply(query, RCODE.NOTIMP)
-    if len(query.questions) != 1:
-        return _Malformed(f"{len(query.questions)} questions", _bare(query.header, RCODE.FORMERR))
-    question = query.q
-    asks_addresses = question.qtype in _ADDRESS_TYPES
-    resolved = table._resolve(str(question.qname), rotate=asks_addresses)
-    if resolved is None:
-        return _Forward(query, packet)
-    reply = query.reply()
-    if not resolved.exists:
-        reply.header.rcode = RCODE.NXDOMAIN
-    elif asks_addresses:
-        for address in resolved.addresses:
-            reply.add_answer(RR(question.qname, QTYPE.A, rdata=A(address), ttl=ttl))
-    return _packed(reply, limit)
-
-
-def _packed(reply: Any, limit: int) -> bytes:
-    """`reply` in at most `limit` bytes: if need be, answers are left out and TC is set."""
-    packet = bytes(reply.pack())
-    if len(packet) <= limit:
-        return packet
-    # Only a long list of A records for the one name can be too long; all are the same size.
-    answers = reply.rr
-    reply.rr = []
-    bare = len(reply.pack())
-    each = (len(packet) - bare) // len(answers)
-    reply.rr = answers[: (limit - bare) // each]
-    reply.header.tc = 1
-    return bytes(reply.pack())
-
-
-def _reply(query: Any, rcode: int) -> bytes:
-    reply = query.reply()
-    reply.header.rcode = rcode
-    return bytes(reply.pack())
-
-
-def _bare(header: Any, rcode: int) -> bytes:
-    """A reply with `rcode`, the query's id and flags, and no question."""
-    return bytes(DNSRecord(DNSHeader(id=header.id, bitmap=header.bitmap, qr=1, rcode=rcode)).pack())
-
-
-def _format_error(packet: bytes) -> bytes | None:
-    """FORMERR for a query whose header parses; None for anything else."""
-    header = _header(packet)
-    if header is None or header.qr:
-        return None
-    return _bare(header, RCODE.FORMERR)
-
-
-def _header(packet: bytes) -> Any:
-    """The parsed header of `packet`, or None if it is shorter than one."""
-    try:
-        return DNSHeader.parse(DNSBuffer(packet))
-    except DNSError:
-        return None
 
 
 class _Complaints:
@@ -351,9 +172,7 @@ class DnsServer:
         self._forward_timeout = forward_timeout
         self._complain = _Complaints()
         # None tells a forwarder to stop.
-        self._forwards: queue.Queue[tuple[_Forward, _Peer] | None] = queue.Queue(
-            MAX_QUEUED_FORWARDS
-        )
+        self._forwards: queue.Queue[tuple[Forward, _Peer] | None] = queue.Queue(MAX_QUEUED_FORWARDS)
         self._tcp_slots = threading.BoundedSemaphore(MAX_TCP_CONNECTIONS)
         self._lock = threading.Lock()
         self._connections: set[socket.socket] = set()
@@ -428,8 +247,8 @@ class DnsServer:
         except OSError as error:  # e.g. an ICMP error for an earlier answer
             log.debug("DNS receive failed: %s", error)
             return
-        result = self._dispatch(packet, peer, _UDP_LIMIT)
-        if isinstance(result, _Forward):
+        result = self._dispatch(packet, peer, UDP_LIMIT)
+        if isinstance(result, Forward):
             try:
                 self._forwards.put_nowait((result, peer))
             except queue.Full:
@@ -439,9 +258,9 @@ class DnsServer:
         elif result is not None:
             _send(udp, result, peer)
 
-    def _dispatch(self, packet: bytes, peer: _Peer, limit: int) -> bytes | _Forward | None:
-        result = _answer(self._table, packet, ttl=self._ttl, limit=limit)
-        if isinstance(result, _Malformed):
+    def _dispatch(self, packet: bytes, peer: _Peer, limit: int) -> bytes | Forward | None:
+        result = answer_query(self._table, packet, ttl=self._ttl, limit=limit)
+        if isinstance(result, Malformed):
             self._complain("malformed", "malformed DNS packet from %s: %s", peer[0], result.why)
             return result.reply
         return result
@@ -451,17 +270,17 @@ class DnsServer:
             forward, peer = item
             _send(udp, self._forwarded(forward, tcp=False), peer)
 
-    def _forwarded(self, forward: _Forward, *, tcp: bool) -> bytes:
+    def _forwarded(self, forward: Forward, *, tcp: bool) -> bytes:
         """The upstreams' answer to `forward` under the client's id, or SERVFAIL."""
         answer = self._ask_upstreams(forward, tcp=tcp)
         if answer is None:
             self._complain(
                 "upstream", "no upstream DNS server answered for %s", forward.query.q.qname
             )
-            return _reply(forward.query, RCODE.SERVFAIL)
+            return refusal(forward.query, RCODE.SERVFAIL)
         return _with_id(answer, int(forward.query.header.id))
 
-    def _ask_upstreams(self, forward: _Forward, *, tcp: bool) -> bytes | None:
+    def _ask_upstreams(self, forward: Forward, *, tcp: bool) -> bytes | None:
         timeout = self._forward_timeout
         for upstream in self._upstreams:
             try:
@@ -471,7 +290,7 @@ class DnsServer:
             except OSError as error:
                 log.debug("DNS upstream %s:%d: %r", *upstream, error)
                 continue
-            if _header(answer).tc:
+            if parse_header(answer).tc:
                 with contextlib.suppress(OSError):
                     full = _ask_tcp(upstream, forward.packet, timeout)
                     if len(full) <= forward.udp_limit:
@@ -501,7 +320,7 @@ class DnsServer:
             with connection:
                 while (packet := _read_framed(connection, _deadline(TCP_IDLE_TIMEOUT))) is not None:
                     result = self._dispatch(packet, peer, _TCP_LIMIT)
-                    if isinstance(result, _Forward):
+                    if isinstance(result, Forward):
                         result = self._forwarded(result, tcp=True)
                     if result is None:
                         return
@@ -586,7 +405,7 @@ def _ask_tcp(upstream: tuple[str, int], packet: bytes, timeout: float) -> bytes:
 
 
 def _answers(packet: bytes, ident: int) -> bool:
-    header = _header(packet)
+    header = parse_header(packet)
     return header is not None and bool(header.qr) and header.id == ident
 
 

@@ -31,7 +31,8 @@ from schemas.messages import JobNames, NetNode, NetUpdate, NodeNetwork
 from worker import hostnet
 from worker.bridges import Bridges, network_name
 from worker.containers import Attachment, RuntimeUnavailable, StartError
-from worker.dns import DnsServer, Endpoints, NameTable, system_upstreams
+from worker.dns import DnsServer, system_upstreams
+from worker.names import Endpoints, NameTable
 from worker.runtime import DockerRuntime
 from worker.settings import WorkerSettings
 
@@ -74,7 +75,6 @@ class ClusterNetwork:
         self._nodes: list[NetNode] | None = None
         self._parts: dict[int, NetUpdate] = {}  # a snapshot being collected
         self._ahead: dict[tuple[str, int], NetUpdate] = {}
-        self._wanted: str | None = None  # the subnet the view gives this node
         self._attachment: Attachment | None = None
         self._routes = hostnet.Routes()
         self._firewall: hostnet.Firewall | None = None

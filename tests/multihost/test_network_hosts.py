@@ -56,8 +56,8 @@ class Fleet:
     stub: StubResolver
     hosts: dict[str, Host]  # by the host label of its worker (a, b, c, ...)
 
-    def start(self, label: str) -> Host:
-        """A new host with a worker labelled host=`label`."""
+    def start(self, label: str, *extra: str) -> Host:
+        """A new host with a worker labelled host=`label` (and `extra` options)."""
         host = self.rig.add_host(f"h{label}")
         self.hosts[label] = host
         node_id = self.cluster.node_id(f"h{label}")
@@ -73,6 +73,7 @@ class Fleet:
             f"host={label}",
             "--dns-upstream",
             f"{self.stub.address}:{self.stub.port}",
+            *extra,
         )
         return host
 
@@ -204,6 +205,33 @@ def test_a_host_that_joins_is_routed_to_and_from_every_other(fleet: Fleet) -> No
     run = fleet.in_task(late)
     web = fleet.running("web", 2)
     assert {http_get(run, f"{t.slot}.web") for t in web} == {fleet.hostname(t) for t in web}
+
+
+def test_a_worker_stopped_with_cleanup_removes_its_routes_rules_and_bridge(fleet: Fleet) -> None:
+    host = fleet.start("e", "--cleanup")
+    node_id = fleet.cluster.node_id("he")
+    fleet.cluster.wait_nodes_ready(5, timeout=60)
+    subnets = {n.subnet for n in fleet.cluster.client.nodes() if n.node_id != node_id}
+
+    def set_up() -> bool:
+        routes = host.exec("ip", "-4", "route").stdout
+        rules = host.exec("iptables", "-S", "DOCKER-USER").stdout
+        bridge = host.docker("network", "ls", "--format", "{{.Name}}").stdout
+        return (
+            all(f"{subnet} via" in routes for subnet in subnets)
+            and "corral-cluster" in rules
+            and f"corral-{node_id}" in bridge
+        )
+
+    wait_until(set_up, timeout=30, what="routes, rules and bridge on the new host")
+    host.stop_worker(node_id)
+    routes = host.exec("ip", "-4", "route").stdout
+    assert not [subnet for subnet in subnets if f"{subnet} via" in routes], routes
+    assert "corral-cluster" not in host.exec("iptables", "-S", "DOCKER-USER").stdout
+    nat = host.exec("iptables", "-t", "nat", "-S", "POSTROUTING").stdout
+    assert "corral-cluster" not in nat
+    bridges = host.docker("network", "ls", "--format", "{{.Name}}").stdout
+    assert f"corral-{node_id}" not in bridges
 
 
 def test_a_lost_hosts_replica_is_found_by_name_within_a_second(fleet: Fleet) -> None:

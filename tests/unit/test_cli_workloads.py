@@ -19,7 +19,7 @@ from pydantic import ValidationError
 from typer.testing import CliRunner
 
 from corral import cli, output, waiting
-from corral.describe import describe_job, describe_task, spec_lines
+from corral.describe import describe_job, describe_task, dns_names, spec_lines
 from corral.errors import ApiFailure
 from corral.job import Job, current_tasks, is_settled, rollout_ended, trouble
 from corral.specs import UPDATE_OPTIONS, SpecChanges, spec_error, updated_spec
@@ -705,3 +705,21 @@ def test_daemon_options_reach_the_settings(monkeypatch: pytest.MonkeyPatch) -> N
     assert (settings.leave_on_terminate, settings.leave_timeout) == (True, 9.0)
     assert invoke("worker").exit_code == 0
     assert seen.pop()().leave_on_terminate is False
+
+
+def test_inspect_names_a_jobs_dns_names_and_the_addresses_they_resolve_to() -> None:
+    tasks = [
+        task(0).model_copy(update={"address": "10.210.1.2"}),
+        task(1, healthy=False).model_copy(update={"address": "10.210.2.2"}),
+    ]
+    text = dns_names(service(tasks=tasks))
+    assert text.startswith("web, web.corral -> 10.210.1.2;")  # the healthy one only
+    assert "<slot>.web[.corral]" in text
+    starting = [t.model_copy(update={"healthy": False}) for t in tasks]
+    assert "-> 10.210.1.2, 10.210.2.2;" in dns_names(service(tasks=starting))
+    isolated = service(tasks=tasks)
+    isolated = isolated.model_copy(
+        update={"spec": web_spec().model_copy(update={"network": "none"})}
+    )
+    assert dns_names(isolated) == "none (network: none)"
+    assert "DNS names:" in describe_job(service(tasks=tasks), NOW)

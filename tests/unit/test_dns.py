@@ -18,7 +18,8 @@ from typing import Any
 import pytest
 from dnslib import QTYPE, RCODE, RR, A, DNSBuffer, DNSHeader, DNSQuestion, DNSRecord
 
-from worker.dns import MAX_TCP_CONNECTIONS, DnsServer, Endpoints, NameTable, system_upstreams
+from worker.dns import MAX_TCP_CONNECTIONS, DnsServer, system_upstreams
+from worker.names import Endpoints, NameTable
 
 WEB = Endpoints(
     serving=("10.0.0.1", "10.0.0.2", "10.0.0.3"),
