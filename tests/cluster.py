@@ -34,20 +34,37 @@ T = TypeVar("T")
 LEAD_PATTERN = re.compile(r"takes the lead with epoch (\d+)")
 RUN_LABEL = "corral-test-run"
 
-# Each cluster gets a cluster CIDR of its own (a /20: 16 nodes of a /24), so that clusters
-# of parallel test processes never make bridges with the same subnet: 16 per xdist
-# process, used in turn (a cluster's bridges are removed when it closes).
+# Each cluster gets a cluster CIDR of its own (a /20: 16 nodes of a /24), so that live
+# clusters never make bridges with the same subnet: each xdist process picks among 16 of
+# its own, one that no live cluster of its holds and no Docker network overlaps (a
+# cluster's bridges are removed when it closes).
 TEST_CIDRS = list(ipaddress.IPv4Network("10.212.0.0/14").subnets(new_prefix=20))
+CIDRS_PER_PROCESS = 16
 _clusters = itertools.count()
+_cidrs_in_use: set[str] = set()
 # Nothing listens there: names the cluster does not know fail at once, and no test
 # container's query ever leaves this machine.
 NO_UPSTREAM = "127.0.0.1:9"
 
 
-def pick_cidr() -> str:
+def pick_cidr(engine: Any) -> str:
+    """A free test CIDR of this process's share; released by `Cluster.close`."""
     process = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
     index = int(process[2:]) if process[2:].isdigit() else 0
-    return str(TEST_CIDRS[(index * 16 + next(_clusters) % 16) % len(TEST_CIDRS)])
+    base = index * CIDRS_PER_PROCESS % len(TEST_CIDRS)
+    taken = [
+        ipaddress.IPv4Network(pool["Subnet"])
+        for network in engine.networks.list()
+        for pool in (network.attrs.get("IPAM") or {}).get("Config") or []
+        if ":" not in pool.get("Subnet", ":")
+    ]
+    start = next(_clusters)  # in turn: a CIDR just freed is taken last
+    for step in range(CIDRS_PER_PROCESS):
+        cidr = TEST_CIDRS[base + (start + step) % CIDRS_PER_PROCESS]
+        if str(cidr) not in _cidrs_in_use and not any(cidr.overlaps(net) for net in taken):
+            _cidrs_in_use.add(str(cidr))
+            return str(cidr)
+    raise RuntimeError(f"no free test CIDR among {CIDRS_PER_PROCESS} of process {process}")
 
 
 def wait_until(
@@ -95,7 +112,7 @@ class Cluster:
         # log in as worker-<node id>, clients as an admin user. Else all share the URL.
         self.accounts = accounts_of(amqp_url)
         self._worker_nodes: list[str] = []
-        self.cidr = pick_cidr()
+        self.cidr = pick_cidr(self.docker)
 
     @property
     def client_url(self) -> str:
@@ -256,6 +273,7 @@ class Cluster:
                 network.remove()
         with contextlib.suppress(HostNetError):
             Firewall(self.cidr).remove()
+        _cidrs_in_use.discard(self.cidr)
         self.docker.close()
         if self.accounts is not None:
             for node_id in self._worker_nodes:
