@@ -186,6 +186,16 @@ def test_a_host_that_joins_is_routed_to_and_from_every_other(fleet: Fleet) -> No
     joined = fleet.cluster.node_id("hd")
     node = next(n for n in fleet.cluster.client.nodes() if n.node_id == joined)
     assert node.subnet and node.addr == fleet.hosts["d"].lan_addr
+    # Every other host routes the new subnet through the new host (host-gw).
+    for label in "abc":
+        wait_until(
+            lambda label=label: (
+                f"{node.subnet} via {node.addr}"  # type: ignore[misc]
+                in fleet.hosts[label].exec("ip", "-4", "route").stdout
+            ),
+            timeout=10,
+            what=f"a route to {node.subnet} on host {label}",
+        )
 
     fleet.cluster.client.submit(service("late", 1, WEB_COMMAND, "host=d"))
     (late,) = fleet.running("late", 1)
