@@ -39,9 +39,10 @@ from bus.streams import offset_of
 from bus.timers import Timer
 from master import journal, outputs, snapshot, snapshots
 from master.api import Api
-from master.controller import Command, Controller
+from master.controller import Controller
 from master.inputs import Inputs
 from master.journal import Claim, ClaimSeen, Follower, Position
+from master.journaled import Outputs
 from master.network import NetView
 from master.overview import SeenMaster
 from master.settings import MasterSettings
@@ -50,7 +51,6 @@ from schemas.envelope import Message
 from schemas.messages import (
     LeaderAnnounced,
     MasterBeat,
-    Payload,
 )
 
 log = logging.getLogger("corral.master")
@@ -76,7 +76,7 @@ REATTACH_AFTER = 3.0
 DUE_TICK_SLACK = 0.002
 
 
-class Term(Inputs):
+class Term(Inputs, Outputs):
     def __init__(
         self,
         settings: MasterSettings,
@@ -392,44 +392,6 @@ class Term(Inputs):
         if self._due_tick is not None:
             self._due_tick.cancel()
         self._due_tick = self.bus.call_later(wait + DUE_TICK_SLACK, self._on_tick)
-
-    # -- outputs, once journaled --
-
-    def _after(self, *actions: Callable[[], None]) -> None:
-        """Publish what the controller produced, then `actions`, once its events are durable."""
-        assert self.writer is not None
-        commands, notifications = self.controller.drain()
-
-        def act() -> None:
-            for command in commands:
-                self._send(command)
-            for note in notifications:
-                self._notify(note)
-            for action in actions:
-                action()
-
-        self.writer.then(act)
-        self.writer.flush()
-
-    def _send_batch(self, bodies: list[bytes]) -> None:
-        for body in bodies:
-            self.bus.publish_raw(topology.DEFAULT_EXCHANGE, topology.JOURNAL_STREAM, body)
-
-    def _notify(self, note: Payload) -> None:
-        outputs.notify(self.bus, note, self.controller.epoch)
-
-    def _send(self, command: Command) -> None:
-        outputs.send(
-            self.bus, self.controller.state, command, self.controller.epoch, self._unroutable
-        )
-
-    def _unroutable(self, task_id: str) -> Callable[[], None]:
-        def lost() -> None:
-            if self.role == "active":
-                self.controller.assignment_unroutable(task_id, self.clock())
-                self._after()
-
-        return lost
 
     # -- snapshots --
 
