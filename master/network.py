@@ -138,8 +138,15 @@ def _size(names: JobNames) -> int:
 class NetView:
     """The network view of one active term: what was sent, and under which numbers."""
 
-    def __init__(self, state: ClusterState, cidr: str) -> None:
-        """Starts from the state as it is (a new term: every worker gets a snapshot)."""
+    def __init__(self, state: ClusterState, cidr: str, hold_until: float = 0.0) -> None:
+        """Starts from the state as it is (a new term: every worker gets a snapshot).
+
+        A master that has not yet heard every node the journal gave a subnet (it
+        started cold) sends no snapshot before `hold_until` (its takeover grace) while
+        any is missing: a worker replacing its view would drop its routes to those
+        nodes' subnets until they are heard again."""
+        self.hold_until = hold_until
+        self._subnets = len(state.subnets)
         self.token = uuid.uuid4().hex[:12]
         self.cidr = cidr
         self.seq = 0
@@ -173,6 +180,7 @@ class NetView:
                 self._jobs[job_id] = names
                 changed.append(names)
         nodes: list[NetNode] | None = None
+        self._subnets = len(state.subnets)
         if state.net_nodes_version != self._nodes_version:
             self._nodes_version = state.net_nodes_version
             fresh = node_map(state)
@@ -206,6 +214,8 @@ class NetView:
                 sent = self._sent_at.get(network.seq + 1)
                 if sent is not None and now - sent < CATCH_UP:
                     return False  # the update it lacks is most likely on its way
+        if now < self.hold_until and len(self._nodes) < self._subnets:
+            return False  # a node the journal knows is still unheard (see __init__)
         if now - self._snapshot_at.get(node_id, -SNAPSHOT_EVERY) < SNAPSHOT_EVERY:
             return False
         second = int(now)

@@ -303,7 +303,7 @@ class Term(Inputs, Outputs):
         self.controller.journal = self.writer.add
         grace = self.settings.takeover_grace + (RECONNECT_GRACE if self.after_outage else 0.0)
         self.controller.promote(epoch, now, grace=grace)
-        self.net = NetView(self.controller.state, self.settings.cluster_cidr)
+        self.net = NetView(self.controller.state, self.settings.cluster_cidr, now + grace)
         self._announce()
         self.bus.consume_messages(topology.API_QUEUE_DECL, self._on_api, prefetch=64)
         self.bus.consume_messages(topology.MASTER_STATUS_QUEUE_DECL, self._on_status, prefetch=500)

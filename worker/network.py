@@ -166,8 +166,9 @@ class ClusterNetwork:
         self._apply_ahead()
 
     def _apply_ahead(self) -> None:
+        # This view's applied ones go; another view's wait for that view's snapshot.
         for key in [key for key in self._ahead if key[0] == self.view and key[1] <= self.seq]:
-            del self._ahead[key]  # another view's wait for that view's snapshot
+            del self._ahead[key]
         while (following := self._ahead.pop((self.view, self.seq + 1), None)) is not None:
             self._apply(following)
 

@@ -761,3 +761,31 @@ def test_a_snapshot_older_than_what_the_worker_holds_is_ignored(
     net.on_update(full("v", 4, names("web", "10.210.0.4")))
     assert held(net) == ("v", 5)
     assert resolve(net, "web") == ["10.210.0.5"]
+
+
+def test_a_cold_master_holds_snapshots_until_it_has_heard_every_node_or_its_grace_ends() -> None:
+    cluster = cluster_with_nodes()
+    # The journal gave node c a subnet, but this master has not heard c yet.
+    cluster.apply(ev.SubnetAllocated(at=0.0, node_id="c", subnet="10.210.2.0/24"))
+    view = NetView(cluster.state, CIDR, hold_until=13.0)
+    assert not view.wants_snapshot("a", holding("", 0), 10.0)
+    assert view.wants_snapshot("a", holding("", 0), 13.0)  # the grace is over
+
+    heard = NetView(cluster.state, CIDR, hold_until=13.0)
+    cluster.apply(
+        ev.NodeObserved(
+            at=10.0,
+            node_id="c",
+            boot_id="boot-c",
+            capacity=Resources(cpus=64, memory=64 * GiB),
+            network=NodeNetwork(addr="192.168.1.3"),
+        )
+    )
+    heard.changes(cluster.state, 10.0)
+    assert heard.wants_snapshot("a", holding("", 0), 10.0)  # every node is heard
+
+
+def test_a_warm_master_sends_snapshots_at_once() -> None:
+    cluster = cluster_with_nodes()
+    view = NetView(cluster.state, CIDR, hold_until=13.0)
+    assert view.wants_snapshot("a", holding("", 0), 10.0)
