@@ -17,6 +17,8 @@ from typing import Any
 from dnslib import QTYPE, RR, A
 from dnslib.server import BaseResolver, DNSServer
 
+from tests.conftest import TEST_IMAGE
+
 Exec = Callable[[str], str]  # runs `sh -c SCRIPT` in a container, returns its output
 
 # A web replica answers with its hostname (its container id's first 12 characters).
@@ -25,7 +27,24 @@ WEB_COMMAND = [
     "-c",
     "mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 80 -h /www",
 ]
+# The name the tests' stub upstream resolver answers, and its answer.
+UPSTREAM_NAME = "upstream.example.test"
+UPSTREAM_ADDRESS = "10.99.0.7"
 _IPV4 = re.compile(r"\b(?:\d{1,3}\.){3}\d{1,3}\b")
+
+
+def service(name: str, replicas: int, command: list[str], *constraints: str) -> dict[str, object]:
+    """A job spec: a service of `replicas` running `command` on the test image."""
+    return {
+        "name": name,
+        "image": TEST_IMAGE,
+        "command": command,
+        "kind": "service",
+        "replicas": replicas,
+        "restart": {"backoff_initial": 0.5},
+        "stop_grace": 1,
+        "constraints": list(constraints),
+    }
 
 
 def http_get(run: Exec, name: str, port: int = 80) -> str:

@@ -19,34 +19,20 @@ import pytest
 
 from schemas.api import TaskInfo
 from tests.cluster import Cluster, wait_until
-from tests.conftest import TEST_IMAGE
 from tests.nettools import (
+    UPSTREAM_ADDRESS,
+    UPSTREAM_NAME,
     WEB_COMMAND,
     Exec,
     StubResolver,
     http_get,
     resolve,
+    service,
     started_at,
     wait_resolves,
 )
 
 pytestmark = pytest.mark.integration
-
-UPSTREAM_NAME = "upstream.example.test"
-UPSTREAM_ADDRESS = "10.99.0.7"
-
-
-def service(name: str, replicas: int, command: list[str], *constraints: str) -> dict[str, object]:
-    return {
-        "name": name,
-        "image": TEST_IMAGE,
-        "command": command,
-        "kind": "service",
-        "replicas": replicas,
-        "restart": {"backoff_initial": 0.5},
-        "stop_grace": 1,
-        "constraints": list(constraints),
-    }
 
 
 @pytest.fixture
