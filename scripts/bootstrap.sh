@@ -64,8 +64,6 @@ install_packages() {
 
 # --- 2. RabbitMQ ---------------------------------------------------------------
 rmq_ping() { timeout 30 rabbitmq-diagnostics -q ping >/dev/null 2>&1; }
-mgmt_ok() { http_ok "$MGMT_URL" guest:guest; }
-events_ok() { http_ok "$EVENTS_URL" guest:guest; }
 
 rmq_fail() {
     err "$1"
@@ -89,59 +87,60 @@ raise_fd_limit() {
     printf 'rabbitmq soft nofile %s\nrabbitmq hard nofile %s\n' "$n" "$n" >"$RMQ_LIMITS_FILE"
 }
 
-start_rabbitmq() {
-    if rmq_ping; then
-        return 0
-    fi
-    need_root "starting rabbitmq-server"
-    say "starting rabbitmq-server (rabbitmq-server -detached)"
-    local t0=$SECONDS
-    # It may already be booting (started by someone else): its exit code is not
-    # decisive, the ping below is. Every connection and every quorum queue costs the
-    # broker file descriptors; with the usual 1024 a few hundred quorum queues leave it
-    # accepting sockets it can never serve, so give it many more.
-    raise_fd_limit
-    # RabbitMQ 3.10 sometimes crashes while booting on a node with queues from earlier
-    # runs (file_handle_cache badarg: "Application rabbit exited"); the node it left
-    # is stopped and started again, up to three times.
-    local attempt
-    for attempt in 1 2 3; do
-        (close_lock_fds && exec rabbitmq-server -detached) >>"$RMQ_START_LOG" 2>&1 </dev/null || true
-        if wait_until 60 rmq_ping; then
-            note "rabbitmq up after $((SECONDS - t0)) s"
-            return 0
-        fi
-        ((attempt < 3)) || break
-        note "rabbitmq did not answer within 60 s (attempt $attempt): stopping the node and starting it again"
-        timeout 60 rabbitmqctl stop >>"$RMQ_START_LOG" 2>&1 </dev/null || true
-    done
-    rmq_fail "rabbitmq did not answer 'rabbitmq-diagnostics ping' after 3 starts of 60 s each"
-}
+# Fully booted, not only the Erlang node answering: the rabbit application running.
+rmq_running() { timeout 30 rabbitmq-diagnostics -q check_running >/dev/null 2>&1; }
+rmq_ready() { rmq_running && http_all_ok guest:guest "$MGMT_URL" "$EVENTS_URL"; }
 
+# enable_plugins MODE : make sure PLUGINS are enabled; MODE --offline writes the
+# enabled_plugins file (the node boots with them), --online asks the running node.
 enable_plugins() {
-    # Fast path: the API answering and the event exchange existing mean both are on.
-    if http_all_ok guest:guest "$MGMT_URL" "$EVENTS_URL"; then
-        return 0
-    fi
     local enabled plugin missing=()
     enabled=$(rabbitmq-plugins list -q -e -m 2>/dev/null) || true
     for plugin in "${PLUGINS[@]}"; do
         grep -qx "$plugin" <<<"$enabled" || missing+=("$plugin")
     done
-    if ((${#missing[@]})); then
-        need_root "enabling ${missing[*]}"
-        say "enabling RabbitMQ plugins ${missing[*]}"
-        # Online, on the running node; also written to its enabled_plugins file.
-        (close_lock_fds && exec rabbitmq-plugins enable "${missing[@]}") \
-            >>"$RMQ_START_LOG" 2>&1 </dev/null ||
-            rmq_fail "rabbitmq-plugins enable ${missing[*]} failed"
+    ((${#missing[@]})) || return 0
+    say "enabling RabbitMQ plugins ${missing[*]} ($1)"
+    (close_lock_fds && exec rabbitmq-plugins enable "$1" "${missing[@]}") \
+        >>"$RMQ_START_LOG" 2>&1 </dev/null ||
+        rmq_fail "rabbitmq-plugins enable $1 ${missing[*]} failed"
+}
+
+start_rabbitmq() {
+    if rmq_ready; then
+        return 0
     fi
-    say "waiting for $MGMT_URL"
+    need_root "starting rabbitmq-server"
     local t0=$SECONDS
-    wait_until 60 mgmt_ok || rmq_fail "management API $MGMT_URL did not answer guest:guest within 60 s"
-    wait_until 30 events_ok ||
-        rmq_fail "no exchange amq.rabbitmq.event on vhost / 30 s after enabling rabbitmq_event_exchange"
-    note "management API and event exchange up after $((SECONDS - t0)) s"
+    # Every connection and every quorum queue costs the broker file descriptors; with
+    # the usual 1024 a few hundred quorum queues leave it accepting sockets it can never
+    # serve, so give it many more.
+    raise_fd_limit
+    # The plugins go into the enabled_plugins file before the node starts, so it boots
+    # with them: enabling them online while the node is still booting races with its
+    # boot (RabbitMQ 3.10: file_handle_cache badarg, "Application rabbit exited", the
+    # node left without the rabbit application). A node that already answers (started
+    # by someone else, or still booting) is waited for until fully booted instead.
+    rmq_ping || enable_plugins --offline
+    local attempt
+    for attempt in 1 2 3; do
+        if ! rmq_ping; then
+            say "starting rabbitmq-server (rabbitmq-server -detached)"
+            (close_lock_fds && exec rabbitmq-server -detached) >>"$RMQ_START_LOG" 2>&1 </dev/null || true
+        fi
+        if wait_until 90 rmq_running; then
+            note "rabbitmq booted after $((SECONDS - t0)) s"
+            enable_plugins --online
+            if wait_until 60 rmq_ready; then
+                note "management API and event exchange up after $((SECONDS - t0)) s"
+                return 0
+            fi
+        fi
+        ((attempt < 3)) || break
+        note "rabbitmq is not ready (attempt $attempt): stopping the node and starting it again"
+        timeout 60 rabbitmqctl stop >>"$RMQ_START_LOG" 2>&1 </dev/null || true
+    done
+    rmq_fail "rabbitmq was not ready (application running, management API $MGMT_URL answering guest:guest, exchange amq.rabbitmq.event) after 3 starts"
 }
 
 # --- 3. Docker -----------------------------------------------------------------
@@ -191,7 +190,6 @@ ensure_test_image() {
 
 install_packages
 start_rabbitmq
-enable_plugins
 start_docker
 ensure_test_image
 say "bootstrap ok: rabbitmq (amqp :5672, management :15672, event exchange), docker, $TEST_IMAGE"
