@@ -87,6 +87,13 @@ def master(
     forget_down_nodes_after: Annotated[
         float, typer.Option(metavar="S", help="Forget a node down this long with no tasks.")
     ] = 600.0,
+    standby_hold: Annotated[
+        float,
+        typer.Option(
+            metavar="S",
+            help="A suspect node's replacements wait paused elsewhere this long; 0: none.",
+        ),
+    ] = 10.0,
     amqp_heartbeat: Annotated[
         int,
         typer.Option(metavar="S", help="AMQP heartbeat: a frozen master loses the lead after ~2x."),
@@ -134,6 +141,7 @@ def master(
             remember_requests=remember_requests,
             unroutable_hold=unroutable_hold,
             forget_down_nodes_after=forget_down_nodes_after,
+            standby_hold=standby_hold,
             amqp_heartbeat=amqp_heartbeat,
             ping_interval=ping_interval,
             takeover_grace=takeover_grace,

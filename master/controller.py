@@ -31,7 +31,7 @@ import logging
 
 from master import events as ev
 from master import network, reconciler, reports, rollout, views
-from master.effects import Command, StartCommand, StopCommand
+from master.effects import Command, StandbyCommand, StartCommand, StopCommand
 from master.errors import ApiProblem
 from master.model import Outcome
 from master.moves import Moves
@@ -47,6 +47,7 @@ __all__ = [
     "ApiProblem",
     "Command",
     "Controller",
+    "StandbyCommand",
     "StartCommand",
     "StopCommand",
 ]

@@ -12,7 +12,7 @@ pass, one job event per changed job, old jobs forgotten. No I/O, no clock.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from itertools import islice
 
@@ -53,7 +53,19 @@ class StopCommand:
     grace: float = 10.0
 
 
-Command = StartCommand | StopCommand
+@dataclass(frozen=True)
+class StandbyCommand:
+    """Start the replacement `task_id` (slot `slot` of `job_id`, its current spec) paused
+    on `node_id`, to be removed after `hold` seconds unless started (master/standby.py)."""
+
+    task_id: str
+    job_id: str
+    slot: int
+    node_id: str
+    hold: float
+
+
+Command = StartCommand | StopCommand | StandbyCommand
 
 
 class Effects:
@@ -136,6 +148,7 @@ class Effects:
         for job_id in list(self._touched):
             self._advance_rollout(job_id, now)
         self._schedule(now)
+        self._settle_standbys(now)
         touched, self._touched = self._touched, {}
         for job_id in touched:
             self._notify_job(job_id, now)
@@ -145,10 +158,18 @@ class Effects:
         """One pass, unless nothing that could let a task be placed has happened."""
         if self.state.placeable_version == self._planned_version and now < self._next_due:
             return
-        for event in scheduler.plan(self.state, epoch=self.epoch, now=now):
+        preferred = self._preferred_nodes()
+        for event in scheduler.plan(self.state, epoch=self.epoch, now=now, preferred=preferred):
             self._commit(event, now)
         self._planned_version = self.state.placeable_version
         self._next_due = scheduler.next_due(self.state, now)
+
+    def _preferred_nodes(self) -> Mapping[str, str]:
+        """Nodes the scheduling pass tries first, by task id (warm standbys)."""
+        return {}
+
+    def _settle_standbys(self, now: float) -> None:
+        """After a scheduling pass: what becomes of warm standbys (master/standby.py)."""
 
     def _notify_job(self, job_id: str, now: float) -> None:
         """Announce the job's state if it is not the one last announced."""

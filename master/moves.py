@@ -16,7 +16,8 @@ import logging
 
 from master import events as ev
 from master import reconciler, reports, rollout
-from master.effects import Effects, StartCommand
+from master.effects import StartCommand
+from master.standby import WarmStandbys
 from master.state import (
     ACTIVE_TASK_STATES,
     Job,
@@ -27,7 +28,7 @@ from schemas.messages import JobEvent, NodeEvent
 log = logging.getLogger("corral.master")
 
 
-class Moves(Effects):
+class Moves(WarmStandbys):
     def _follow(self, event: ev.Event, task: Task | None, now: float) -> None:
         if task is not None:
             self._follow_task(event, task, now)
@@ -47,6 +48,7 @@ class Moves(Effects):
             if event.state == "down":
                 lost = reports.lost_with_node(self.state, event.node_id, event.reason, now)
                 self._commit_all(lost, now)
+            self._standby_follow(event, now)
         elif isinstance(event, ev.JobFailed):
             job = self.state.jobs[event.job_id]
             self._stop_tasks(self.state.live_tasks(job), "job failed", now)

@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 from bus import Bus, topology
 from master.controller import Command, StartCommand, StopCommand
+from master.effects import StandbyCommand
 from master.state import ClusterState
 from schemas.messages import JobEvent, NodeEvent, Payload, StartTask, StopTask
 
@@ -35,18 +36,13 @@ def send(
     """A start or stop command to its node's queue (mandatory, with `epoch`).
     `unroutable(task_id)` is what to call if the broker returns a start unroutable."""
     on_returned = None
-    if isinstance(command, StartCommand):
-        task = state.tasks.get(command.task_id)
-        if task is None:  # forgotten within the same input: nothing to start
+    if isinstance(command, StartCommand | StandbyCommand):
+        start = _start(state, command)
+        if start is None:  # forgotten within the same input: nothing to start
             return
-        payload: Payload = StartTask(
-            task_id=task.task_id,
-            job_id=task.job_id,
-            slot=task.slot,
-            node_id=command.node_id,
-            spec=state.jobs[task.job_id].spec_of(task),
-        )
-        on_returned = unroutable(task.task_id)
+        payload: Payload = start
+        if isinstance(command, StartCommand):
+            on_returned = unroutable(command.task_id)
     elif isinstance(command, StopCommand):
         payload = StopTask(
             task_id=command.task_id,
@@ -62,6 +58,30 @@ def send(
         epoch=epoch,
         mandatory=True,
         on_returned=on_returned,
+    )
+
+
+def _start(state: ClusterState, command: StartCommand | StandbyCommand) -> StartTask | None:
+    """The `assign.start` of a command: a task's, or a warm standby's (the replacement of a
+    task on a suspect node, not yet in the state: its job's current spec)."""
+    if isinstance(command, StandbyCommand):
+        job = state.jobs.get(command.job_id)
+        if job is None:
+            return None
+        task_id, slot, spec, standby = command.task_id, command.slot, job.spec, command.hold
+    else:
+        task = state.tasks.get(command.task_id)
+        if task is None:
+            return None
+        job = state.jobs[task.job_id]
+        task_id, slot, spec, standby = task.task_id, task.slot, job.spec_of(task), 0.0
+    return StartTask(
+        task_id=task_id,
+        job_id=job.job_id,
+        slot=slot,
+        node_id=command.node_id,
+        spec=spec,
+        standby=standby,
     )
 
 

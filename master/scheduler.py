@@ -35,7 +35,7 @@ from __future__ import annotations
 import heapq
 import zlib
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from itertools import groupby, islice
 
 from master import events as ev
@@ -137,11 +137,15 @@ def ready_to_place(state: ClusterState, now: float) -> list[Task]:
     return sorted(tasks, key=lambda t: (t.created_at, t.task_id))
 
 
-def plan(state: ClusterState, *, epoch: int, now: float) -> Iterator[ev.Event]:
+def plan(
+    state: ClusterState, *, epoch: int, now: float, preferred: Mapping[str, str] | None = None
+) -> Iterator[ev.Event]:
     """One scheduling pass: an assignment or a new unplaced reason per due pending task.
 
     Jobs are served in the order of their oldest due task; apply each event
-    before taking the next one.
+    before taking the next one. A task named in `preferred` goes to that node if the
+    node may take it (a warm standby waits there, master/standby.py), before the
+    job's other tasks are placed.
     """
     due = ready_to_place(state, now)
     first_seen: dict[str, int] = {}
@@ -152,10 +156,12 @@ def plan(state: ClusterState, *, epoch: int, now: float) -> Iterator[ev.Event]:
         return
     nodes = list(state.nodes.values())
     for job_id, tasks in groupby(due, key=lambda t: t.job_id):
-        yield from _place_job(state, state.jobs[job_id], list(tasks), nodes, epoch, now)
+        yield from _place_job(
+            state, state.jobs[job_id], list(tasks), nodes, epoch, now, preferred or {}
+        )
 
 
-def _walk(job: Job, nodes: list[Node], now: float) -> Iterator[Node]:
+def walk(job: Job, nodes: list[Node], now: float) -> Iterator[Node]:
     """The nodes that can take a task of `job`, each once: in a large cluster, from an
     offset drawn from the job's id."""
     count = len(nodes)
@@ -173,18 +179,30 @@ def _place_job(
     nodes: list[Node],
     epoch: int,
     now: float,
+    preferred: Mapping[str, str],
 ) -> Iterator[ev.Event]:
     tasks = [task for task in tasks if task.state == "pending"]
-    walk = _walk(job, nodes, now)
+    if preferred:
+        placed = set()
+        for task in tasks:
+            node = state.nodes.get(preferred.get(task.task_id, ""))
+            if node is not None and rejection(job.spec_of(task), node, now) is None:
+                placed.add(task.task_id)
+                yield ev.TaskAssigned(
+                    at=now, task_id=task.task_id, node_id=node.node_id, epoch=epoch
+                )
+        tasks = [task for task in tasks if task.task_id not in placed]
+    nodes_that_fit = walk(job, nodes, now)
     wanted = len(nodes) if len(nodes) <= FULL_SCAN_NODES else 2 * len(tasks)
     candidates = [
-        (score(job, node), node.node_id) for node in islice(walk, max(MIN_CANDIDATES, wanted))
+        (score(job, node), node.node_id)
+        for node in islice(nodes_that_fit, max(MIN_CANDIDATES, wanted))
     ]
     heapq.heapify(candidates)
     reason = ""
     for task in tasks:
         if not candidates:  # the sample is full: take more from the walk, if any
-            more = next(walk, None)
+            more = next(nodes_that_fit, None)
             if more is not None:
                 candidates.append((score(job, more), more.node_id))
         if candidates:

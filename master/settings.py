@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from bus.tls import Tls
 from schemas.base import NODE_ID_PATTERN
+from schemas.limits import MAX_STANDBY_HOLD
 
 
 class MasterSettings(BaseModel):
@@ -28,6 +29,9 @@ class MasterSettings(BaseModel):
     # If more than this share of ready nodes go silent at once, hold: it is the
     # broker or our own link failing, not the fleet.
     partition_threshold: Annotated[float, Field(gt=0, le=1)] = 0.5
+    # When a node turns suspect, its services' replacements start paused elsewhere and
+    # wait up to this long for it to go down (master/standby.py); 0: no warm standbys.
+    standby_hold: Annotated[float, Field(ge=0, le=MAX_STANDBY_HOLD)] = 10.0
     # History the master keeps, so its memory follows what it is told to keep and
     # not how long it has run: ended jobs (oldest forgotten first) and, per slot,
     # ended attempts besides the current one (oldest forgotten first).

@@ -38,6 +38,7 @@ from schemas.limits import (
     MAX_NET_NODES,
     MAX_NODE_TASKS,
     MAX_REPLICAS,
+    MAX_STANDBY_HOLD,
 )
 
 TaskState = Literal["pending", "assigned", "running", "exited", "failed", "lost", "stopped"]
@@ -127,6 +128,10 @@ class StartTask(Payload):
     slot: Slot
     node_id: NodeId
     spec: JobSpec
+    # > 0: a warm standby. Start the container paused and tell no one; a later
+    # assign.start without standby unpauses it, an assign.stop removes it, and the
+    # worker removes it itself after this many seconds (master/standby.py).
+    standby: Annotated[float, Field(ge=0, le=MAX_STANDBY_HOLD)] = 0.0
 
 
 class StopTask(Payload):

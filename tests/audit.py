@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 RUN_LABEL = "corral-test-run"
+# The engine's actions recorded, and the `Life` list each goes to.
+_ACTIONS = {"start": "starts", "die": "deaths", "pause": "pauses", "unpause": "unpauses"}
 
 
 @dataclass
@@ -25,6 +27,18 @@ class Life:
     node_id: str
     starts: list[float] = field(default_factory=list)
     deaths: list[float] = field(default_factory=list)
+    # A warm standby (master/standby.py) is paused right after its start, and unpaused
+    # when it is needed.
+    pauses: list[float] = field(default_factory=list)
+    unpauses: list[float] = field(default_factory=list)
+
+    @property
+    def serving_since(self) -> float | None:
+        """When it first ran unpaused: its first start, or its last unpause if it was
+        paused (None if it never started, or is paused still)."""
+        if not self.starts or len(self.unpauses) < len(self.pauses):
+            return None
+        return max(self.unpauses) if self.unpauses else min(self.starts)
 
     def intervals(self, now: float) -> list[tuple[float, float]]:
         """(started, died) spans; a container still running ends at `now`."""
@@ -69,7 +83,7 @@ class ContainerAudit:
 
     def _record(self, event: dict[str, Any]) -> None:
         action = event.get("Action") or event.get("status")
-        if action not in ("start", "die"):
+        if action not in _ACTIONS:
             return
         actor = event.get("Actor", {})
         attributes = actor.get("Attributes", {})
@@ -85,7 +99,7 @@ class ContainerAudit:
                     attributes.get("corral.node", ""),
                 ),
             )
-            (life.starts if action == "start" else life.deaths).append(at)
+            getattr(life, _ACTIONS[action]).append(at)
 
     def snapshot(self) -> list[Life]:
         with self._lock:
@@ -97,6 +111,8 @@ class ContainerAudit:
                     life.node_id,
                     list(life.starts),
                     list(life.deaths),
+                    list(life.pauses),
+                    list(life.unpauses),
                 )
                 for life in self.lives.values()
             ]

@@ -49,13 +49,12 @@ import signal
 import threading
 import time
 import uuid
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from types import FrameType
 
 from bus import Bus, Delivery, topology
 from bus.connevents import worker_connection_name
+from bus.timers import Timer
 from schemas.envelope import Message
 from schemas.limits import MAX_NODE_TASKS
 from schemas.messages import (
@@ -76,32 +75,16 @@ from worker.network import RECHECK_EVERY, ClusterNetwork
 from worker.reports import StatusReports
 from worker.runtime import DockerRuntime
 from worker.settings import WorkerSettings
+from worker.standbys import Pending, Standbys, stale
 from worker.stops import Stopper
 
 log = logging.getLogger("corral.worker")
 
 # How often the bus thread looks whether a signal asked it to leave the cluster.
 LEAVE_POLL = 0.2
-# How long a start waits for the node's bridge (the master sends the network view with
-# the node's subnet when it first hears of it) before it fails, to be retried.
-NETWORK_WAIT = 10.0
 
 
-@dataclass
-class _Pending:
-    """A task's Docker call under way: deliveries it settles, and commands queued behind it."""
-
-    deliveries: list[Delivery] = field(default_factory=list)
-    then: list[Callable[[], None]] = field(default_factory=list)
-
-    def settle(self) -> None:
-        for delivery in self.deliveries:
-            delivery.ack()
-        for follow_up in self.then:
-            follow_up()
-
-
-class WorkerAgent(StatusReports, Leaving, Control):
+class WorkerAgent(StatusReports, Leaving, Control, Standbys):
     """One node: built from its settings (resolving and saving its node id, connecting
     to Docker: raises `IdentityError` or `RuntimeUnavailable`), then served by `run`."""
 
@@ -124,7 +107,8 @@ class WorkerAgent(StatusReports, Leaving, Control):
         self.max_epoch = 0  # the newest master epoch accepted or announced
         self._refusals = RefusalGate()
         self.containers: dict[str, ContainerInfo] = {}
-        self._busy: dict[str, _Pending] = {}  # task id -> start or SIGTERM under way
+        self._busy: dict[str, Pending] = {}  # task id -> start or SIGTERM under way
+        self.spares: dict[str, tuple[ContainerInfo, Timer]] = {}  # standbys, paused
         self._reported: dict[str, str] = {}  # task id -> last state published
         self._health: dict[str, Health] = {}  # task id -> last health published
         self._early_health: dict[str, Health] = {}  # verdicts that came before the start result
@@ -223,7 +207,7 @@ class WorkerAgent(StatusReports, Leaving, Control):
 
     def _adopt(self) -> None:
         """Take over the containers a previous run of this node left behind."""
-        for info in self.runtime.list_tasks():
+        for info in self._remove_paused(self.runtime.list_tasks()):
             self.containers[info.task_id] = info
             if info.state in ("running", "exited"):
                 self._report_container(info)
@@ -292,7 +276,12 @@ class WorkerAgent(StatusReports, Leaving, Control):
         self.max_epoch = epoch  # only now: the whole command has been checked
         busy = self._busy.get(command.task_id)
         if isinstance(command, StartTask):
-            if busy is not None:
+            if command.standby and stale(message.envelope.sent_at):
+                log.info("standby %s arrived too late to be of use: ignored", command.task_id)
+                delivery.ack()
+            elif busy is not None and busy.standby and not command.standby:
+                busy.then.append(functools.partial(self._start, command, epoch, delivery))
+            elif busy is not None:
                 busy.deliveries.append(delivery)  # a redelivery while the first is in hand
             else:
                 self._start(command, epoch, delivery)
@@ -328,29 +317,25 @@ class WorkerAgent(StatusReports, Leaving, Control):
             self._report_container(existing)
             delivery.ack()
             return
+        if command.standby:
+            self._prepare(command, epoch, delivery)
+            return
         if self.leaving:  # the master had not heard yet: it places the task elsewhere
             reason = f"node {self.node_id} is leaving the cluster"
             self._report(command.task_id, command.job_id, "failed", reason=reason)
             delivery.ack()
             return
-        self._busy[command.task_id] = _Pending([delivery])
+        if self._take_spare(command, epoch, delivery):
+            return
+        self._busy[command.task_id] = Pending([delivery])
         self._starts.submit(self._start_in_pool, command, epoch)
 
     def _start_in_pool(self, command: StartTask, epoch: int) -> None:
-        try:
-            attachment = None
-            if self.network is not None and command.spec.network == "cluster":
-                attachment = self.network.attachment(wait=NETWORK_WAIT)
-            result: ContainerInfo | StartError = self.runtime.start(command, epoch, attachment)
-        except StartError as exc:
-            result = exc
-        except Exception as exc:
-            log.exception("starting %s failed", command.task_id)
-            result = StartError(f"docker error: {exc}", retryable=True)
+        result = self._run_start(command, epoch)
         self.bus.call_threadsafe(functools.partial(self._started, command, result))
 
     def _started(self, command: StartTask, result: ContainerInfo | StartError) -> None:
-        pending = self._busy.pop(command.task_id, _Pending())
+        pending = self._busy.pop(command.task_id, Pending())
         early_health = self._early_health.pop(command.task_id, None)
         if isinstance(result, StartError):
             log.warning("task %s failed to start: %s", command.task_id, result.reason)
@@ -373,14 +358,16 @@ class WorkerAgent(StatusReports, Leaving, Control):
         pending.settle()
         self._check_left()
 
-    def _stop(self, command: StopTask, delivery: Delivery) -> None:
+    def _stop(self, command: StopTask, delivery: Delivery | None) -> None:
+        self._drop_spare(command.task_id)  # a standby goes as any container
+        deliveries = [delivery] if delivery is not None else []
         if self.stopper.stop(command):
-            self._busy[command.task_id] = _Pending([delivery])  # until SIGTERM is sent
+            self._busy[command.task_id] = Pending(deliveries)  # until SIGTERM is sent
         else:
-            delivery.ack()  # already being stopped (at most sooner now)
+            Pending(deliveries).settle()  # already being stopped (at most sooner now)
 
     def _signalled(self, command: StopTask) -> None:
-        self._busy.pop(command.task_id, _Pending()).settle()
+        self._busy.pop(command.task_id, Pending()).settle()
 
     def _stopped(self, command: StopTask) -> None:
         info = self.containers.pop(command.task_id, None)

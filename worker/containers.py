@@ -62,6 +62,7 @@ class ContainerInfo:
     reason: str = ""
     health: Health = ""
     address: str = ""  # on the cluster network ("": not attached, or not running)
+    paused: bool = False  # a warm standby (worker.standbys); its state says "running"
 
 
 @dataclass(frozen=True)
@@ -162,6 +163,7 @@ def container_info(attrs: dict[str, Any], container_id: str) -> ContainerInfo:
         reason=exit_reason(exit_code, oom_killed=oom_killed, memory=memory),
         health=container_health(attrs) if status == "running" else "",
         address=cluster_address(attrs, labels) if status == "running" else "",
+        paused=details.get("Status") == "paused",
     )
 
 

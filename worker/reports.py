@@ -41,15 +41,22 @@ class StatusReports:
     _reported: dict[str, str]
     _health: dict[str, Health]
     _early_health: dict[str, Health]
+    spares: dict[str, Any]  # warm standbys (worker.standbys): never reported
     # Methods it calls that the agent (or another of its mixins) defines: only declared
     # here, so that none of these shadows the real one.
     _check_left: Callable[[], None]
+    _drop_spare: Callable[[str], bool]
 
     def _on_runtime_event(self, event: RuntimeEvent) -> None:
         if event.task_id in self.stopper:
             if event.kind == "exited":
                 self.stopper.exited(event.task_id)  # no need to wait out the grace
             return  # the stop itself reports
+        if event.task_id in self.spares:
+            if event.kind == "exited":  # it died before its pause: no standby any more
+                self._drop_spare(event.task_id)
+                self._short_calls.submit(self.runtime.remove, event.task_id)
+            return
         if event.kind == "health":
             self._on_health(event)
             return

@@ -158,16 +158,26 @@ class DockerRuntime:
         return infos
 
     def start(
-        self, task: StartTask, epoch: int, attachment: Attachment | None = None
+        self,
+        task: StartTask,
+        epoch: int,
+        attachment: Attachment | None = None,
+        *,
+        paused: bool = False,
     ) -> ContainerInfo:
         """Create and start the task's container and return its state. Idempotent: if the
         task already has a container on this node it is returned (and started if it was
         only created), never duplicated. Blocks for the create and start calls (and for
         the pull, if the spec asks for one). Raises only `StartError`, retryable when
         the engine was unreachable or failed on its side. With an `attachment` the
-        container joins the cluster network (one more engine call: its address)."""
+        container joins the cluster network (one more engine call: its address).
+        `paused`: pause it right after the start (a warm standby, `worker.standbys`)."""
         try:
-            return self._start_task(task, epoch, attachment)
+            info = self._start_task(task, epoch, attachment)
+            if paused and info.state == "running" and not info.paused:
+                self._client.api.pause(info.container_id)
+                info = dataclasses.replace(info, paused=True)
+            return info
         except APIError as error:
             raise StartError(_explain(error), retryable=_retryable(error)) from error
         except _TRANSPORT_ERRORS as error:
@@ -193,6 +203,17 @@ class DockerRuntime:
                 ) from error
             return self._resume(existing)
         return self._start(container)
+
+    def unpause(self, standby: ContainerInfo) -> ContainerInfo:
+        """Unpause a warm standby (one engine call) and return it as running. Raises only
+        `StartError` (the container died or is gone: start the task afresh)."""
+        try:
+            self._client.api.unpause(standby.container_id)
+        except APIError as error:
+            raise StartError(_explain(error), retryable=True) from error
+        except _TRANSPORT_ERRORS as error:
+            raise StartError(f"Docker engine failed: {_explain(error)}", retryable=True) from error
+        return dataclasses.replace(standby, paused=False)
 
     def terminate(self, task_id: str) -> StopOutcome:
         """Ask the task's container to stop: SIGTERM if it is running (the caller kills
@@ -391,6 +412,9 @@ class DockerRuntime:
 
     def _resume(self, container: Container) -> ContainerInfo:
         info = self._info(container)
+        if info.paused:  # a standby the agent no longer holds: the task is wanted now
+            self._client.api.unpause(container.id or "")
+            return dataclasses.replace(info, paused=False)
         return self._start(container) if info.state == "created" else info
 
     def _start(self, container: Container) -> ContainerInfo:

@@ -118,14 +118,74 @@ def test_frozen_worker_is_replaced_and_fenced_when_it_thaws(trio: Cluster) -> No
         assert not any(is_running(cluster, cid) for cid in originals.values())
         # Exactly one new container for each replaced slot, started once; none for the others.
         known = {c.id for c in before.values()}
-        new = {life.container_id for life in audit.snapshot() if life.container_id not in known}
+        lives = {life.container_id: life for life in audit.snapshot()}
+        new = {cid for cid in lives if cid not in known}
         assert new == {after[slot].id for slot in originals}
         assert not audit.restarted()
+        # Each replacement waited paused while w1 was only suspect (a warm standby), and
+        # was unpaused once it was down.
+        assert all(lives[cid].pauses and lives[cid].unpauses for cid in new), lives
         assert {slot: c.id for slot, c in after.items() if slot not in originals} == {
             slot: c.id for slot, c in before.items() if slot not in originals
         }
         wait_until(lambda: cluster.client.job("web").state == "running", timeout=5, what="web")
         assert "fencing" in (cluster.workdir / "master.log").read_text()
+    finally:
+        audit.close()
+
+
+def test_a_worker_heard_again_while_suspect_keeps_its_tasks_and_the_standbys_go(
+    trio: Cluster,
+) -> None:
+    """Frozen past suspect_after, thawed before dead_after: the replacements that waited
+    paused on the other nodes are removed, never unpaused; nothing else changes."""
+    cluster = trio
+    w1 = cluster.node_id("w1")
+    before = submit(cluster, "db")
+    originals = [c.id for c in before.values() if c.labels[NODE] == w1]
+    assert originals, f"nothing placed on {w1}"
+    started = {c.id: c.attrs["State"]["StartedAt"] for c in before.values()}
+    tasks = {t.task_id: (t.node_id, t.container_id) for t in cluster.client.job("db").tasks}
+    audit = ContainerAudit(cluster.docker, cluster.run_id).start()
+    try:
+        cluster.signal("w1", signal.SIGSTOP)
+        try:
+            wait_until(
+                lambda: node_states(cluster)[w1] == "suspect",
+                timeout=5,
+                interval=0.05,
+                what=f"{w1} suspect",
+            )
+        finally:
+            cluster.signal("w1", signal.SIGCONT)
+        thawed_at = time.time()
+
+        def heard_again() -> bool:
+            node = next(n for n in cluster.client.nodes() if n.node_id == w1)
+            return node.state == "ready" and node.last_seen.timestamp() >= thawed_at
+
+        wait_until(heard_again, timeout=10, what=f"{w1} ready again")
+        wait_until(
+            lambda: len(cluster.containers("db")) == REPLICAS,
+            timeout=15,
+            what="the standbys removed",
+        )
+        lives = {life.container_id: life for life in audit.snapshot()}
+        standbys = {cid: life for cid, life in lives.items() if cid not in started}
+        # One standby per task of w1, started and paused, removed without ever running.
+        assert len(standbys) == len(originals), lives
+        for life in standbys.values():
+            assert (len(life.starts), len(life.pauses), len(life.unpauses)) == (1, 1, 0), life
+            assert life.deaths, life
+            assert life.task_id not in tasks
+        # The job never noticed: same tasks, same containers, none restarted or died.
+        assert node_states(cluster)[w1] == "ready"
+        job = cluster.client.job("db")
+        assert {t.task_id: (t.node_id, t.container_id) for t in job.tasks} == tasks
+        after = wait_until(lambda: by_slot(cluster, "db"), timeout=5, what="db running")
+        assert {c.id: c.attrs["State"]["StartedAt"] for c in after.values()} == started
+        assert not any(lives[cid].deaths for cid in started if cid in lives)
+        assert "warm standbys" in (cluster.workdir / "master.log").read_text()
     finally:
         audit.close()
 

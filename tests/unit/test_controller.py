@@ -11,6 +11,7 @@ from master.controller import (
     ApiProblem,
     Command,
     Controller,
+    StandbyCommand,
     StartCommand,
     StopCommand,
 )
@@ -175,7 +176,8 @@ def test_a_silent_node_loses_its_tasks_to_the_other_node() -> None:
     master.drain()
     master.heartbeat(heartbeat("b", seq=1), 2.5)
     master.tick(2.5)
-    assert master.drain()[0] == []  # a is only suspect
+    # a is only suspect: its task's replacement starts paused on b (a warm standby)
+    assert master.drain()[0] == [StandbyCommand("web-0-1", "web", 0, "b", 10.0)]
     master.tick(3.0)
     commands, notifications = master.drain()
     assert master.state.tasks["web-0-0"].state == "lost"

@@ -6,7 +6,7 @@ Correctness only: bench/submit_scale.py prints how long these take.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 import pytest
 
@@ -33,9 +33,11 @@ def passes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     count: list[int] = []
     original = scheduler.plan
 
-    def counting(state: ClusterState, *, epoch: int, now: float) -> Iterator[ev.Event]:
+    def counting(
+        state: ClusterState, *, epoch: int, now: float, preferred: Mapping[str, str] | None = None
+    ) -> Iterator[ev.Event]:
         count.append(1)
-        return original(state, epoch=epoch, now=now)
+        return original(state, epoch=epoch, now=now, preferred=preferred)
 
     monkeypatch.setattr(scheduler, "plan", counting)
     return count

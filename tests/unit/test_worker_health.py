@@ -22,7 +22,7 @@ import pytest
 from schemas.job import HealthCheck, HttpCheck
 from schemas.messages import Health, Heartbeat, Payload, StartTask, TaskStatus
 from tests.unit.factories import MiB, job_spec
-from worker.agent import WorkerAgent, _Pending
+from worker.agent import WorkerAgent
 from worker.containers import (
     JOB,
     TASK,
@@ -41,6 +41,7 @@ from worker.health import (
 )
 from worker.runtime import DockerRuntime
 from worker.settings import WorkerSettings
+from worker.standbys import Pending as _Pending
 
 P = ParamSpec("P")
 T = TypeVar("T")
