@@ -243,7 +243,7 @@ def table(runs: list[Run]) -> str:
 
     def row(what: str, values: list[float], target: str, *, ratio: bool = True) -> str:
         median = statistics.median(values)
-        versus = f"{median / raw:.1f}x" if ratio else ""
+        versus = f"{median / raw:.2f}x" if ratio else ""
         return (
             f"| {what} | {ms(median)} | {ms(percentile(values, 0.95))} | {ms(max(values))} "
             f"| {versus} | {target} |"

@@ -296,17 +296,21 @@ class Cluster:
         return self._docker
 
     def containers(self, job: str | None = None, *, all: bool = True) -> list[Any]:
-        labels = [f"{RUN_LABEL}={self.run_id}"]
+        """The run's containers (of `job`); `all=False`: those running, not paused (a warm
+        standby, master/standby.py, is paused until it is needed)."""
+        filters: dict[str, Any] = {"label": [f"{RUN_LABEL}={self.run_id}"]}
         if job is not None:
-            labels.append(f"corral.job={job}")
+            filters["label"].append(f"corral.job={job}")
+        if not all:
+            filters["status"] = "running"
         import docker.errors
 
         for _ in range(5):  # a container may vanish between docker's list and its inspect
             try:
-                return list(self.docker.containers.list(all=all, filters={"label": labels}))
+                return list(self.docker.containers.list(all=True, filters=filters))
             except docker.errors.NotFound:
                 continue
-        return list(self.docker.containers.list(all=all, filters={"label": labels}))
+        return list(self.docker.containers.list(all=True, filters=filters))
 
     def wait_nodes_ready(self, count: int, timeout: float = 30.0) -> None:
         def ready() -> bool:

@@ -78,6 +78,22 @@ def started_at(docker_time: str) -> float:
     return datetime.fromisoformat(docker_time[:26].rstrip("Z") + "+00:00").timestamp()
 
 
+def running_since(docker: Any, container_id: str) -> float:
+    """When the container began to run unpaused, as time.time(): its start, or, for a
+    warm standby (started paused while a node was suspect, master/standby.py), its
+    last unpause, from the engine's own events."""
+    attrs = docker.api.inspect_container(container_id)
+    since = started_at(attrs["State"]["StartedAt"])
+    unpauses = docker.api.events(
+        since=int(since) - 1,
+        until=int(time.time()) + 1,
+        decode=True,
+        filters={"container": container_id, "event": "unpause"},
+    )
+    times = [event["timeNano"] / 1e9 for event in unpauses]
+    return max(times, default=since)
+
+
 class StubResolver:
     """An upstream resolver the test runs itself on 127.0.0.1 (UDP): it answers every A
     query from `records`, and NXDOMAIN otherwise, and counts what it was asked."""
