@@ -48,7 +48,7 @@ class Moves(WarmStandbys):
             if event.state == "down":
                 lost = reports.lost_with_node(self.state, event.node_id, event.reason, now)
                 self._commit_all(lost, now)
-            self._standby_follow(event, now)
+            self._standby_follow(event)
         elif isinstance(event, ev.JobFailed):
             job = self.state.jobs[event.job_id]
             self._stop_tasks(self.state.live_tasks(job), "job failed", now)

@@ -15,8 +15,10 @@ has held for `standby_hold` seconds (after a failover no master knows of it).
 What a standby may not do, and why:
 - only services: a batch task must not run, even for the moment between a start and
   its pause, on a node it may never need;
-- not during a fleet-wide silence (more than `partition_threshold` of the live nodes
-  silent, as the partition guard counts): that is a cut-off master, not lost hosts;
+- not during a wave of silence (more than MAX_SILENT_SHARE of the live nodes suspect
+  at once, or more than one of a small fleet): the master or the broker stalling
+  makes every node look late, and that is no host loss; and at most MAX_STANDBYS
+  wait at a time;
 - only on nodes heard lately (within `FRESH` of `suspect_after`): a node about to go
   silent itself would run it late; the worker also ignores a standby that reaches it
   more than `worker.agent.STANDBY_FRESH` after it was sent (it was frozen itself).
@@ -47,6 +49,10 @@ FRESH = 0.75
 # In a large fleet a standby goes to the best of this many nodes that may take it (as
 # the scheduler samples its candidates), not the best of all.
 SAMPLE = 4 * scheduler.MIN_CANDIDATES
+# No standbys when more than this share of the live nodes is suspect at once (`a_wave`).
+MAX_SILENT_SHARE = 0.1
+# At most this many standbys wait at a time, cluster-wide.
+MAX_STANDBYS = 256
 
 
 @dataclass(frozen=True)
@@ -99,44 +105,51 @@ def _score(job: Job, node: Node, taken: _Taken) -> scheduler.Score:
 
 def choose(
     state: ClusterState,
-    lost_node: str,
+    lost_nodes: list[str],
     *,
     now: float,
     fresh_within: float,
     hold: float,
     held: list[Standby],
+    limit: int,
 ) -> list[Standby]:
-    """Standbys for the tasks of `lost_node`, which just turned suspect: one per
+    """Standbys for the tasks of `lost_nodes`, which just turned suspect: one per
     replaceable task that some other ready, lately heard node can take (on top of the
-    standbys `held` elsewhere already), chosen as the scheduler would place it."""
+    standbys `held` already), chosen as the scheduler would place it; `limit` at most."""
     taken: dict[str, _Taken] = {}
     for standby in held:
         job = state.jobs.get(standby.job_id)
         if job is not None:
             _take(taken.setdefault(standby.node_id, _Taken()), job)
+    lost = set(lost_nodes)
     nodes = [
         node
         for node in state.nodes.values()
-        if node.node_id != lost_node and now - node.last_seen <= fresh_within
+        if node.node_id not in lost and now - node.last_seen <= fresh_within
     ]
+    sample = len(nodes) if len(nodes) <= scheduler.FULL_SCAN_NODES else SAMPLE
     chosen: list[Standby] = []
-    for task in tasks_on(state, lost_node, frozenset({"running"})):
-        job = replaced(state, task)
-        if job is None or not nodes:
-            continue
-        best: tuple[scheduler.Score, Node] | None = None
-        sample = len(nodes) if len(nodes) <= scheduler.FULL_SCAN_NODES else SAMPLE
-        for node in islice(scheduler.walk(job, nodes, now), sample):
-            room = taken.get(node.node_id, _Taken())
-            if _fits(job.spec, job.job_id, node, room):
-                candidate = (_score(job, node, room), node)
-                best = candidate if best is None or candidate[0] < best[0] else best
-        if best is None:
-            continue
-        node = best[1]
-        _take(taken.setdefault(node.node_id, _Taken()), job)
-        task_id = task_id_for(job.job_id, task.slot, task.attempt + 1, job.submission)
-        chosen.append(Standby(task_id, job.job_id, task.slot, node.node_id, lost_node, now + hold))
+    for lost_node in lost_nodes:
+        for task in tasks_on(state, lost_node, frozenset({"running"})):
+            job = replaced(state, task)
+            if job is None or not nodes:
+                continue
+            if len(chosen) >= limit:
+                return chosen
+            best: tuple[scheduler.Score, Node] | None = None
+            for node in islice(scheduler.walk(job, nodes, now), sample):
+                room = taken.get(node.node_id, _Taken())
+                if _fits(job.spec, job.job_id, node, room):
+                    candidate = (_score(job, node, room), node)
+                    best = candidate if best is None or candidate[0] < best[0] else best
+            if best is None:
+                continue
+            node = best[1]
+            _take(taken.setdefault(node.node_id, _Taken()), job)
+            task_id = task_id_for(job.job_id, task.slot, task.attempt + 1, job.submission)
+            chosen.append(
+                Standby(task_id, job.job_id, task.slot, node.node_id, lost_node, now + hold)
+            )
     return chosen
 
 
@@ -146,11 +159,17 @@ def _take(room: _Taken, job: Job) -> None:
     room.jobs[job.job_id] += 1
 
 
-def fleet_silent(state: ClusterState, partition_threshold: float) -> bool:
-    """Whether as many nodes are silent as the partition guard holds for."""
-    live = [n for n in state.nodes.values() if n.state not in ("down", "disconnected")]
-    silent = sum(n.state == "suspect" for n in live)
-    return silent >= 2 and silent > partition_threshold * len(live)
+def a_wave(state: ClusterState) -> bool:
+    """Whether more nodes are silent than a handful of lost hosts explains: more than
+    MAX_SILENT_SHARE of the live nodes (and more than one). Then the master itself, or
+    the broker, is the likelier cause (it stalled, and every node looks late), and
+    standbys would only start and remove containers by the hundred."""
+    live = silent = 0
+    for node in state.nodes.values():
+        if node.state not in ("down", "disconnected"):
+            live += 1
+            silent += node.state == "suspect"
+    return silent > max(1.0, MAX_SILENT_SHARE * live)
 
 
 class WarmStandbys(Effects):
@@ -162,25 +181,33 @@ class WarmStandbys(Effects):
         super().__init__(settings, epoch, state)
         self.standbys: dict[str, Standby] = {}  # by the id of the replacement
         self._standbys_to_settle: set[str] = set()  # nodes that left suspect, this input
+        self._new_suspects: list[str] = []  # nodes that turned suspect, this input
 
-    def _standby_follow(self, event: ev.NodeStateChanged, now: float) -> None:
-        """A node changed state: a new suspect gets standbys; any other change of a node
-        that has some settles them once the input's scheduling pass is done."""
-        node_id = event.node_id
-        if event.state != "suspect":
-            if any(s.lost_node == node_id for s in self.standbys.values()):
-                self._standbys_to_settle.add(node_id)
-            return
+    def _standby_follow(self, event: ev.NodeStateChanged) -> None:
+        """A node changed state: a new suspect may get standbys, and any other change of
+        a node that has some settles them, once the input's scheduling pass is done."""
+        if event.state == "suspect":
+            self._new_suspects.append(event.node_id)
+        elif any(s.lost_node == event.node_id for s in self.standbys.values()):
+            self._standbys_to_settle.add(event.node_id)
+
+    def _start_standbys(self, now: float) -> None:
+        """Standbys for the nodes that turned suspect in this input (still suspect)."""
+        suspects, self._new_suspects = self._new_suspects, []
+        suspects = [
+            n for n in suspects if getattr(self.state.nodes.get(n), "state", "") == "suspect"
+        ]
         hold = self.settings.standby_hold
-        if hold <= 0 or fleet_silent(self.state, self.settings.partition_threshold):
+        if not suspects or hold <= 0 or a_wave(self.state):
             return
         chosen = choose(
             self.state,
-            node_id,
+            suspects,
             now=now,
             fresh_within=FRESH * self.settings.suspect_after,
             hold=hold,
             held=list(self.standbys.values()),
+            limit=MAX_STANDBYS - len(self.standbys),
         )
         for standby in chosen:
             if standby.task_id in self.standbys:
@@ -189,17 +216,21 @@ class WarmStandbys(Effects):
             self.commands.append(
                 StandbyCommand(standby.task_id, standby.job_id, standby.slot, standby.node_id, hold)
             )
-        if chosen:
+        for node_id, count in Counter(s.lost_node for s in chosen).items():
             log.info(
                 "node %s is suspect: %d replacement(s) started paused as warm standbys",
                 node_id,
-                len(chosen),
+                count,
             )
 
     def _settle_standbys(self, now: float) -> None:
-        """After a scheduling pass: the standbys of nodes that left `suspect` were taken
-        up (their replacement went to their node) or are stopped; expired ones are
-        dropped (their workers remove them)."""
+        """After a scheduling pass: new suspects get standbys; the standbys of nodes that
+        left `suspect` were taken up (their replacement went to their node) or are
+        stopped; expired ones are dropped (their workers remove them)."""
+        self._start_standbys(now)
+        if not self.standbys:
+            self._standbys_to_settle.clear()
+            return
         settle, self._standbys_to_settle = self._standbys_to_settle, set()
         for standby in list(self.standbys.values()):
             if standby.until <= now:

@@ -3,8 +3,10 @@ taken up when it goes down, stopped when it is heard again."""
 
 from __future__ import annotations
 
+import pytest
+
 from master import events as ev
-from master import scheduler
+from master import scheduler, standby
 from master.controller import Command, Controller, StandbyCommand, StartCommand, StopCommand
 from schemas.messages import TaskStatus
 from tests.unit.factories import heartbeat, job_spec
@@ -113,17 +115,21 @@ def test_no_standby_for_a_batch_job_nor_with_standby_hold_zero() -> None:
     assert standbys(master.drain()[0]) == {}
 
 
-def test_no_standby_on_a_node_not_heard_lately_nor_when_the_fleet_goes_silent() -> None:
+def test_no_standby_on_a_node_not_heard_lately_nor_in_a_wave_of_silence() -> None:
     master = controller("a", "b", "c")
     service_on_a(master, kind="service")
-    master.heartbeat(heartbeat("b", seq=1), 1.9)  # c was last heard at 0.4: not fresh
+    master.heartbeat(heartbeat("c", seq=1), 0.45)  # at 2.0: not suspect, nor fresh
+    master.heartbeat(heartbeat("b", seq=1), 1.9)
     master.tick(2.0)
     assert standbys(master.drain()[0]) == {"web-0-1": "b"}
 
-    master = controller("a", "b", "c")
+    master = controller("a", "b", "c", "d")
     service_on_a(master, kind="service")
-    master.tick(2.0)  # a, b and c all silent: the partition guard's case
-    assert all(n.state == "suspect" for n in master.state.nodes.values())
+    for node_id in ("b", "d"):
+        master.heartbeat(heartbeat(node_id, seq=1), 1.9)
+    master.tick(2.0)  # a and c silent at once: a wave (the master stalled?), not lost hosts
+    states = {n.node_id: n.state for n in master.state.nodes.values()}
+    assert states == {"a": "suspect", "b": "ready", "c": "suspect", "d": "ready"}
     assert standbys(master.drain()[0]) == {}
 
 
@@ -174,3 +180,19 @@ def test_the_scheduler_prefers_a_standbys_node_when_it_may_take_the_task() -> No
     master.set_schedule("a", "cordon", 1.0)
     events = list(scheduler.plan(state, epoch=7, now=1.0, preferred={"web-1-0": "a"}))
     assert events == [ev.TaskAssigned(at=1.0, task_id="web-1-0", node_id="b", epoch=7)]
+
+
+def test_standbys_are_capped_cluster_wide(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(standby, "MAX_STANDBYS", 1)
+    master = controller("a", "b", "c")
+    for node_id in ("b", "c"):
+        master.set_schedule(node_id, "cordon", 0.1)
+    master.submit(job_spec("web", kind="service", replicas=2), 0.2)
+    run(master, "web-0-0", 0.3)
+    run(master, "web-1-0", 0.3)
+    for node_id in ("b", "c"):
+        master.set_schedule(node_id, "uncordon", 0.4)
+    master.drain()
+    beat_all_but_a(master, 1.9)
+    master.tick(2.0)
+    assert len(standbys(master.drain()[0])) == 1
