@@ -4,7 +4,8 @@
                         [--fail-rate 0] [--cpus 8] [--memory 32g] [--label zone=sim]
 
 Each simulated node is a real protocol participant (docs/protocol.md): it has its own
-assignment queue (`corral.node.<id>`), sends a heartbeat every `--interval` seconds on
+assignment queue (`corral.node.<id>`), sends a heartbeat every `--interval` seconds (or the
+longer interval the leader announces for a large fleet, as a worker does) on
 `corral.heartbeats` under its node id (listing its tasks, as a worker does), and
 publishes a `task.status` on `corral.status` for each task it "starts" (after
 `--start-delay`; `--fail-rate` of them fail instead) and each it "stops". Its runtime
@@ -30,6 +31,7 @@ from bus import Bus, Delivery, topology
 from schemas.envelope import Message
 from schemas.messages import (
     Heartbeat,
+    LeaderAnnounced,
     Resources,
     RunningTask,
     StartTask,
@@ -119,9 +121,27 @@ class Shard:
             )
         # Beats spread over the interval, one node at a time, as real workers' would be.
         self._order: Iterator[SimNode] = iter(())
-        step = settings.interval / max(1, len(nodes))
-        self.bus.every(step, self._beat_next)
+        self.interval = settings.interval  # longer if the leader asks it of a large fleet
+        self._timer = self.bus.every(self._step(), self._beat_next)
         self.bus.on_connected(lambda _again: self._beat_all())
+        self.bus.consume_messages(topology.control_queue(), self._on_control, prefetch=16)
+
+    def _step(self) -> float:
+        return self.interval / max(1, len(self.nodes))
+
+    def _on_control(self, message: Message, delivery: Delivery) -> None:
+        """The leader's announcement: heartbeat at the interval it asks (as a worker does:
+        never faster than the fleet's own, and said at once by a beat of every node)."""
+        delivery.ack()
+        note = message.payload
+        if not isinstance(note, LeaderAnnounced):
+            return
+        interval = max(self.settings.interval, note.heartbeat_interval or 0.0)
+        if interval != self.interval:
+            self.interval = interval
+            self._timer.cancel()
+            self._timer = self.bus.every(self._step(), self._beat_next)
+            self._beat_all()
 
     def _handler(self, node: SimNode) -> Callable[[Message, Delivery], None]:
         return lambda message, delivery: self._on_command(node, message, delivery)
@@ -139,7 +159,7 @@ class Shard:
             self._beat(node)
 
     def _beat(self, node: SimNode) -> None:
-        beat = node.heartbeat(self.settings.interval)
+        beat = node.heartbeat(self.interval)
         key = topology.heartbeat_key(node.node_id)
         self.bus.publish(topology.HEARTBEAT_EXCHANGE, key, beat, transient=True)
 

@@ -87,6 +87,13 @@ def master(
     forget_down_nodes_after: Annotated[
         float, typer.Option(metavar="S", help="Forget a node down this long with no tasks.")
     ] = 600.0,
+    max_heartbeats: Annotated[
+        float,
+        typer.Option(
+            metavar="N",
+            help="Heartbeats a second the whole fleet may send; a larger one beats less often.",
+        ),
+    ] = 500.0,
     standby_hold: Annotated[
         float,
         typer.Option(
@@ -142,6 +149,7 @@ def master(
             unroutable_hold=unroutable_hold,
             forget_down_nodes_after=forget_down_nodes_after,
             standby_hold=standby_hold,
+            max_heartbeats=max_heartbeats,
             amqp_heartbeat=amqp_heartbeat,
             ping_interval=ping_interval,
             takeover_grace=takeover_grace,

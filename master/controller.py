@@ -179,7 +179,7 @@ class Controller(Moves):
         if (
             node is None
             or node.state != "ready"
-            or now - node.last_seen >= self.settings.suspect_after
+            or now - node.last_seen >= self.liveness.suspect_after(node)
         ):
             return
         if node.leaving and not node.task_ids:

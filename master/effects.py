@@ -279,6 +279,7 @@ class Effects:
             labels=beat.labels,
             tasks=beat.tasks,
             network=beat.network,
+            interval=beat.interval,
         )
 
     def _send_stop(self, task_id: str, job_id: str, node_id: str, reason: str) -> None:

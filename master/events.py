@@ -229,6 +229,7 @@ class NodeObserved(Event):
     labels: dict[str, str] = Field(default_factory=dict)
     tasks: list[RunningTask] = Field(default_factory=list)
     network: NodeNetwork | None = None
+    interval: float = 1.0  # how often it said it heartbeats (seconds)
 
 
 class NodeStateChanged(Event):

@@ -10,16 +10,29 @@ like a dead fleet:
   least two) would go down in the same tick, hold them at `suspect` for up to
   `hold_max` seconds instead of rescheduling the world; when it lets go (most
   nodes are heard again), the nodes still silent get `dead_after` more.
+
+**Adaptive intervals.** A node is judged by the interval it says it heartbeats at:
+`suspect_after` and `dead_after` are for the master's `heartbeat_interval` (1 s), and
+scale with a node's own (at most MAX_INTERVAL), so a node beating every 2 s is suspect
+after 4 s. A large fleet is asked to beat less often (`fleet_interval`: at most
+`max_heartbeats` a second from all nodes together, announced on corral.control), as
+Nomad does; a worker that slows down heartbeats at once with its new interval, so it
+is never judged by the old one. An agent crash is still seen at once (its connection
+closes); only a silent host takes longer to be judged down in a very large fleet.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 
 from master import events as ev
 from master.settings import MasterSettings
 from master.state import ClusterState, Node, Unseen
 from schemas.messages import NodeState
+
+# The longest heartbeat interval liveness honours (a node claiming more is judged by it).
+MAX_INTERVAL = 60.0
 
 log = logging.getLogger("corral.master")
 
@@ -42,15 +55,38 @@ class Liveness:
         grace = self.settings.dead_after if duration is None else duration
         self._grace_until = max(self._grace_until, now + grace)
 
+    def fleet_interval(self, live_nodes: int) -> float:
+        """The heartbeat interval to ask of every node, for a fleet of `live_nodes`: the
+        master's `heartbeat_interval`, or longer (in half seconds) if that many nodes would
+        send more than `max_heartbeats` a second (0: never longer)."""
+        base = self.settings.heartbeat_interval
+        rate = self.settings.max_heartbeats
+        if rate <= 0:
+            return base
+        return min(MAX_INTERVAL, max(base, math.ceil(2 * live_nodes / rate) / 2))
+
+    def scale(self, node: Node | Unseen) -> float:
+        """How much longer than the defaults `node` may be silent: its interval over
+        the master's (at least 1; a node the journal named but none heard: 1)."""
+        if not isinstance(node, Node):
+            return 1.0
+        return max(1.0, min(node.interval, MAX_INTERVAL) / self.settings.heartbeat_interval)
+
+    def suspect_after(self, node: Node | Unseen) -> float:
+        return self.settings.suspect_after * self.scale(node)
+
+    def dead_after(self, node: Node | Unseen) -> float:
+        return self.settings.dead_after * self.scale(node)
+
     def _heard(self, node: Node | Unseen) -> float:
         """When `node` was last heard, as liveness counts it (a grace counts as hearing)."""
         return max(node.last_seen, self._grace_until - self.settings.dead_after)
 
     def _target(self, node: Node | Unseen, now: float) -> NodeState:
         silent = now - self._heard(node)
-        if silent >= self.settings.dead_after:
+        if silent >= self.dead_after(node):
             return "down"
-        if silent >= self.settings.suspect_after:
+        if silent >= self.suspect_after(node):
             return "suspect"
         return "ready"
 
@@ -59,7 +95,7 @@ class Liveness:
         due = float("inf")
         for node in nodes:
             heard = self._heard(node)
-            for after in (self.settings.suspect_after, self.settings.dead_after):
+            for after in (self.suspect_after(node), self.dead_after(node)):
                 if heard + after > now:
                     due = min(due, heard + after)
                     break

@@ -213,6 +213,7 @@ class Node:
     draining: bool = False  # its tasks move elsewhere, start-first (corral drain)
     leaving: bool = False  # its agent announced it leaves the cluster: drain all, batch too
     network: NodeNetwork | None = None  # its side of the cluster network, as it last said
+    interval: float = 1.0  # how often it heartbeats, as it last said (liveness scales by it)
 
     @property
     def used_cpu(self) -> float:

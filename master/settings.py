@@ -20,6 +20,9 @@ class MasterSettings(BaseModel):
     name: Annotated[str, Field(pattern=NODE_ID_PATTERN)] = "master"
     heartbeat_interval: Annotated[float, Field(gt=0)] = 1.0
     suspect_after: Annotated[float, Field(gt=0)] = 2.0
+    # A large fleet is asked to heartbeat less often than heartbeat_interval, so that all
+    # nodes together send at most this many a second (master/liveness.py); 0: never.
+    max_heartbeats: Annotated[float, Field(ge=0)] = 500.0
     dead_after: Annotated[float, Field(gt=0)] = 3.0
     # A node whose agent's broker connection closed (the agent crashed or was stopped;
     # the host is most likely alive) keeps its tasks this long before they are replaced

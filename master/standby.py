@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import islice
 
@@ -108,7 +109,7 @@ def choose(
     lost_nodes: list[str],
     *,
     now: float,
-    fresh_within: float,
+    fresh: Callable[[Node], bool],
     hold: float,
     held: list[Standby],
     limit: int,
@@ -122,11 +123,7 @@ def choose(
         if job is not None:
             _take(taken.setdefault(standby.node_id, _Taken()), job)
     lost = set(lost_nodes)
-    nodes = [
-        node
-        for node in state.nodes.values()
-        if node.node_id not in lost and now - node.last_seen <= fresh_within
-    ]
+    nodes = [node for node in state.nodes.values() if node.node_id not in lost and fresh(node)]
     sample = len(nodes) if len(nodes) <= scheduler.FULL_SCAN_NODES else SAMPLE
     chosen: list[Standby] = []
     for lost_node in lost_nodes:
@@ -204,7 +201,7 @@ class WarmStandbys(Effects):
             self.state,
             suspects,
             now=now,
-            fresh_within=FRESH * self.settings.suspect_after,
+            fresh=lambda node: now - node.last_seen <= FRESH * self.liveness.suspect_after(node),
             hold=hold,
             held=list(self.standbys.values()),
             limit=MAX_STANDBYS - len(self.standbys),

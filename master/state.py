@@ -469,6 +469,7 @@ class ClusterState:
         if (node.network and node.network.addr) != (event.network and event.network.addr):
             self.net_nodes_version += 1
         node.network = event.network
+        node.interval = event.interval
 
     def _node_joined(self, event: ev.NodeObserved) -> None:
         """A node's first heartbeat: ready, unless the journal said otherwise (`unseen`)."""
@@ -482,6 +483,7 @@ class ClusterState:
             event.at,
             list(event.tasks),
             network=event.network,
+            interval=event.interval,
             # Since a state change the journal holds (0: none, it has been ready since it joined).
             state_since=record.state_since if record is not None else 0.0,
         )

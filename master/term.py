@@ -330,7 +330,14 @@ class Term(Inputs, Outputs):
     def _announce(self) -> None:
         if self.role != "active":
             return
-        note = LeaderAnnounced(master=self.settings.name, epoch=self.controller.epoch)
+        live = sum(
+            n.state not in ("down", "disconnected") for n in self.controller.state.nodes.values()
+        )
+        note = LeaderAnnounced(
+            master=self.settings.name,
+            epoch=self.controller.epoch,
+            heartbeat_interval=self.controller.liveness.fleet_interval(live),
+        )
         self.bus.publish(topology.CONTROL_EXCHANGE, "", note, epoch=self.controller.epoch)
         key = topology.leader_key(self.settings.name)
         self.bus.publish(topology.STATUS_EXCHANGE, key, note, epoch=self.controller.epoch)

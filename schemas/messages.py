@@ -200,6 +200,9 @@ class LeaderAnnounced(Payload):
 
     master: NodeId
     epoch: Count
+    # How often the leader asks every worker to heartbeat: longer in a large fleet
+    # (master/liveness.py). A worker never beats faster than its own setting.
+    heartbeat_interval: Annotated[float, Field(gt=0, le=3600)] | None = None
 
 
 class CommandRefused(Payload):

@@ -150,7 +150,8 @@ class WorkerAgent(StatusReports, Leaving, Control, Standbys):
         self.bus.consume_messages(topology.node_rpc_queue(self.node_id), self._on_rpc, prefetch=8)
         self.bus.consume_messages(topology.control_queue(), self._on_control, prefetch=16)
         self.bus.on_connected(lambda _reconnected: self._beat())
-        self.bus.every(settings.heartbeat_interval, self._beat)
+        self.beat_interval = settings.heartbeat_interval  # the leader may ask for longer
+        self._beat_timer = self.bus.every(settings.heartbeat_interval, self._beat)
         self.bus.every(settings.log_keepalive, self.logs.keepalive)
         if self.network is not None:
             self.bus.every(RECHECK_EVERY, self.network.recheck)
@@ -230,7 +231,7 @@ class WorkerAgent(StatusReports, Leaving, Control, Standbys):
             node_id=self.node_id,
             boot_id=self.boot_id,
             seq=self.seq,
-            interval=self.settings.heartbeat_interval,
+            interval=self.beat_interval,
             capacity=self.capacity,
             allocated=Resources(
                 cpus=round(sum(c.cpu for c in running), 6), memory=sum(c.memory for c in running)
@@ -243,6 +244,22 @@ class WorkerAgent(StatusReports, Leaving, Control, Standbys):
         )
         key = topology.heartbeat_key(self.node_id)
         self.bus.publish(topology.HEARTBEAT_EXCHANGE, key, beat, transient=True)
+
+    def _pace(self, asked: float | None) -> None:
+        """Heartbeat every `asked` seconds, as the leader asks of a large fleet (never
+        faster than this worker's own setting). A change is announced by a heartbeat at
+        once, with the new interval: the master judges this node by it from then on, so
+        a longer one never makes the node look late."""
+        interval = max(self.settings.heartbeat_interval, asked or 0.0)
+        if interval == self.beat_interval:
+            return
+        log.info(
+            "heartbeating every %g s (was %g s), as the master asks", interval, self.beat_interval
+        )
+        self.beat_interval = interval
+        self._beat_timer.cancel()
+        self._beat_timer = self.bus.every(interval, self._beat)
+        self._beat()
 
     def _listed(self, running: list[ContainerInfo]) -> list[RunningTask]:
         """The containers a heartbeat lists: running ones first, at most MAX_NODE_TASKS

@@ -9,6 +9,7 @@ is ignored (announcements) or dead-lettered (requests).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from bus import Bus, Delivery
 from schemas.envelope import Message
@@ -29,6 +30,8 @@ class Control:
     logs: LogStreamer
     network: ClusterNetwork | None
     max_epoch: int
+    # Defined by the agent: heartbeat at the interval the leader asks for.
+    _pace: Callable[[float | None], None]
 
     def _on_control(self, message: Message, delivery: Delivery) -> None:
         """A message on corral.control: a leader's announcement or a network view change;
@@ -38,9 +41,11 @@ class Control:
         if self._refusal(delivery) is not None:
             return  # not from the master: nothing to believe
         payload = message.payload
-        if isinstance(payload, LeaderAnnounced) and payload.epoch > self.max_epoch:
-            log.info("master %s leads with epoch %d", payload.master, payload.epoch)
-            self.max_epoch = payload.epoch
+        if isinstance(payload, LeaderAnnounced) and payload.epoch >= self.max_epoch:
+            if payload.epoch > self.max_epoch:
+                log.info("master %s leads with epoch %d", payload.master, payload.epoch)
+                self.max_epoch = payload.epoch
+            self._pace(payload.heartbeat_interval)
         elif isinstance(payload, NetUpdate):
             self._on_net_update(payload, message.envelope.epoch)
 

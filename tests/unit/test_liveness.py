@@ -189,3 +189,45 @@ def test_next_due_skips_nodes_the_partition_guard_holds() -> None:
     assert judge(liveness, cluster, 13.5) == {}
     assert set(states(cluster).values()) == {"suspect"}
     assert liveness.next_due == float("inf")
+
+
+# -- adaptive intervals --
+
+
+@pytest.mark.parametrize(
+    ("now", "state"), [(13.9, "ready"), (14.0, "suspect"), (15.9, "suspect"), (16.0, "down")]
+)
+def test_a_node_that_beats_every_2_s_is_judged_by_twice_the_timeouts(
+    now: float, state: str
+) -> None:
+    cluster = nodes(10.0)
+    cluster.state.nodes["n0"].interval = 2.0
+    liveness = Liveness(SETTINGS)
+    judge(liveness, cluster, now)
+    assert states(cluster) == {"n0": state}
+    assert liveness.dead_after(cluster.state.nodes["n0"]) == 6.0
+
+
+def test_a_node_beating_faster_than_asked_is_judged_by_the_defaults() -> None:
+    cluster = nodes(10.0)
+    cluster.state.nodes["n0"].interval = 0.5
+    assert judge(Liveness(SETTINGS), cluster, 12.0) == {"n0": "suspect"}
+
+
+def test_an_absurd_interval_is_judged_by_the_longest_honoured() -> None:
+    cluster = nodes(10.0)
+    cluster.state.nodes["n0"].interval = 3600.0
+    assert Liveness(SETTINGS).dead_after(cluster.state.nodes["n0"]) == 3.0 * 60
+
+
+@pytest.mark.parametrize(
+    ("live", "interval"), [(1, 1.0), (500, 1.0), (501, 1.5), (1000, 2.0), (5000, 10.0)]
+)
+def test_a_large_fleet_is_asked_to_beat_less_often(live: int, interval: float) -> None:
+    assert Liveness(SETTINGS).fleet_interval(live) == interval
+
+
+def test_fleet_interval_keeps_the_base_without_a_limit_and_is_capped() -> None:
+    unlimited = MasterSettings(amqp_url="amqp://x", max_heartbeats=0)
+    assert Liveness(unlimited).fleet_interval(100_000) == 1.0
+    assert Liveness(SETTINGS).fleet_interval(10_000_000) == 60.0

@@ -41,6 +41,9 @@ class TimedBus(RecordingBus):
         self.timers.append(FakeTimer(delay, fn))
         return self.timers[-1]
 
+    def every(self, interval: float, fn: Callable[[], None]) -> FakeTimer:
+        return FakeTimer(interval, fn)
+
 
 @dataclass
 class StandbyRuntime:
