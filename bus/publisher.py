@@ -22,6 +22,7 @@ Not thread-safe: it belongs to the bus thread.
 from __future__ import annotations
 
 import logging
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -54,11 +55,22 @@ class ConfirmingPublisher:
         self._in_flight: dict[int, Outgoing] = {}
         self._channel: Any = None  # pika's asynchronous Channel under a BlockingChannel
         self._seq = 0
+        # The broker's last sign of progress: its last confirm, or when the window was
+        # last empty (monotonic).
+        self._progress_at = time.monotonic()
 
     @property
     def pending(self) -> int:
         """Messages not yet confirmed by the broker."""
         return len(self._backlog) + len(self._in_flight)
+
+    def stalled_for(self) -> float:
+        """How long messages have been in flight with no confirm from the broker at all
+        (0: none in flight). A busy broker confirms slowly but steadily; a stalled
+        channel confirms nothing."""
+        if not self._in_flight:
+            return 0.0
+        return time.monotonic() - self._progress_at
 
     def attach(self, channel: Any) -> None:
         """Start publishing on `channel` (a pika Channel already in confirm mode)."""
@@ -135,6 +147,8 @@ class ConfirmingPublisher:
         else:
             tags = [method.delivery_tag]
         settled = [self._in_flight.pop(tag) for tag in tags if tag in self._in_flight]
+        if settled:
+            self._progress_at = time.monotonic()
         if isinstance(method, Basic.Nack):
             log.warning("broker nacked %d message(s); sending them again", len(settled))
             self._backlog.extendleft(reversed([out for out in settled if not out.transient]))
@@ -162,5 +176,7 @@ class ConfirmingPublisher:
                 mandatory=out.mandatory,
             )
             self._backlog.popleft()  # only now: a publish that raised stays in the outbox
+            if not self._in_flight:
+                self._progress_at = time.monotonic()
             self._seq += 1
             self._in_flight[self._seq] = out

@@ -166,3 +166,7 @@ class Sending:
     @property
     def unconfirmed(self) -> int:
         return self._publisher.pending
+
+    def confirms_stalled_for(self) -> float:
+        """How long publishes have been in flight without any confirm (0: none in flight)."""
+        return self._publisher.stalled_for()

@@ -170,13 +170,17 @@ class Term(Inputs, Outputs):
         """Waiting `waiting` s for our own record to come back. After the broker node that
         led the journal stream is lost, a channel that had published to it has been seen
         to stall for 15-20 s while new channels publish at once; and a stream reader can
-        stall while writes go on. So: unconfirmed by the broker after REATTACH_AFTER s,
-        step down (the next term has a new connection); confirmed but not read back,
-        attach the reader afresh (at most every REATTACH_AFTER s)."""
+        stall while writes go on. So: not yet confirmed after REATTACH_AFTER s while the
+        broker has confirmed nothing at all for REATTACH_AFTER s, step down (the next
+        term has a new connection); a broker that confirms slowly but steadily (busy: a
+        large submit, a large fleet) is waited for, up to JOURNAL_STUCK. Confirmed but not
+        read back: attach the reader afresh (at most every REATTACH_AFTER s)."""
         if waiting <= REATTACH_AFTER or not self.bus.connected:
             return
         if self.bus.unconfirmed:
-            self._step_down(f"the broker has not confirmed its journal batch in {waiting:.1f} s")
+            stalled = self.bus.confirms_stalled_for()
+            if stalled > REATTACH_AFTER:
+                self._step_down(f"the broker has confirmed nothing for {stalled:.1f} s")
             return
         if time.monotonic() - self._attached_at > REATTACH_AFTER:
             log.warning(

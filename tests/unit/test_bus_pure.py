@@ -4,10 +4,12 @@ outbox's poison guard."""
 from __future__ import annotations
 
 import base64
+from types import SimpleNamespace
 from typing import Any
 
 import pika
 import pytest
+from pika.spec import Basic
 
 from bus import topology
 from bus.errors import InvalidUrl
@@ -157,3 +159,21 @@ def test_a_lost_connection_never_drops_a_message() -> None:
         publisher.attach(_Channel())
         publisher.detach()
     assert publisher.pending == 1
+
+
+def test_a_stall_is_no_confirm_at_all_not_a_slow_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = [100.0]
+    monkeypatch.setattr("bus.publisher.time.monotonic", lambda: clock[0])
+    publisher = ConfirmingPublisher()
+    publisher.attach(_Channel())
+    assert publisher.stalled_for() == 0.0  # nothing in flight
+    for key in ("a", "b", "c"):
+        publisher.publish(Outgoing("corral.status", key, b"{}", pika.BasicProperties()))
+    clock[0] = 102.0
+    assert publisher.stalled_for() == 2.0
+    # The broker confirms the first: progress, though two still wait.
+    publisher.on_confirm(SimpleNamespace(method=Basic.Ack(delivery_tag=1, multiple=False)))
+    clock[0] = 104.5
+    assert publisher.pending == 2 and publisher.stalled_for() == 2.5
+    publisher.on_confirm(SimpleNamespace(method=Basic.Ack(delivery_tag=3, multiple=True)))
+    assert publisher.stalled_for() == 0.0
