@@ -88,15 +88,16 @@ def run(args: argparse.Namespace, cluster: Cluster) -> dict[str, float]:
         task_id for shard in fleet.shards for node in shard.nodes.values() for task_id in node.tasks
     )
     assert len(ids) == total and max(ids.values()) == 1, "a task runs twice or is missing"
-    client = cluster.client
+    # A client of its own: the cluster's may have been idle past the broker's heartbeat.
+    with Client(cluster.client_url, timeout=60, role=cluster.client_role) as client:
 
-    def master_counts_all() -> bool:
-        running: int = sum(job.task_counts.get("running", 0) for job in client.jobs())
-        return running == total
+        def master_counts_all() -> bool:
+            running: int = sum(job.task_counts.get("running", 0) for job in client.jobs())
+            return running == total
 
-    wait_until(master_counts_all, timeout=120, what="the master counting every task running")
-    heard = time.monotonic() - t0
-    states = Counter(node.state for node in client.nodes())
+        wait_until(master_counts_all, timeout=120, what="the master counting every task running")
+        heard = time.monotonic() - t0
+        states = Counter(node.state for node in client.nodes())
     assert states == {"ready": args.nodes}, f"nodes not all ready: {states}"
     fleet.close()
     return {

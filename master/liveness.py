@@ -68,9 +68,10 @@ class Liveness:
     def scale(self, node: Node | Unseen) -> float:
         """How much longer than the defaults `node` may be silent: its interval over
         the master's (at least 1; a node the journal named but none heard: 1)."""
-        if not isinstance(node, Node):
+        interval = node.interval if isinstance(node, Node) else 0.0
+        if interval <= self.settings.heartbeat_interval:
             return 1.0
-        return max(1.0, min(node.interval, MAX_INTERVAL) / self.settings.heartbeat_interval)
+        return min(interval, MAX_INTERVAL) / self.settings.heartbeat_interval
 
     def suspect_after(self, node: Node | Unseen) -> float:
         return self.settings.suspect_after * self.scale(node)
@@ -78,15 +79,21 @@ class Liveness:
     def dead_after(self, node: Node | Unseen) -> float:
         return self.settings.dead_after * self.scale(node)
 
+    def _limits(self, node: Node | Unseen) -> tuple[float, float]:
+        """(suspect_after, dead_after) for `node`."""
+        scale = self.scale(node)
+        return self.settings.suspect_after * scale, self.settings.dead_after * scale
+
     def _heard(self, node: Node | Unseen) -> float:
         """When `node` was last heard, as liveness counts it (a grace counts as hearing)."""
         return max(node.last_seen, self._grace_until - self.settings.dead_after)
 
     def _target(self, node: Node | Unseen, now: float) -> NodeState:
         silent = now - self._heard(node)
-        if silent >= self.dead_after(node):
+        suspect_after, dead_after = self._limits(node)
+        if silent >= dead_after:
             return "down"
-        if silent >= self.suspect_after(node):
+        if silent >= suspect_after:
             return "suspect"
         return "ready"
 
@@ -95,7 +102,7 @@ class Liveness:
         due = float("inf")
         for node in nodes:
             heard = self._heard(node)
-            for after in (self.suspect_after(node), self.dead_after(node)):
+            for after in self._limits(node):
                 if heard + after > now:
                     due = min(due, heard + after)
                     break

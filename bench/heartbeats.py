@@ -1,0 +1,202 @@
+"""Heartbeat load: what an idle simulated fleet costs the masters and the broker.
+
+    python -m bench.heartbeats [--nodes 1000 2000] [--seconds 30] [--write docs/benchmarks.md]
+
+For each fleet size, twice: every node at 1 Hz (`corral master --max-heartbeats 0`), and
+with adaptive intervals (the default, `--max-heartbeats 500`: a fleet of more than 500
+nodes is asked to beat less often). Each run starts an active master and a standby
+(processes, journal on) on a fresh vhost and a simulated fleet (bench/sim.py, in this
+process), waits until every node is ready and the interval has settled, then measures
+for `--seconds`: the CPU time of the active master, the standby, the broker (the whole
+node: every vhost) and the fleet's process, as a share of one core; the heartbeats the
+masters received; and every node state change the active master published.
+
+Correctness is asserted: no node went suspect or down (the fleet never stops beating),
+and every node is ready at the end. The CPU shares are figures, never assertions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.sim import Fleet, FleetSettings
+from bus import topology
+from corral import Client
+from tests.cluster import Cluster, wait_until
+from tests.conftest import Broker
+from tests.rawamqp import Tap
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class Run:
+    nodes: int
+    adaptive: bool
+    interval: float  # the fleet's heartbeat interval during the window
+    active: float  # shares of one core
+    standby: float
+    broker: float
+    fleet: float
+    beats: float  # heartbeats a second the fleet sent
+
+
+def cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def broker_pid() -> int:
+    """The local default RabbitMQ node's Erlang VM, from the pid file it writes
+    (rabbit@<host>; not the cluster recipe's rq1..rq3)."""
+    for path in sorted(Path("/var/lib/rabbitmq/mnesia").glob("rabbit@*.pid")):
+        pid = int(path.read_text().strip() or 0)
+        if pid and Path(f"/proc/{pid}").exists():
+            return pid
+    raise RuntimeError("no running RabbitMQ node rabbit@<host> (is the broker running?)")
+
+
+def node_changes(tap: Tap) -> Counter[str]:
+    """The node state changes published so far (the tap is drained)."""
+    changes: Counter[str] = Counter()
+    while True:
+        method, _properties, _body = tap.channel.basic_get(tap.queue, auto_ack=True)
+        if method is None:
+            return changes
+        changes[method.routing_key.rsplit(".", 1)[-1]] += 1
+
+
+def measure(broker: Broker, nodes: int, adaptive: bool, seconds: float) -> Run:
+    vhost = f"corral-bench-{uuid.uuid4().hex[:8]}"
+    cluster = Cluster(broker.create_vhost(vhost), Path(tempfile.mkdtemp(prefix="corral-bench-")))
+    fleet = None
+    try:
+        fleet = Fleet(
+            FleetSettings(
+                amqp_url=cluster.amqp_url,
+                nodes=nodes,
+                connections=8,
+                prefix=f"sim{uuid.uuid4().hex[:4]}",
+            )
+        )
+        extra = () if adaptive else ("--max-heartbeats", "0")
+        cluster.declare_topology()
+        cluster.start_master("m1", extra=extra)
+        cluster.start_master("m2", extra=extra)
+        fleet.start()
+        cluster.wait_nodes_ready(nodes, timeout=300)
+        active = wait_until(lambda: next(iter(cluster.leaders()), None), what="a leader")
+        standby = "m2" if active == "m1" else "m1"
+        tap = Tap(cluster.amqp_url, topology.STATUS_EXCHANGE, "node.#")
+        time.sleep(12)  # the leader announces the interval every 5 s; the fleet follows
+        node_changes(tap)
+        interval = fleet.shards[0].interval
+        pids = {
+            "active": cluster.processes[active].pid,
+            "standby": cluster.processes[standby].pid,
+            "broker": broker_pid(),
+            "fleet": os.getpid(),
+        }
+        before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+        beats_before = sum(node.seq for shard in fleet.shards for node in shard.nodes.values())
+        started = time.monotonic()
+        time.sleep(seconds)
+        elapsed = time.monotonic() - started
+        share = {name: (cpu_seconds(pid) - before[name]) / elapsed for name, pid in pids.items()}
+        beats = sum(node.seq for shard in fleet.shards for node in shard.nodes.values())
+        changes = node_changes(tap)
+        tap.close()
+        assert not changes, f"node state changes in an idle fleet: {dict(changes)}"
+        # A client of its own: the cluster's has been idle past the broker's heartbeat.
+        with Client(cluster.client_url, role=cluster.client_role) as client:
+            states = Counter(node.state for node in client.nodes())
+        assert states == {"ready": nodes}, f"nodes not all ready: {states}"
+        return Run(
+            nodes,
+            adaptive,
+            interval,
+            share["active"],
+            share["standby"],
+            share["broker"],
+            share["fleet"],
+            (beats - beats_before) / elapsed,
+        )
+    finally:
+        if fleet is not None:
+            fleet.close()
+        cluster.close()
+        broker.delete_vhost(vhost)
+
+
+def table(runs: list[Run]) -> str:
+    def pct(value: float) -> str:
+        return f"{value * 100:.0f} %"
+
+    lines = [
+        "| nodes | intervals | heartbeat every | beats/s | active master | standby | broker "
+        "| fleet (simulated) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for run in runs:
+        lines.append(
+            f"| {run.nodes:,} | {'adaptive' if run.adaptive else '1 s (`--max-heartbeats 0`)'} "
+            f"| {run.interval:g} s | {run.beats:,.0f} | {pct(run.active)} | {pct(run.standby)} "
+            f"| {pct(run.broker)} | {pct(run.fleet)} |"
+        )
+    return "\n".join(lines)
+
+
+def write(path: Path, body: str, seconds: float, load: float) -> None:
+    section = (
+        "## Heartbeat load (an idle simulated fleet)\n\n"
+        "    python -m bench.heartbeats --write docs/benchmarks.md\n\n"
+        f"CPU as a share of one core, over {seconds:g} s of an idle fleet (every node ready, "
+        "no task), on the\n2-core development machine (load average "
+        f"{load:.1f} before), after the fleet's interval has settled:\n\n"
+        f"{body}\n\n"
+        "Each run asserts that no node went suspect or down and that every node is ready\n"
+        "at the end. The broker's figure is the whole RabbitMQ node. The simulated fleet\n"
+        "runs in the benchmark's own process (bench/sim.py): a real fleet spends this on\n"
+        "its own machines, one worker each. Everything shares the same 2 cores, so the\n"
+        "larger fleets at 1 Hz leave little for placement (see the next section).\n"
+    )
+    text = path.read_text()
+    head, found, rest = text.partition("## Heartbeat load")
+    tail = rest.partition("\n## ")[2] if found else ""
+    path.write_text(head.rstrip() + "\n\n" + section + ("\n## " + tail if tail else ""))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--amqp", default="amqp://guest:guest@127.0.0.1:5672/")
+    parser.add_argument("--management", default="http://127.0.0.1:15672")
+    parser.add_argument("--nodes", type=int, nargs="+", default=[1000, 2000])
+    parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--write", type=Path, default=None)
+    args = parser.parse_args()
+    load = os.getloadavg()[0]
+    broker = Broker(args.amqp, args.management)
+    runs = []
+    try:
+        for nodes in args.nodes:
+            for adaptive in (False, True):
+                runs.append(measure(broker, nodes, adaptive, args.seconds))
+                print(runs[-1], flush=True)
+    finally:
+        broker.close()
+    body = table(runs)
+    print(body)
+    if args.write is not None:
+        write(args.write, body, args.seconds, load)
+
+
+if __name__ == "__main__":
+    main()
