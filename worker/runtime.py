@@ -173,18 +173,14 @@ class DockerRuntime:
         container joins the cluster network (one more engine call: its address).
         `paused`: pause it right after the start (a warm standby, `worker.standbys`)."""
         try:
-            info = self._start_task(task, epoch, attachment)
-            if paused and info.state == "running" and not info.paused:
-                self._client.api.pause(info.container_id)
-                info = dataclasses.replace(info, paused=True)
-            return info
+            return self._start_task(task, epoch, attachment, paused)
         except APIError as error:
             raise StartError(_explain(error), retryable=_retryable(error)) from error
         except _TRANSPORT_ERRORS as error:
             raise StartError(f"Docker engine failed: {_explain(error)}", retryable=True) from error
 
     def _start_task(
-        self, task: StartTask, epoch: int, attachment: Attachment | None
+        self, task: StartTask, epoch: int, attachment: Attachment | None, paused: bool
     ) -> ContainerInfo:
         # No look-up first: the name is unique per task, so a second create fails with
         # 409 and joins the existing container. That saves a list call on every start.
@@ -201,8 +197,8 @@ class DockerRuntime:
                     f"not labelled for node {self.node_id}",
                     retryable=True,
                 ) from error
-            return self._resume(existing)
-        return self._start(container)
+            return self._resume(existing, paused=paused)
+        return self._started_as(self._start(container), paused)
 
     def unpause(self, standby: ContainerInfo) -> ContainerInfo:
         """Unpause a warm standby (one engine call) and return it as running. Raises only
@@ -410,12 +406,23 @@ class DockerRuntime:
                 retryable=error.status_code not in (400, 401, 403, 404),
             ) from error
 
-    def _resume(self, container: Container) -> ContainerInfo:
+    def _resume(self, container: Container, *, paused: bool = False) -> ContainerInfo:
+        """An existing container of the task, started if it was only created; unpaused if
+        it is a standby the agent no longer holds, unless a standby is what is asked."""
         info = self._info(container)
-        if info.paused:  # a standby the agent no longer holds: the task is wanted now
+        if info.paused and not paused:  # the task is wanted now
             self._client.api.unpause(container.id or "")
             return dataclasses.replace(info, paused=False)
-        return self._start(container) if info.state == "created" else info
+        if info.state != "created":
+            return info
+        return self._started_as(self._start(container), paused)
+
+    def _started_as(self, info: ContainerInfo, paused: bool) -> ContainerInfo:
+        """A container just started, paused at once if `paused` (a warm standby)."""
+        if paused and info.state == "running":
+            self._client.api.pause(info.container_id)
+            info = dataclasses.replace(info, paused=True)
+        return info
 
     def _start(self, container: Container) -> ContainerInfo:
         try:

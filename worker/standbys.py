@@ -114,6 +114,8 @@ class Standbys:
         pending = self._busy.pop(command.task_id, Pending())
         if isinstance(result, StartError):
             log.info("standby %s could not start: %s", command.task_id, result.reason)
+        elif not result.paused:  # the task's container ran already: not ours to hold
+            log.info("standby %s: the task's container already runs here", command.task_id)
         else:
             expire = functools.partial(self._expire_spare, command, result.container_id)
             self.spares[command.task_id] = (result, self.bus.call_later(command.standby, expire))
