@@ -1,6 +1,7 @@
 """Heartbeat load: what an idle simulated fleet costs the masters and the broker.
 
-    python -m bench.heartbeats [--nodes 1000 2000] [--seconds 30] [--write docs/benchmarks.md]
+    python -m bench.heartbeats [--nodes 1000 2000] [--seconds 30] [--one-hz-max 1000]
+                               [--write docs/benchmarks.md]
 
 For each fleet size, twice: every node at 1 Hz (`corral master --max-heartbeats 0`), and
 with adaptive intervals (the default, `--max-heartbeats 500`: a fleet of more than 500
@@ -11,8 +12,10 @@ for `--seconds`: the CPU time of the active master, the standby, the broker (the
 node: every vhost) and the fleet's process, as a share of one core; the heartbeats the
 masters received; and every node state change the active master published.
 
-Correctness is asserted: no node went suspect or down (the fleet never stops beating),
-and every node is ready at the end. The CPU shares are figures, never assertions.
+Correctness is checked: no node may go suspect or down (the fleet never stops beating)
+and every node must be ready at the end. A run where one did is still written down
+(the table counts them), and the command then exits non-zero. The CPU shares are
+figures, never assertions.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ class Run:
     broker: float
     fleet: float
     beats: float  # heartbeats a second the fleet sent
+    changes: dict[str, int]  # node state changes published in the window (none expected)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -114,11 +118,11 @@ def measure(broker: Broker, nodes: int, adaptive: bool, seconds: float) -> Run:
         beats = sum(node.seq for shard in fleet.shards for node in shard.nodes.values())
         changes = node_changes(tap)
         tap.close()
-        assert not changes, f"node state changes in an idle fleet: {dict(changes)}"
-        # A client of its own: the cluster's has been idle past the broker's heartbeat.
-        with Client(cluster.client_url, role=cluster.client_role) as client:
-            states = Counter(node.state for node in client.nodes())
-        assert states == {"ready": nodes}, f"nodes not all ready: {states}"
+        if not changes:  # a node judged late may still be suspect: then it is counted above
+            # A client of its own: the cluster's has been idle past the broker's heartbeat.
+            with Client(cluster.client_url, role=cluster.client_role) as client:
+                states = Counter(node.state for node in client.nodes())
+            assert states == {"ready": nodes}, f"nodes not all ready: {states}"
         return Run(
             nodes,
             adaptive,
@@ -128,6 +132,7 @@ def measure(broker: Broker, nodes: int, adaptive: bool, seconds: float) -> Run:
             share["broker"],
             share["fleet"],
             (beats - beats_before) / elapsed,
+            dict(changes),
         )
     finally:
         if fleet is not None:
@@ -142,14 +147,15 @@ def table(runs: list[Run]) -> str:
 
     lines = [
         "| nodes | intervals | heartbeat every | beats/s | active master | standby | broker "
-        "| fleet (simulated) |",
-        "|---|---|---|---|---|---|---|---|",
+        "| fleet (simulated) | false suspect / down |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for run in runs:
         lines.append(
             f"| {run.nodes:,} | {'adaptive' if run.adaptive else '1 s (`--max-heartbeats 0`)'} "
             f"| {run.interval:g} s | {run.beats:,.0f} | {pct(run.active)} | {pct(run.standby)} "
-            f"| {pct(run.broker)} | {pct(run.fleet)} |"
+            f"| {pct(run.broker)} | {pct(run.fleet)} "
+            f"| {run.changes.get('suspect', 0)} / {run.changes.get('down', 0)} |"
         )
     return "\n".join(lines)
 
@@ -162,11 +168,14 @@ def write(path: Path, body: str, seconds: float, load: float) -> None:
         "no task), on the\n2-core development machine (load average "
         f"{load:.1f} before), after the fleet's interval has settled:\n\n"
         f"{body}\n\n"
-        "Each run asserts that no node went suspect or down and that every node is ready\n"
-        "at the end. The broker's figure is the whole RabbitMQ node. The simulated fleet\n"
-        "runs in the benchmark's own process (bench/sim.py): a real fleet spends this on\n"
-        "its own machines, one worker each. Everything shares the same 2 cores, so the\n"
-        "larger fleets at 1 Hz leave little for placement (see the next section).\n"
+        "Each run checks that no node went suspect or down (the last column; anything but\n"
+        "0 / 0 is a failure) and that every node is ready at the end. The broker's figure\n"
+        "is the whole RabbitMQ node. The simulated fleet runs in the benchmark's own\n"
+        "process (bench/sim.py): a real fleet spends this on its own machines, one worker\n"
+        "each. Everything shares the same 2 cores: 2,000 simulated nodes at 1 Hz are not\n"
+        "measured (`--one-hz-max 1000`), because beside the broker and the masters the\n"
+        "simulator cannot send 2,000 heartbeats a second here (in a try, the 2,000 nodes\n"
+        "never all became ready within 300 s).\n"
     )
     text = path.read_text()
     head, found, rest = text.partition("## Heartbeat load")
@@ -180,6 +189,13 @@ def main() -> None:
     parser.add_argument("--management", default="http://127.0.0.1:15672")
     parser.add_argument("--nodes", type=int, nargs="+", default=[1000, 2000])
     parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument(
+        "--one-hz-max",
+        type=int,
+        default=1000,
+        help="larger fleets run with adaptive intervals only (the simulator cannot send "
+        "more heartbeats a second beside the broker and masters on 2 cores)",
+    )
     parser.add_argument("--write", type=Path, default=None)
     args = parser.parse_args()
     load = os.getloadavg()[0]
@@ -187,7 +203,7 @@ def main() -> None:
     runs = []
     try:
         for nodes in args.nodes:
-            for adaptive in (False, True):
+            for adaptive in (False, True) if nodes <= args.one_hz_max else (True,):
                 runs.append(measure(broker, nodes, adaptive, args.seconds))
                 print(runs[-1], flush=True)
     finally:
@@ -196,6 +212,9 @@ def main() -> None:
     print(body)
     if args.write is not None:
         write(args.write, body, args.seconds, load)
+    failed = [run for run in runs if run.changes]
+    if failed:  # written down first: a missed target is a figure too
+        raise SystemExit(f"{len(failed)} run(s) saw node state changes in an idle fleet")
 
 
 if __name__ == "__main__":
