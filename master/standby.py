@@ -64,6 +64,7 @@ class Standby:
     node_id: str  # where it waits, paused
     lost_node: str  # the suspect node whose task it would replace
     until: float  # when the worker removes it, unless it is started
+    version: int  # of the job's spec it runs
 
 
 @dataclass
@@ -145,7 +146,9 @@ def choose(
             _take(taken.setdefault(node.node_id, _Taken()), job)
             task_id = task_id_for(job.job_id, task.slot, task.attempt + 1, job.submission)
             chosen.append(
-                Standby(task_id, job.job_id, task.slot, node.node_id, lost_node, now + hold)
+                Standby(
+                    task_id, job.job_id, task.slot, node.node_id, lost_node, now + hold, job.version
+                )
             )
     return chosen
 
@@ -246,5 +249,11 @@ class WarmStandbys(Effects):
             )
 
     def _preferred_nodes(self) -> dict[str, str]:
-        """Where each standby waits, by the id of the replacement it stands in for."""
-        return {task_id: standby.node_id for task_id, standby in self.standbys.items()}
+        """Where each standby waits, by the id of the replacement it stands in for (not
+        one whose job was updated since: it runs the old spec)."""
+        jobs = self.state.jobs
+        return {
+            task_id: standby.node_id
+            for task_id, standby in self.standbys.items()
+            if standby.job_id in jobs and jobs[standby.job_id].version == standby.version
+        }

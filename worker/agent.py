@@ -54,7 +54,6 @@ from types import FrameType
 
 from bus import Bus, Delivery, topology
 from bus.connevents import worker_connection_name
-from bus.timers import Timer
 from schemas.envelope import Message
 from schemas.limits import MAX_NODE_TASKS
 from schemas.messages import (
@@ -75,7 +74,7 @@ from worker.network import RECHECK_EVERY, ClusterNetwork
 from worker.reports import StatusReports
 from worker.runtime import DockerRuntime
 from worker.settings import WorkerSettings
-from worker.standbys import Pending, Standbys, stale
+from worker.standbys import Pending, Spare, Standbys, stale
 from worker.stops import Stopper
 
 log = logging.getLogger("corral.worker")
@@ -108,7 +107,7 @@ class WorkerAgent(StatusReports, Leaving, Control, Standbys):
         self._refusals = RefusalGate()
         self.containers: dict[str, ContainerInfo] = {}
         self._busy: dict[str, Pending] = {}  # task id -> start or SIGTERM under way
-        self.spares: dict[str, tuple[ContainerInfo, Timer]] = {}  # standbys, paused
+        self.spares: dict[str, Spare] = {}  # standbys, paused
         self._reported: dict[str, str] = {}  # task id -> last state published
         self._health: dict[str, Health] = {}  # task id -> last health published
         self._early_health: dict[str, Health] = {}  # verdicts that came before the start result

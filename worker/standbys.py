@@ -30,6 +30,7 @@ from datetime import UTC, datetime
 
 from bus import Bus, Delivery
 from bus.timers import Timer
+from schemas.job import JobSpec
 from schemas.messages import StartTask, StopTask
 from worker.containers import Attachment, ContainerInfo, StartError
 from worker.network import ClusterNetwork
@@ -59,6 +60,16 @@ class Pending:
             follow_up()
 
 
+@dataclass
+class Spare:
+    """A standby held paused: its container, its expiry, and the spec it was started with
+    (a start with another spec, after an update, must not unpause it)."""
+
+    info: ContainerInfo
+    timer: Timer
+    spec: JobSpec
+
+
 def stale(sent_at: datetime, now: datetime | None = None) -> bool:
     """Whether a standby sent at `sent_at` arrives too late to be started."""
     age = ((now or datetime.now(UTC)) - sent_at).total_seconds()
@@ -76,7 +87,7 @@ class Standbys:
     _busy: dict[str, Pending]
     _starts: Executor
     _short_calls: Executor
-    spares: dict[str, tuple[ContainerInfo, Timer]]
+    spares: dict[str, Spare]
     # Methods it calls that the agent (or another of its mixins) defines.
     _started: Callable[[StartTask, ContainerInfo | StartError], None]
     _stop: Callable[[StopTask, Delivery | None], None]
@@ -118,7 +129,8 @@ class Standbys:
             log.info("standby %s: the task's container already runs here", command.task_id)
         else:
             expire = functools.partial(self._expire_spare, command, result.container_id)
-            self.spares[command.task_id] = (result, self.bus.call_later(command.standby, expire))
+            timer = self.bus.call_later(command.standby, expire)
+            self.spares[command.task_id] = Spare(result, timer, command.spec)
             log.info(
                 "standby %s started, paused (for %g s at most)", command.task_id, command.standby
             )
@@ -129,11 +141,19 @@ class Standbys:
         held = self.spares.pop(command.task_id, None)
         if held is None:
             return False
-        spare, timer = held
-        timer.cancel()
+        held.timer.cancel()
         self._busy[command.task_id] = Pending([delivery])
-        self._starts.submit(self._unpause_in_pool, command, epoch, spare)
+        if held.spec != command.spec:  # the job changed since: a container of its new spec
+            log.info("standby %s has an older spec: starting the task afresh", command.task_id)
+            self._starts.submit(self._replace_spare, command, epoch)
+        else:
+            self._starts.submit(self._unpause_in_pool, command, epoch, held.info)
         return True
+
+    def _replace_spare(self, command: StartTask, epoch: int) -> None:
+        self._remove_quietly(command.task_id)
+        result = self._run_start(command, epoch)
+        self.bus.call_threadsafe(functools.partial(self._started, command, result))
 
     def _unpause_in_pool(self, command: StartTask, epoch: int, spare: ContainerInfo) -> None:
         result: ContainerInfo | StartError
@@ -151,12 +171,12 @@ class Standbys:
         """Forget the task's standby, if any (its container is removed by the caller)."""
         held = self.spares.pop(task_id, None)
         if held is not None:
-            held[1].cancel()
+            held.timer.cancel()
         return held is not None
 
     def _expire_spare(self, command: StartTask, container_id: str) -> None:
         held = self.spares.get(command.task_id)
-        if held is None or held[0].container_id != container_id:
+        if held is None or held.info.container_id != container_id:
             return
         log.info(
             "standby %s was not needed within %g s: removing it", command.task_id, command.standby

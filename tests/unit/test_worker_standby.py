@@ -233,3 +233,20 @@ def test_a_paused_container_left_by_a_previous_run_is_removed_not_adopted(agent:
     agent.settle()
     assert f"remove {TASK_ID}" in agent.runtime.calls
     assert list(agent.worker.containers) == ["web-1-0"]
+
+
+def test_a_start_with_another_spec_replaces_the_standby_instead_of_unpausing_it(
+    agent: Agent,
+) -> None:
+    agent.send(start(standby=10))
+    agent.settle()
+    updated = start().model_copy(update={"spec": job_spec("web", kind="service", cpu=0.5)})
+    agent.send(updated)
+    agent.settle()
+    assert agent.runtime.calls == [
+        f"start {TASK_ID} paused",
+        f"remove {TASK_ID}",
+        f"start {TASK_ID}",
+    ]
+    assert [s.state for s in agent.bus.statuses()] == ["running"]
+    assert agent.worker.spares == {}
