@@ -5,7 +5,9 @@ guards keep a hiccup of the broker or of the master's own link from looking
 like a dead fleet:
 
 - after the master (re)connects to the broker it grants every node a grace
-  period of `dead_after` before judging it (a new leader: `takeover_grace`);
+  period of `dead_after` before judging it (a new leader: `takeover_grace`), and
+  so it does after its own loop stalled (`forgive_stall`: one long input left the
+  heartbeats that came meanwhile unread);
 - partition guard: if more than `partition_threshold` of the live nodes (and at
   least two) would go down in the same tick, hold them at `suspect` for up to
   `hold_max` seconds instead of rescheduling the world; when it lets go (most
@@ -33,6 +35,8 @@ from schemas.messages import NodeState
 
 # The longest heartbeat interval liveness honours (a node claiming more is judged by it).
 MAX_INTERVAL = 60.0
+# The master's own loop stalled longer than this (one long input): the silence is forgiven.
+STALL_FORGIVEN = 0.5
 
 log = logging.getLogger("corral.master")
 
@@ -54,6 +58,16 @@ class Liveness:
         granted for longer stands."""
         grace = self.settings.dead_after if duration is None else duration
         self._grace_until = max(self._grace_until, now + grace)
+
+    def forgive_stall(self, now: float, stalled: float) -> bool:
+        """The master's own loop ran nothing for `stalled` seconds more than usual (one
+        long input: a large submit or listing). Heartbeats that came meanwhile wait
+        unread, so the silence up to `now` is forgiven, as after a reconnect: no node is
+        judged late for the master's own stall. True if it was long enough to count."""
+        if stalled <= STALL_FORGIVEN:
+            return False
+        self.grant_grace(now)
+        return True
 
     def fleet_interval(self, live_nodes: int) -> float:
         """The heartbeat interval to ask of every node, for a fleet of `live_nodes`: the

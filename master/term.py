@@ -46,6 +46,7 @@ from master.journaled import Outputs
 from master.network import NetView
 from master.overview import SeenMaster
 from master.settings import MasterSettings
+from master.ticking import Ticking
 from master.writer import JournalWriter
 from schemas.envelope import Message
 from schemas.messages import (
@@ -67,16 +68,9 @@ NET_CHANGES_EVERY = 0.1
 DEAD_LETTERS_EVERY = 5.0  # the leader measures corral.dead this often (`corral status`)
 BEAT_EVERY = 1.0
 MASTERS_FORGOTTEN_AFTER = 10.0
-# A batch not read back from the journal within this long: the journal is stuck for us;
-# step down rather than hold every output forever.
-JOURNAL_STUCK = 15.0
-REATTACH_AFTER = 3.0
-# A tick at a node's liveness deadline runs this much after it (clocks and timers differ
-# by a little): the node is then surely past it.
-DUE_TICK_SLACK = 0.002
 
 
-class Term(Inputs, Outputs):
+class Term(Inputs, Outputs, Ticking):
     def __init__(
         self,
         settings: MasterSettings,
@@ -117,6 +111,7 @@ class Term(Inputs, Outputs):
         self._t0 = time.monotonic()
         self._warned = OrderedDict[str, None]()  # see Inputs._warn_once
         self._due_tick: Timer | None = None  # see _tick_when_due
+        self._ticked_at = time.monotonic()  # the last tick while active (_forgive_own_stall)
         self.net: NetView | None = None  # the network view sent to workers, while active
         self.bus = Bus(
             settings.amqp_url,
@@ -165,32 +160,6 @@ class Term(Inputs, Outputs):
             arguments=lambda: {"x-stream-offset": self.follower.offset + 1},
         )
         self._attached_at = time.monotonic()
-
-    def _reattach_if_stalled(self, waiting: float) -> None:
-        """Waiting `waiting` s for our own record to come back. After the broker node that
-        led the journal stream is lost, a channel that had published to it has been seen
-        to stall for 15-20 s while new channels publish at once; and a stream reader can
-        stall while writes go on. So: not yet confirmed after REATTACH_AFTER s while the
-        broker has confirmed nothing at all for REATTACH_AFTER s, step down (the next
-        term has a new connection); a broker that confirms slowly but steadily (busy: a
-        large submit, a large fleet) is waited for, up to JOURNAL_STUCK. Confirmed but not
-        read back: attach the reader afresh (at most every REATTACH_AFTER s)."""
-        if waiting <= REATTACH_AFTER or not self.bus.connected:
-            return
-        if self.bus.unconfirmed:
-            stalled = self.bus.confirms_stalled_for()
-            if stalled > REATTACH_AFTER:
-                self._step_down(f"the broker has confirmed nothing for {stalled:.1f} s")
-            return
-        if time.monotonic() - self._attached_at > REATTACH_AFTER:
-            log.warning(
-                "master %s: nothing back from the journal for %.1f s; attaching again",
-                self.settings.name,
-                waiting,
-            )
-            if self._journal_consumer is not None:
-                self._journal_consumer.cancel()
-            self._tail_journal()
 
     def _end_if(self, stop: threading.Event) -> None:
         if stop.is_set():
@@ -302,6 +271,7 @@ class Term(Inputs, Outputs):
     def _take_over(self, epoch: int) -> None:
         now = self.clock()
         self.role = "active"
+        self._ticked_at = time.monotonic()
         self.writer = JournalWriter(self.settings.name, epoch, self._send_batch)
         self.writer.on_sent = self._on_batch_sent
         self.controller.journal = self.writer.add
@@ -374,35 +344,6 @@ class Term(Inputs, Outputs):
         beat = message.expect(MasterBeat)
         if beat.instance != self.instance:
             self._seen(beat, self.clock())
-
-    def _on_tick(self) -> None:
-        # A claimant replaying a long journal is slow, not stuck: only silence counts.
-        quiet = time.monotonic() - max(self._claimed_at, self._journal_read_at)
-        if self.role == "claiming":
-            if quiet > JOURNAL_STUCK:
-                self._step_down(f"the journal gave nothing for {JOURNAL_STUCK:g} s after its claim")
-                return
-            self._reattach_if_stalled(quiet)
-        if self.role != "active" or self.writer is None:
-            return
-        if self.writer.stuck_for() > JOURNAL_STUCK:
-            self._step_down(f"the journal did not take a batch in {JOURNAL_STUCK:g} s")
-            return
-        self._reattach_if_stalled(self.writer.stuck_for())
-        self.controller.tick(self.clock())
-        self._after()
-        self._tick_when_due()
-
-    def _tick_when_due(self) -> None:
-        """Tick again the moment a silent node crosses suspect_after or dead_after, if that
-        comes before the next regular tick: a lost host is then judged on time, not up to
-        a tick late. Only silent nodes have such a moment; a healthy fleet adds no tick."""
-        wait = self.controller.liveness.next_due - self.clock()
-        if not 0 < wait < self.settings.tick:
-            return
-        if self._due_tick is not None:
-            self._due_tick.cancel()
-        self._due_tick = self.bus.call_later(wait + DUE_TICK_SLACK, self._on_tick)
 
     # -- snapshots --
 

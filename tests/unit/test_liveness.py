@@ -231,3 +231,15 @@ def test_fleet_interval_keeps_the_base_without_a_limit_and_is_capped() -> None:
     unlimited = MasterSettings(amqp_url="amqp://x", max_heartbeats=0)
     assert Liveness(unlimited).fleet_interval(100_000) == 1.0
     assert Liveness(SETTINGS).fleet_interval(10_000_000) == 60.0
+
+
+def test_a_stall_of_the_masters_own_loop_is_forgiven() -> None:
+    """One long input kept the master from reading heartbeats: nobody is judged late
+    for that, but a node silent since keeps being judged from the end of the stall."""
+    cluster = nodes(10.0)
+    liveness = Liveness(SETTINGS)
+    assert not liveness.forgive_stall(12.5, 0.4)  # a short one changes nothing
+    assert liveness.forgive_stall(12.5, 2.4)
+    assert judge(liveness, cluster, 12.6) == {}
+    assert judge(liveness, cluster, 14.5) == {"n0": "suspect"}
+    assert judge(liveness, cluster, 15.5) == {"n0": "down"}
