@@ -113,6 +113,7 @@ def _restore(document: dict[str, Any], state: ClusterState) -> ClusterState:
             held_until=record["held_until"],
             held_reason=record["held_reason"],
             network=_network(record.get("network")),
+            interval=float(record.get("interval", 1.0)),
             **_schedule(record),
         )
     for record in document["unseen"]:
@@ -191,6 +192,7 @@ def _node(node: Node) -> dict[str, Any]:
         "last_seen": node.last_seen,
         "reported": [task.model_dump(mode="json") for task in node.reported],
         "network": node.network.model_dump(mode="json") if node.network else None,
+        "interval": node.interval,
         "held_until": node.held_until,
         "held_reason": node.held_reason,
         **{name: getattr(node, name) for name in _SCHEDULE_FIELDS},

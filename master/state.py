@@ -103,7 +103,15 @@ FENCED_KEPT = 10_000
 REMEMBER_REQUESTS = 10_000  # MasterSettings.remember_requests's default
 
 # Node fields that heartbeats alone set (soft state, see `differences`).
-SOFT_NODE_FIELDS = ("capacity", "labels", "boot_id", "last_seen", "reported", "network")
+SOFT_NODE_FIELDS = (
+    "capacity",
+    "labels",
+    "boot_id",
+    "last_seen",
+    "reported",
+    "network",
+    "interval",
+)
 
 
 class ClusterState:
