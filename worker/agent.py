@@ -55,15 +55,13 @@ from types import FrameType
 from bus import Bus, Delivery, topology
 from bus.connevents import worker_connection_name
 from schemas.envelope import Message
-from schemas.limits import MAX_NODE_TASKS
 from schemas.messages import (
     Health,
-    Heartbeat,
     Resources,
-    RunningTask,
     StartTask,
     StopTask,
 )
+from worker.beats import Heartbeats
 from worker.commands import RefusalGate, Refused, accept
 from worker.containers import ContainerInfo, StartError
 from worker.control import Control
@@ -83,7 +81,7 @@ log = logging.getLogger("corral.worker")
 LEAVE_POLL = 0.2
 
 
-class WorkerAgent(StatusReports, Leaving, Control, Standbys):
+class WorkerAgent(StatusReports, Leaving, Control, Standbys, Heartbeats):
     """One node: built from its settings (resolving and saving its node id, connecting
     to Docker: raises `IdentityError` or `RuntimeUnavailable`), then served by `run`."""
 
@@ -217,67 +215,6 @@ class WorkerAgent(StatusReports, Leaving, Control, Standbys):
     def _follow_events(self, stop: threading.Event) -> None:
         for event in self.runtime.events(stop):
             self.bus.call_threadsafe(functools.partial(self._on_runtime_event, event))
-
-    # -- heartbeat --
-
-    def _running(self) -> list[ContainerInfo]:
-        return [c for c in self.containers.values() if c.state == "running"]
-
-    def _beat(self) -> None:
-        self.seq += 1
-        running = self._running()
-        beat = Heartbeat(
-            node_id=self.node_id,
-            boot_id=self.boot_id,
-            seq=self.seq,
-            interval=self.beat_interval,
-            capacity=self.capacity,
-            allocated=Resources(
-                cpus=round(sum(c.cpu for c in running), 6), memory=sum(c.memory for c in running)
-            ),
-            labels=self.settings.labels,
-            tasks=self._listed(running),
-            max_epoch=self.max_epoch,
-            leaving=self.leaving,
-            network=self.network.heartbeat() if self.network is not None else None,
-        )
-        key = topology.heartbeat_key(self.node_id)
-        self.bus.publish(topology.HEARTBEAT_EXCHANGE, key, beat, transient=True)
-
-    def _pace(self, asked: float | None) -> None:
-        """Heartbeat every `asked` seconds, as the leader asks of a large fleet (never
-        faster than this worker's own setting). A change is announced by a heartbeat at
-        once, with the new interval: the master judges this node by it from then on, so
-        a longer one never makes the node look late."""
-        interval = max(self.settings.heartbeat_interval, asked or 0.0)
-        if interval == self.beat_interval:
-            return
-        log.info(
-            "heartbeating every %g s (was %g s), as the master asks", interval, self.beat_interval
-        )
-        self.beat_interval = interval
-        self._beat_timer.cancel()
-        self._beat_timer = self.bus.every(interval, self._beat)
-        self._beat()
-
-    def _listed(self, running: list[ContainerInfo]) -> list[RunningTask]:
-        """The containers a heartbeat lists: running ones first, at most MAX_NODE_TASKS
-        (ended ones past that are left out: only fencing reads them)."""
-        ended = [c for c in self.containers.values() if c.state == "exited"]
-        listed = [c for c in (*running, *ended) if c.task_id not in self.stopper]
-        return [
-            RunningTask(
-                task_id=c.task_id,
-                job_id=c.job_id,
-                container_id=c.container_id,
-                state="running" if c.state == "running" else "exited",
-                cpu=c.cpu,
-                memory=c.memory,
-                health=c.health,
-                address=c.address,
-            )
-            for c in listed[:MAX_NODE_TASKS]
-        ]
 
     # -- assignments --
 

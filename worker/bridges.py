@@ -16,7 +16,9 @@ import docker
 from docker.errors import APIError, NotFound
 
 from worker.containers import MANAGED, NODE, StartError
-from worker.runtime import _TRANSPORT_ERRORS, DockerRuntime, _engine_errors, _explain
+from worker.engine_events import TRANSPORT_ERRORS as _TRANSPORT_ERRORS
+from worker.engine_events import explain as _explain
+from worker.runtime import DockerRuntime, _engine_errors
 
 log = logging.getLogger(__name__)
 

@@ -12,15 +12,12 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import threading
 import time
-from collections.abc import Generator, Iterator, Mapping
-from contextlib import closing, contextmanager, suppress
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager, suppress
 from typing import Any, Literal
 
 import docker
-import requests
-import urllib3
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 from docker.models.containers import Container
 from docker.types import CancellableStream
@@ -29,7 +26,6 @@ from schemas.messages import StartTask
 from worker.containers import (
     CPU,
     EPOCH,
-    EVENT_ACTIONS,
     JOB,
     MANAGED,
     MEMORY,
@@ -39,13 +35,15 @@ from worker.containers import (
     TASK,
     Attachment,
     ContainerInfo,
-    EventDecoder,
     RuntimeEvent,
     RuntimeUnavailable,
     StartError,
     StopOutcome,
     container_info,
 )
+from worker.engine_events import TRANSPORT_ERRORS as _TRANSPORT_ERRORS
+from worker.engine_events import EngineEvents
+from worker.engine_events import explain as _explain
 from worker.health import configured_health, docker_healthcheck, unhealthy_reason
 
 __all__ = [
@@ -60,8 +58,6 @@ __all__ = [
 
 # Failures that no retry on this node can fix, whatever status the engine gave them.
 _PERMANENT_ERRORS = ("executable file not found", "no such file or directory")
-# Transport failures: the engine went away or the socket broke mid-request.
-_TRANSPORT_ERRORS = (DockerException, requests.RequestException, urllib3.exceptions.HTTPError)
 # The signal `docker stop` sends first when an image names none.
 _STOP_SIGNAL = "SIGTERM"
 
@@ -86,12 +82,6 @@ class LogStream(Iterator[bytes]):
             pass  # Already closed or the engine went away: either way the stream is over.
 
 
-def _explain(error: Exception) -> str:
-    """Docker's explanation of an error, on one line."""
-    text = error.explanation if isinstance(error, APIError) and error.explanation else str(error)
-    return " ".join(str(text).split())
-
-
 def _retryable(error: APIError) -> bool:
     """Engine-side failures are worth retrying; a rejected spec is not. 404 and 409 at this
     point mean a concurrent start or stop of the same container, so a retry sorts it out."""
@@ -110,7 +100,7 @@ def _engine_errors(what: str) -> Iterator[None]:
         raise RuntimeUnavailable(f"{what}: {_explain(error)}") from error
 
 
-class DockerRuntime:
+class DockerRuntime(EngineEvents):
     """Runs the tasks of node `node_id` as Docker containers.
 
     `extra_labels` are put on every container this runtime creates (tests use
@@ -270,64 +260,7 @@ class DockerRuntime:
                 raise KeyError(container_id) from None
         return unhealthy_reason((attrs.get("State") or {}).get("Health") or {})
 
-    def events(self, stop: threading.Event) -> Iterator[RuntimeEvent]:
-        """Yield start, exit and health events of this node's containers until `stop` is
-        set. An exit the kernel's OOM killer caused carries the reason `out of memory
-        (limit 64Mi)`; a health event carries Docker's new verdict.
-
-        Blocks between events; returns within about a second of `stop` being set. The
-        engine is read in windows of at most a second, each overlapping the last by a
-        second and de-duplicated, so nothing is lost or repeated between windows. The
-        first window also replays up to a second before the call. If the engine is
-        unreachable it retries with backoff and never raises; events that happened
-        while it was down cannot be replayed, so callers reconcile with `list_tasks`.
-        """
-        since = int(time.time())
-        decoder = EventDecoder()
-        backoff = 0.2
-        while not stop.is_set():
-            until = max(since + 1, int(time.time()) + 1)
-            try:
-                with closing(self._window(since, until, decoder)) as window:
-                    for event in window:
-                        yield event
-                        if stop.is_set():
-                            return
-            except (*_TRANSPORT_ERRORS, ValueError) as error:
-                if backoff == 0.2:  # Once per outage, not once per retry.
-                    log.warning("Docker event stream failed, retrying: %s", _explain(error))
-                stop.wait(backoff)
-                backoff = min(backoff * 2, 2.0)
-                continue  # Keep `since`: what the engine still buffers will be replayed.
-            backoff = 0.2
-            # A stream the engine cut short only covers events up to now.
-            since = max(since, min(until, int(time.time())) - 1)
-            decoder.forget_before(since)
-
     # -- internals --------------------------------------------------------------------
-
-    def _window(
-        self, since: int, until: int, decoder: EventDecoder
-    ) -> Generator[RuntimeEvent, None, None]:
-        """Events from `since` (inclusive, replayed from the engine's buffer) until the engine
-        closes the stream at `until`; events `decoder` has seen already are skipped."""
-        # `oom` comes before the `die` of a container the kernel killed at its memory limit.
-        # `health_status` matches the actions `health_status: <verdict>` (a prefix match
-        # the engine makes for that value alone).
-        stream = self._client.events(
-            since=since,
-            until=until,
-            decode=True,
-            filters={"type": "container", "label": self._filters, "event": list(EVENT_ACTIONS)},
-        )
-        try:
-            for raw in stream:
-                event = decoder.decode(raw)
-                if event is not None:
-                    yield event
-        finally:
-            with suppress(*_TRANSPORT_ERRORS, OSError):
-                stream.close()
 
     def _find(self, task_id: str) -> Container | None:
         found = self._client.containers.list(
