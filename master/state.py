@@ -34,12 +34,13 @@ the master holds (`rebuild_indexes` recomputes them from the records):
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Callable
 from dataclasses import fields
-from typing import Any, TypeVar
+from typing import Any
 
 from master import events as ev
+from master.applying import HANDLERS as _HANDLERS
+from master.applying import add as _add
+from master.applying import handles as _handles
 from master.model import (
     ACTIVE_TASK_STATES,
     Job,
@@ -55,6 +56,7 @@ from master.model import (
     slot_done,
     task_id_for,
 )
+from master.nodestate import SOFT_NODE_FIELDS, NodeRecords
 from schemas.api import ApiError
 from schemas.limits import MAX_VERSIONS_KEPT
 from schemas.messages import JobState
@@ -71,28 +73,6 @@ __all__ = [
 ]
 
 
-E = TypeVar("E", bound=ev.Event)
-_Handler = Callable[["ClusterState", Any], None]
-_HANDLERS: dict[type[ev.Event], _Handler] = {}
-
-
-def _handles(kind: type[E]) -> Callable[[Callable[[ClusterState, E], None]], _Handler]:
-    """Register a method as `apply`'s handler of one event class."""
-
-    def register(method: Callable[[ClusterState, E], None]) -> _Handler:
-        _HANDLERS[kind] = method
-        return method
-
-    return register
-
-
-def _add(counter: Counter[Any], key: Any, amount: int) -> None:
-    """Add to a count, dropping keys that reach zero (counters of gone things stay empty)."""
-    counter[key] += amount
-    if counter[key] == 0:
-        del counter[key]
-
-
 FORGOTTEN_JOBS_KEPT = 10_000
 # Spec fields that make no difference to a running container: a new version that changes
 # only these needs no task replaced (a rollout of it is done at once).
@@ -102,19 +82,8 @@ FENCE_RESEND_SECONDS = 5.0
 FENCED_KEPT = 10_000
 REMEMBER_REQUESTS = 10_000  # MasterSettings.remember_requests's default
 
-# Node fields that heartbeats alone set (soft state, see `differences`).
-SOFT_NODE_FIELDS = (
-    "capacity",
-    "labels",
-    "boot_id",
-    "last_seen",
-    "reported",
-    "network",
-    "interval",
-)
 
-
-class ClusterState:
+class ClusterState(NodeRecords):
     def __init__(self, *, remember_requests: int = REMEMBER_REQUESTS) -> None:
         """`remember_requests` bounds `requests` (settings.remember_requests); states
         that must stay equal must be built with the same bound."""
@@ -456,103 +425,6 @@ class ClusterState:
             )
         self.requests.remember(event.message_id, Outcome(event.request_type, event.job_id, error))
 
-    @_handles(ev.NodeObserved)
-    def _node_observed(self, event: ev.NodeObserved) -> None:
-        node = self.nodes.get(event.node_id)
-        if node is None:
-            self._node_joined(event)
-            return
-        if node.capacity != event.capacity or node.labels != event.labels:
-            self.placeable_version += 1
-        if node.boot_id != event.boot_id and node.held_until:
-            # A new agent there: whatever made us hold the node may be fixed.
-            node.held_until, node.held_reason = 0.0, ""
-            self.holds.pop(node.node_id, None)
-            self.placeable_version += 1
-        node.capacity = event.capacity
-        node.labels = event.labels
-        node.boot_id = event.boot_id
-        node.last_seen = event.at
-        node.reported = list(event.tasks)
-        if (node.network and node.network.addr) != (event.network and event.network.addr):
-            self.net_nodes_version += 1
-        node.network = event.network
-        node.interval = event.interval
-
-    def _node_joined(self, event: ev.NodeObserved) -> None:
-        """A node's first heartbeat: ready, unless the journal said otherwise (`unseen`)."""
-        record = self.unseen.pop(event.node_id, None)
-        node = Node(
-            event.node_id,
-            record.state if record is not None else "ready",
-            event.capacity,
-            event.labels,
-            event.boot_id,
-            event.at,
-            list(event.tasks),
-            network=event.network,
-            interval=event.interval,
-            # Since a state change the journal holds (0: none, it has been ready since it joined).
-            state_since=record.state_since if record is not None else 0.0,
-        )
-        if record is not None:
-            node.state_reason = record.state_reason
-            node.cordoned, node.draining = record.cordoned, record.draining
-            node.leaving = record.leaving
-        self.nodes[event.node_id] = node
-        self.placeable_version += 1
-        self.net_nodes_version += 1
-        if record is None:
-            return
-        if record.held_boot in ("", event.boot_id):  # else held for an agent gone since
-            node.held_until, node.held_reason = record.held_until, record.held_reason
-            if node.held_until:
-                self.holds[node.node_id] = node.held_until
-        for task_id in sorted(record.task_ids):
-            self._bind(self.tasks[task_id])
-
-    @_handles(ev.NodeForgotten)
-    def _node_forgotten(self, event: ev.NodeForgotten) -> None:
-        node = self.nodes.get(event.node_id)
-        if node is not None and node.state == "down" and not node.task_ids:
-            del self.nodes[event.node_id]
-            self.holds.pop(event.node_id, None)
-            self._release_subnet(event.node_id)
-        record = self.unseen.get(event.node_id)
-        if record is not None and record.state == "down" and not record.task_ids:
-            del self.unseen[event.node_id]
-            self._release_subnet(event.node_id)
-
-    def _release_subnet(self, node_id: str) -> None:
-        if self.subnets.pop(node_id, None) is not None:
-            self.net_nodes_version += 1
-
-    @_handles(ev.SubnetAllocated)
-    def _subnet_allocated(self, event: ev.SubnetAllocated) -> None:
-        self.subnets[event.node_id] = event.subnet
-        self.net_nodes_version += 1
-
-    @_handles(ev.NodeStateChanged)
-    def _node_state_changed(self, event: ev.NodeStateChanged) -> None:
-        node: Node | Unseen | None = self.nodes.get(event.node_id)
-        if node is None:
-            node = self._unseen(event.node_id, event.at)
-        elif node.state != event.state and event.state == "ready":
-            self.placeable_version += 1
-        if node.state != event.state:
-            node.state_since = event.at
-        node.state = event.state
-        node.state_reason = event.reason
-
-    @_handles(ev.NodeScheduling)
-    def _node_scheduling(self, event: ev.NodeScheduling) -> None:
-        node: Node | Unseen | None = self.nodes.get(event.node_id)
-        if node is None:
-            node = self._unseen(event.node_id, event.at)
-        if node.cordoned and not event.cordoned:
-            self.placeable_version += 1
-        node.cordoned, node.draining, node.leaving = event.cordoned, event.draining, event.leaving
-
     # -- indexes --
 
     def _current_job(self, task: Task) -> Job | None:
@@ -616,13 +488,6 @@ class ClusterState:
                 self.maturing.pop(task_id, None)
         del self.jobs[job.job_id]
         self.ended.pop(job.job_id, None)
-
-    def _unseen(self, node_id: str, at: float) -> Unseen:
-        """The record of a node no heartbeat has shown, made (first named at `at`) if need be."""
-        record = self.unseen.get(node_id)
-        if record is None:
-            record = self.unseen[node_id] = Unseen(node_id, at)
-        return record
 
     def _bind(self, task: Task) -> None:
         job = self.jobs.get(task.job_id)
