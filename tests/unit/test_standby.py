@@ -33,21 +33,19 @@ def stops(commands: list[Command]) -> dict[str, tuple[str, str]]:
     return {c.task_id: (c.node_id, c.reason) for c in commands if isinstance(c, StopCommand)}
 
 
-def service_on_a(master: Controller, name: str = "web", **fields: object) -> str:
-    """A one-replica job placed on node a and running there (b and c are cordoned while
-    it is placed); returns its task id."""
+def service_on_a(master: Controller, name: str = "web", **fields: object) -> None:
+    """A job placed on node a (the others are cordoned meanwhile), its tasks running."""
     for node_id in master.state.nodes:
         if node_id != "a":
             master.set_schedule(node_id, "cordon", 0.1)
     master.submit(job_spec(name, **fields), 0.2)
-    task_id = f"{name}-0-0"
-    assert master.state.tasks[task_id].node_id == "a"
-    run(master, task_id, 0.3)
+    for task_id, task in list(master.state.tasks.items()):
+        assert task.node_id == "a"
+        run(master, task_id, 0.3)
     for node_id in master.state.nodes:
         if node_id != "a":
             master.set_schedule(node_id, "uncordon", 0.4)
     master.drain()
-    return task_id
 
 
 def beat_all_but_a(master: Controller, now: float) -> None:
@@ -136,14 +134,7 @@ def test_no_standby_on_a_node_not_heard_lately_nor_in_a_wave_of_silence() -> Non
 def test_standbys_take_room_one_after_another() -> None:
     """Two tasks of a suspect node: the standbys spread, as the scheduler would place them."""
     master = controller("a", "b", "c")
-    for node_id in ("b", "c"):
-        master.set_schedule(node_id, "cordon", 0.1)
-    master.submit(job_spec("web", kind="service", replicas=2), 0.2)
-    run(master, "web-0-0", 0.3)
-    run(master, "web-1-0", 0.3)
-    for node_id in ("b", "c"):
-        master.set_schedule(node_id, "uncordon", 0.4)
-    master.drain()
+    service_on_a(master, kind="service", replicas=2)
     beat_all_but_a(master, 1.9)
     master.tick(2.0)
     assert standbys(master.drain()[0]) == {"web-0-1": "b", "web-1-1": "c"}
@@ -185,14 +176,7 @@ def test_the_scheduler_prefers_a_standbys_node_when_it_may_take_the_task() -> No
 def test_standbys_are_capped_cluster_wide(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(standby, "MAX_STANDBYS", 1)
     master = controller("a", "b", "c")
-    for node_id in ("b", "c"):
-        master.set_schedule(node_id, "cordon", 0.1)
-    master.submit(job_spec("web", kind="service", replicas=2), 0.2)
-    run(master, "web-0-0", 0.3)
-    run(master, "web-1-0", 0.3)
-    for node_id in ("b", "c"):
-        master.set_schedule(node_id, "uncordon", 0.4)
-    master.drain()
+    service_on_a(master, kind="service", replicas=2)
     beat_all_but_a(master, 1.9)
     master.tick(2.0)
     assert len(standbys(master.drain()[0])) == 1
