@@ -301,7 +301,7 @@ def write(path: Path, runs: list[Run], replicas: int, body: str, load: tuple[flo
         "How: when a node turns `suspect` (2 s of silence) the master picks where each of\n"
         "its service tasks' replacements would go and has those nodes start them paused\n"
         "(warm standbys, master/standby.py); at `down` (3 s) the replacement is placed\n"
-        "there and the worker unpauses it (about 20 ms) instead of starting a container\n"
+        "there and the worker unpauses it (20 to 60 ms) instead of starting a container\n"
         "(0.3 to 0.7 s here, where every worker shares one engine). A node heard again\n"
         "in between has its standbys removed (`tests/chaos/test_worker_partition.py`).\n"
         "What bounds it now is detection: with the default timeouts (which issue 7\n"

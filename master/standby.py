@@ -3,7 +3,7 @@
 A node that stops heartbeating is `suspect` after `suspect_after` (2 s) and `down`
 after `dead_after` (3 s); only at `down` are its tasks lost and replaced. Most of a
 replacement's time is Docker starting the container (0.3-0.5 s on the development
-machine; pausing or unpausing one takes about 20 ms). So when a node turns suspect the
+machine; pausing or unpausing one takes 20 to 60 ms). So when a node turns suspect the
 active master picks, for each service task running there, the node its replacement
 would go to, and asks that node to start it paused (`StartTask.standby`, with the id
 the replacement will have). At `down` the scheduler places the replacement on that

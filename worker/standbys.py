@@ -7,7 +7,7 @@ When another node turns suspect, the active master may send this node an
 and tells no one: it is in no heartbeat and no status event, so no one counts it or
 routes to it. Then one of:
 - an `assign.start` for the same task without `standby` (the node went down and the
-  replacement was placed here): the container is unpaused, about 20 ms instead of a
+  replacement was placed here): the container is unpaused, 20 to 60 ms instead of a
   start's 0.3-0.5 s, and reported running as any start;
 - an `assign.stop` (the node was heard again): it is removed, as any stop;
 - nothing for `standby` seconds: the worker removes it itself.
