@@ -31,10 +31,11 @@ import math
 from master import events as ev
 from master.settings import MasterSettings
 from master.state import ClusterState, Node, Unseen
+from schemas.limits import MAX_HEARTBEAT_INTERVAL
 from schemas.messages import NodeState
 
 # The longest heartbeat interval liveness honours (a node claiming more is judged by it).
-MAX_INTERVAL = 60.0
+MAX_INTERVAL = MAX_HEARTBEAT_INTERVAL
 # The master's own loop stalled longer than this (one long input): the silence is forgiven.
 STALL_FORGIVEN = 0.5
 

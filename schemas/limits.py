@@ -67,6 +67,7 @@ MAX_MEMORY = 1024**5  # 1 PiB: far above any machine, far below Docker's int64
 MIN_BACKOFF = 0.5
 MAX_BACKOFF = 3600.0
 MAX_GRACE = 3600.0  # stop_grace and assign.stop's grace, seconds
+MAX_HEARTBEAT_INTERVAL = 60.0  # the longest interval a leader asks or liveness honours, s
 MAX_STANDBY_HOLD = 300.0  # assign.start's standby: how long a paused standby may wait, seconds
 MAX_CHECK_SECONDS = 3600.0  # health check times and min_healthy, seconds
 MAX_AGENT_GRACE = 7 * 86400.0  # a job's agent_grace, seconds

@@ -13,7 +13,7 @@ import logging
 
 from bus import Bus, topology
 from bus.timers import Timer
-from schemas.limits import MAX_NODE_TASKS
+from schemas.limits import MAX_HEARTBEAT_INTERVAL, MAX_NODE_TASKS
 from schemas.messages import Heartbeat, Resources, RunningTask
 from worker.containers import ContainerInfo
 from worker.network import ClusterNetwork
@@ -69,7 +69,8 @@ class Heartbeats:
         faster than this worker's own setting). A change is announced by a heartbeat at
         once, with the new interval: the master judges this node by it from then on, so
         a longer one never makes the node look late."""
-        interval = max(self.settings.heartbeat_interval, asked or 0.0)
+        # Never slower than liveness honours: a forged announcement cannot silence it.
+        interval = max(self.settings.heartbeat_interval, min(asked or 0.0, MAX_HEARTBEAT_INTERVAL))
         if interval == self.beat_interval:
             return
         log.info(
