@@ -12,6 +12,9 @@
 #
 # Needs root for installing and starting things (CI runs it as root).
 # Never pulls images: there is no container registry.
+#
+#   scripts/bootstrap.sh --docker   only step 3 (scripts/engine_watch.sh restarts a hung
+#                                   engine with it, while the broker may be down on purpose)
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -19,6 +22,8 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 APT_LOG=/tmp/corral-apt.log
 RMQ_START_LOG=/tmp/corral-rabbitmq-start.log
 DOCKERD_LOG=/var/log/corral-dockerd.log
+# The pid of the dockerd this script started: scripts/engine_watch.sh restarts only that one.
+DOCKERD_PIDFILE=/run/corral-dockerd.pid
 MGMT_URL=http://127.0.0.1:15672/api/overview
 EVENTS_URL=http://127.0.0.1:15672/api/exchanges/%2F/amq.rabbitmq.event
 PLUGINS=(rabbitmq_management rabbitmq_event_exchange)
@@ -161,6 +166,7 @@ start_docker() {
         # setsid: own session, so it outlives this script and its process group.
         (close_lock_fds && exec setsid nohup dockerd) >>"$DOCKERD_LOG" 2>&1 </dev/null &
         pid=$!
+        echo "$pid" >"$DOCKERD_PIDFILE"
     fi
     local t0=$SECONDS deadline=$((SECONDS + 60))
     until docker_ok; do
@@ -188,6 +194,10 @@ ensure_test_image() {
     bash "$CORRAL_ROOT/scripts/build-test-image.sh" || die "building $TEST_IMAGE failed"
 }
 
+if [[ ${1:-} == --docker ]]; then
+    start_docker
+    exit 0
+fi
 install_packages
 start_rabbitmq
 start_docker

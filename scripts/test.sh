@@ -13,6 +13,11 @@
 # to pytest. Every step runs even if an earlier lint step failed; the script fails
 # if any step failed. pytest collecting no tests (exit code 5) is a failure.
 #
+# While pytest runs, scripts/engine_watch.sh watches the Docker engine: Debian 12's
+# Docker 20.10.24 can deadlock under container churn (moby/moby#46661). It restarts a
+# hung engine that scripts/bootstrap.sh started; a pytest run that failed meanwhile runs
+# its failed tests again, once (`--last-failed`), and the output says so.
+#
 # Environment:
 #   SKIP_LINT=1            skip ruff and mypy (quick local iteration)
 #   CI=<non-empty>         exports CORRAL_IN_CI=1 to the tests
@@ -51,11 +56,27 @@ else
     step "mypy" mypy
 fi
 
+# The engine watch (scripts/engine_watch.sh) restarts a Docker engine that deadlocked
+# (moby/moby#46661 in Docker 20.10.24) and writes a line to $ENGINE_EVENTS each time.
+ENGINE_EVENTS=$(mktemp /tmp/corral-engine-events.XXXXXX)
+bash scripts/engine_watch.sh "$ENGINE_EVENTS" &
+ENGINE_WATCH=$!
+trap 'kill "$ENGINE_WATCH" 2>/dev/null; rm -f "$ENGINE_EVENTS"' EXIT
+
 run_pytest() { # run_pytest NAME ARGS...: one pytest run; exit code 5 (nothing ran) fails too
-    local name=$1 rc=0
+    local name=$1 rc=0 restarts
     shift
     say "$name"
+    restarts=$(wc -l <"$ENGINE_EVENTS")
     pytest "$@" || rc=$?
+    if ((rc != 0 && rc != 5)) && (($(wc -l <"$ENGINE_EVENTS") > restarts)); then
+        # Tests that failed because the engine hung are run again, once, on the new one.
+        warn "the Docker engine hung during '$name' and was restarted:"
+        tail -n +$((restarts + 1)) "$ENGINE_EVENTS" | sed 's/^/    /' >&2
+        say "$name: the failed tests again, once (pytest --last-failed)"
+        rc=0
+        pytest "$@" --last-failed --last-failed-no-failures none || rc=$?
+    fi
     if ((rc == 5)); then
         err "pytest collected no tests (exit code 5): check the arguments/-k expression and tests/"
         failed+=("$name (no tests collected)")
