@@ -58,12 +58,21 @@ from schemas.api import (
     ScaleJob,
     SetNodeSchedule,
     SubmitJob,
+    SubmitJobs,
+    SubmitOutcome,
+    SubmitResults,
     TaskInfo,
     UpdateJob,
 )
 from schemas.envelope import Message, describe_errors
 from schemas.job import JobSpec
-from schemas.limits import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
+from schemas.limits import (
+    DEFAULT_PAGE_SIZE,
+    MAX_BATCH_JOBS,
+    MAX_BATCH_REPLICAS,
+    MAX_MESSAGE_BYTES,
+    MAX_PAGE_SIZE,
+)
 from schemas.messages import Payload
 
 __all__ = ["DEFAULT_URL", "URL_ENV", "Client", "Event"]
@@ -75,6 +84,10 @@ ROLE_ENV = "CORRAL_ROLE"
 TLS_ENV = ("CORRAL_TLS_CA", "CORRAL_TLS_CERT", "CORRAL_TLS_KEY")
 
 M = TypeVar("M", bound=BaseModel)
+
+# An api.submit_many request's specs stay under this many bytes of JSON (the envelope
+# and its other fields fit in the rest of MAX_MESSAGE_BYTES).
+BATCH_BYTES = MAX_MESSAGE_BYTES - 64 * 1024
 
 
 class Client:
@@ -152,6 +165,34 @@ class Client:
         """
         info = self._call(SubmitJob(spec=_spec(spec)), JobInfo)
         return Job(self, info.job_id, info)
+
+    def submit_many(
+        self,
+        specs: Sequence[JobSpec | Mapping[str, Any]],
+        *,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> list[SubmitOutcome]:
+        """Submit many jobs with few requests (api.submit_many: up to MAX_BATCH_JOBS jobs
+        and about 4 MiB each); one outcome per spec, in order.
+
+        Every spec is validated first: InvalidSpec, naming the spec's index, before
+        anything is sent. A job the master refuses (a `conflict`, say) gets `ok` False
+        and the error in its outcome; the others are submitted. `progress(done, total)`
+        is called after each request. The master places each request's jobs in one
+        scheduling pass: 20,000 one-replica jobs take 20 requests, not 20,000.
+        """
+        checked: list[JobSpec] = []
+        for index, spec in enumerate(specs):
+            try:
+                checked.append(_spec(spec))
+            except InvalidSpec as exc:
+                raise InvalidSpec(f"specs[{index}]: {exc}") from None
+        outcomes: list[SubmitOutcome] = []
+        for batch in _batches(checked):
+            outcomes += self._call(SubmitJobs(specs=batch), SubmitResults).results
+            if progress is not None:
+                progress(len(outcomes), len(checked))
+        return outcomes
 
     def update(self, job_id: str, spec: JobSpec | Mapping[str, Any]) -> JobInfo:
         """Roll the running service `job_id` out to `spec` (whose name must be `job_id`),
@@ -419,6 +460,28 @@ def _spec(spec: JobSpec | Mapping[str, Any]) -> JobSpec:
         return JobSpec.model_validate(dict(spec))
     except ValidationError as exc:
         raise InvalidSpec(f"invalid job spec: {describe_errors(exc)}") from None
+
+
+def _batches(specs: list[JobSpec]) -> Iterator[list[JobSpec]]:
+    """`specs` in runs of at most MAX_BATCH_JOBS specs, MAX_BATCH_REPLICAS replicas and
+    BATCH_BYTES of JSON."""
+    batch: list[JobSpec] = []
+    size = replicas = 0
+    for spec in specs:
+        spec_size = len(spec.model_dump_json()) + 1
+        full = (
+            len(batch) == MAX_BATCH_JOBS
+            or size + spec_size > BATCH_BYTES
+            or replicas + spec.replicas > MAX_BATCH_REPLICAS
+        )
+        if batch and full:
+            yield batch
+            batch, size, replicas = [], 0, 0
+        batch.append(spec)
+        size += spec_size
+        replicas += spec.replicas
+    if batch:
+        yield batch
 
 
 def _limit(page_size: int) -> int:

@@ -64,6 +64,9 @@ from schemas.api import (
     ScaleJob,
     SetNodeSchedule,
     SubmitJob,
+    SubmitJobs,
+    SubmitOutcome,
+    SubmitResults,
     UpdateJob,
 )
 from schemas.messages import Payload
@@ -95,9 +98,12 @@ _LOGS_ELSEWHERE = ApiProblem(
 )
 
 
+def _error(problem: ApiProblem) -> ApiError:
+    return ApiError(code=problem.code, message=str(problem), field=problem.field)
+
+
 def _failure(problem: ApiProblem) -> Reply:
-    error = ApiError(code=problem.code, message=str(problem), field=problem.field)
-    return Reply(ok=False, error=error)
+    return Reply(ok=False, error=_error(problem))
 
 
 class Api:
@@ -136,6 +142,8 @@ class Api:
         """
         if isinstance(request, GetLogs):
             return _failure(_LOGS_ELSEWHERE)
+        if isinstance(request, SubmitJobs):
+            return self._submit_many(request, message_id, now, token, caller)
         job_id = _job_of(request)
         try:
             self._check(request, caller, job_id)
@@ -161,6 +169,41 @@ class Api:
             return reply
         self.controller.remember_request(message_id, Outcome(request.TYPE, job_id), now)
         return Reply(ok=True, result=result)
+
+    def _submit_many(
+        self, request: SubmitJobs, message_id: str, now: float, token: str, caller: Caller
+    ) -> Reply:
+        """Each spec as an api.submit whose message id is `<message_id>.<index>` (so a
+        redelivered batch gets each job's first outcome), then one scheduling pass."""
+        controller = self.controller
+        errors: list[ApiError | None] = []
+        for index, spec in enumerate(request.specs):
+            single = SubmitJob(spec=spec)
+            item_id = f"{message_id}.{index}" if message_id else ""
+            try:
+                self._check(single, caller, spec.name)
+            except ApiProblem as problem:  # not remembered, as for one submit
+                errors.append(_error(problem))
+                continue
+            outcome = self.memory.recall(item_id, single.TYPE, spec.name)
+            if outcome is None:
+                try:
+                    controller.admit(spec, now, submission=token, owner=caller.user)
+                    outcome = Outcome(single.TYPE, spec.name)
+                except ApiProblem as problem:
+                    outcome = Outcome(single.TYPE, spec.name, _error(problem))
+            controller.remember_request(item_id, outcome, now)
+            errors.append(outcome.error)
+        controller.settle(now)
+        state = controller.state
+        results = []
+        for spec, error in zip(request.specs, errors, strict=True):
+            job = state.jobs.get(spec.name) if error is None else None
+            job_state = state.job_state(job)[0] if job is not None else None
+            results.append(
+                SubmitOutcome(job_id=spec.name, ok=error is None, state=job_state, error=error)
+            )
+        return Reply(ok=True, result=SubmitResults(results=results).model_dump(mode="json"))
 
     def logs_target(self, request: GetLogs, caller: Caller) -> tuple[str, str]:
         """(node id, task id): where to ask for the logs `request` wants, if `caller` may

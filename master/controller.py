@@ -33,7 +33,7 @@ from master import events as ev
 from master import network, reconciler, reports, rollout, views
 from master.effects import Command, StandbyCommand, StartCommand, StopCommand
 from master.errors import ApiProblem
-from master.model import Outcome
+from master.model import Job, Outcome
 from master.moves import Moves
 from master.state import (
     FENCE_RESEND_SECONDS,
@@ -70,6 +70,11 @@ class Controller(Moves):
         unique; without one, a reused name gets `v<n>` (n: the job's `generation`), unique
         while the previous job of that name is remembered. `owner` is the submitting user
         ("": none; who may submit what is master/access.py's business, checked before)."""
+        return self._answer(self.admit(spec, now, submission, owner=owner), now)
+
+    def admit(self, spec: JobSpec, now: float, submission: str = "", *, owner: str = "") -> Job:
+        """`submit` without the answer and without the scheduling pass, for many jobs at
+        once (api.submit_many): call `settle` after the last one."""
         existing = self.state.jobs.get(spec.name)
         if existing is not None and not self.state.job_done(existing):
             raise ApiProblem(
@@ -87,7 +92,11 @@ class Controller(Moves):
         self._commit(event, now)
         job = self.state.jobs[spec.name]
         self._commit_all(reconciler.fill_slots(self.state, job, now), now)
-        return self._answer(job, now)
+        return job
+
+    def settle(self, now: float) -> None:
+        """One scheduling pass and what follows it, after `admit`."""
+        self._settle(now)
 
     def cancel(self, job_id: str, now: float) -> JobInfo:
         job = self._job(job_id)

@@ -13,6 +13,9 @@ from schemas.api import (
     Reply,
     ScaleJob,
     SubmitJob,
+    SubmitJobs,
+    SubmitOutcome,
+    SubmitResults,
     TaskInfo,
 )
 from schemas.envelope import Envelope, InvalidMessage, Message, decode, encode
@@ -71,6 +74,9 @@ __all__ = [
     "StartTask",
     "StopTask",
     "SubmitJob",
+    "SubmitJobs",
+    "SubmitOutcome",
+    "SubmitResults",
     "TaskInfo",
     "TaskState",
     "TaskStatus",

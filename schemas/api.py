@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BeforeValidator, Field
+from pydantic import BeforeValidator, Field, model_validator
 
 from schemas.base import (
     ECHOED,
@@ -36,6 +36,8 @@ from schemas.base import (
 from schemas.job import JobSpec
 from schemas.limits import (
     DEFAULT_PAGE_SIZE,
+    MAX_BATCH_JOBS,
+    MAX_BATCH_REPLICAS,
     MAX_INT,
     MAX_JOB_EVENTS,
     MAX_PAGE_SIZE,
@@ -186,6 +188,42 @@ class SubmitJob(Payload):
 
     TYPE: ClassVar[str] = "api.submit"
     spec: JobSpec
+
+
+class SubmitJobs(Payload):
+    """Run many jobs in one request; the result is a SubmitResults, one entry per spec,
+    in order. Each job is submitted as api.submit would submit it (the same checks, the
+    same errors, a redelivery gets the same outcome), and one scheduling pass places
+    them all. A job that fails leaves the others submitted."""
+
+    TYPE: ClassVar[str] = "api.submit_many"
+    specs: Annotated[list[JobSpec], Field(min_length=1, max_length=MAX_BATCH_JOBS)]
+
+    @model_validator(mode="after")
+    def _bounded(self) -> SubmitJobs:
+        replicas = sum(spec.replicas for spec in self.specs)
+        if replicas > MAX_BATCH_REPLICAS:
+            raise ValueError(
+                f"specs ask for {replicas} replicas in all, more than the "
+                f"{MAX_BATCH_REPLICAS} one request may carry: send fewer jobs per request"
+            )
+        return self
+
+
+class SubmitOutcome(Open):
+    """What one spec of an api.submit_many came to: its job's state, or the error that
+    api.submit would have given it."""
+
+    job_id: JobId
+    ok: bool
+    state: JobState | None = None
+    error: ApiError | None = None
+
+
+class SubmitResults(Open):
+    """The result of api.submit_many."""
+
+    results: Annotated[list[SubmitOutcome], Field(max_length=MAX_BATCH_JOBS)]
 
 
 class CancelJob(Payload):
@@ -416,6 +454,7 @@ class Reply(Payload):
 
 API_REQUESTS: tuple[type[Payload], ...] = (
     SubmitJob,
+    SubmitJobs,
     CancelJob,
     ScaleJob,
     UpdateJob,

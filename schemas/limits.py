@@ -71,6 +71,11 @@ MAX_HEARTBEAT_INTERVAL = 60.0  # the longest interval a leader asks or liveness 
 MAX_STANDBY_HOLD = 300.0  # assign.start's standby: how long a paused standby may wait, seconds
 MAX_CHECK_SECONDS = 3600.0  # health check times and min_healthy, seconds
 MAX_AGENT_GRACE = 7 * 86400.0  # a job's agent_grace, seconds
+# Jobs in one api.submit_many request (Client.submit_many sends more as several).
+MAX_BATCH_JOBS = 1000
+# Replicas in one api.submit_many request, all its jobs together: as many as one job may
+# have, so that a batch costs the master no more than the largest single submit.
+MAX_BATCH_REPLICAS = 10_000
 # Versions of a job's spec the master keeps (the current one and those before it).
 MAX_VERSIONS_KEPT = 10
 # Events the master keeps per job (corral inspect shows them), oldest dropped first.

@@ -83,3 +83,29 @@ def test_jobs_for_the_real_node_run_in_docker_and_the_rest_on_simulated_nodes(
     # Scaling down stops simulated tasks as a worker would: reported, then gone.
     client.scale("simulated", 50)
     wait_until(lambda: fleet.running() == 50, timeout=60, what="150 simulated tasks stopped")
+
+
+def test_a_batch_of_1200_jobs_is_submitted_in_two_requests_and_all_of_them_run(
+    mixed: tuple[Cluster, Fleet],
+) -> None:
+    """Client.submit_many: 1,200 one-replica jobs (two api.submit_many requests), a
+    name already taken refused in its outcome, the rest placed and run; the two jobs
+    for the real node run in Docker."""
+    cluster, fleet = mixed
+    client = cluster.client
+    client.submit(job("b-7", "sim", 1))
+    specs = [job(f"b-{i}", "sim", 1) for i in range(1200)] + [
+        job("r-0", "real", 1),
+        job("r-1", "real", 1),
+    ]
+    calls: list[tuple[int, int]] = []
+    outcomes = client.submit_many(specs, progress=lambda done, total: calls.append((done, total)))
+    assert calls == [(1000, 1202), (1202, 1202)]
+    assert [o.job_id for o in outcomes] == [s["name"] for s in specs]
+    refused = [o for o in outcomes if not o.ok]
+    assert [(o.job_id, o.error.code if o.error else "") for o in refused] == [("b-7", "conflict")]
+    wait_until(lambda: fleet.running() == 1200, timeout=120, what="1,200 simulated tasks running")
+    wait_until(
+        lambda: len(cluster.containers(all=False)) == 2, timeout=60, what="2 real containers"
+    )
+    assert sorted(c.labels["corral.job"] for c in cluster.containers(all=False)) == ["r-0", "r-1"]

@@ -177,6 +177,7 @@ MINIMAL: dict[str, dict[str, Any]] = {
     "logs.chunk": {"task_id": "web-0-0"},
     "api.reply": {"ok": True},
     "api.submit": {"spec": SPEC},
+    "api.submit_many": {"specs": [SPEC]},
     "api.cancel": {"job_id": "web"},
     "api.scale": {"job_id": "web", "replicas": 1},
     "api.update": {"job_id": "web", "spec": {"name": "web", "image": "local/busybox"}},
