@@ -27,6 +27,7 @@ import time
 import uuid
 from pathlib import Path
 
+from bench.report import replace_section
 from bus import topology
 from corral import Client
 from corral.errors import ApiFailure, CorralError
@@ -161,7 +162,6 @@ def main() -> None:
     )
     print(table)
     if args.write is not None:
-        text = args.write.read_text()
         section = (
             "## Master failover (kill -9 of the active master)\n\n"
             f"{args.kills} kills of the active master, three masters and one worker, with:\n\n"
@@ -171,10 +171,7 @@ def main() -> None:
             "from a kill). Every job is checked to exist exactly once and to complete, and\n"
             "every new leader's epoch to be higher than the last.\n"
         )
-        head, _, rest = text.partition("## Master failover")
-        tail = rest.partition("\n## ")[2]
-        text = head.rstrip() + "\n\n" + section + ("\n## " + tail if tail else "")
-        args.write.write_text(text)
+        replace_section(args.write, "## Master failover", section)
 
 
 if __name__ == "__main__":

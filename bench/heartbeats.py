@@ -29,6 +29,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.report import replace_section
 from bench.sim import Fleet, FleetSettings
 from bus import topology
 from corral import Client
@@ -177,10 +178,7 @@ def write(path: Path, body: str, seconds: float, load: float) -> None:
         "simulator cannot send 2,000 heartbeats a second here (in a try, the 2,000 nodes\n"
         "never all became ready within 300 s).\n"
     )
-    text = path.read_text()
-    head, found, rest = text.partition("## Heartbeat load")
-    tail = rest.partition("\n## ")[2] if found else ""
-    path.write_text(head.rstrip() + "\n\n" + section + ("\n## " + tail if tail else ""))
+    replace_section(path, "## Heartbeat load", section)
 
 
 def main() -> None:

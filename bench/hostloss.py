@@ -42,6 +42,7 @@ from pathlib import Path
 import docker
 
 from bench.failover import percentile
+from bench.report import replace_section
 from tests.audit import ContainerAudit
 from tests.cluster import RUN_LABEL, Cluster, wait_until
 from tests.conftest import TEST_IMAGE, Broker
@@ -328,10 +329,7 @@ def write(path: Path, runs: list[Run], replicas: int, body: str, load: tuple[flo
         "checks that every lost slot was replaced exactly once, that no other container\n"
         "started, and that after the thaw one container runs per slot.\n"
     )
-    text = path.read_text()
-    head, _, rest = text.partition("## Host loss")
-    tail = rest.partition("\n## ")[2]
-    path.write_text(head.rstrip() + "\n\n" + section + ("\n## " + tail if tail else ""))
+    replace_section(path, "## Host loss", section)
 
 
 def main() -> None:

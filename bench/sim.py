@@ -2,6 +2,7 @@
 
     python -m bench.sim --amqp URL --nodes 1000 [--connections 4] [--start-delay 0.05]
                         [--fail-rate 0] [--cpus 8] [--memory 32g] [--label zone=sim]
+                        [--report FILE]
 
 Each simulated node is a real protocol participant (docs/protocol.md): it has its own
 assignment queue (`corral.node.<id>`), sends a heartbeat every `--interval` seconds (or the
@@ -11,6 +12,11 @@ publishes a `task.status` on `corral.status` for each task it "starts" (after
 `--start-delay`; `--fail-rate` of them fail instead) and each it "stops". Its runtime
 only pretends: nothing runs, so thousands of nodes fit on one machine.
 
+With `--report FILE` it rewrites FILE twice a second with what runs on the fleet, as JSON
+(`running`: tasks running; `distinct`: distinct task ids held; `twice`: ids held by more
+than one node; `beats`: heartbeats sent), for a benchmark that runs the fleet as a
+process of its own.
+
 A connection serves many nodes, so it logs in as one user for all of them: the
 master's (which the master trusts as any node). This is a tool for scale tests and
 benchmarks only; it never stands in for Docker in the integration tests.
@@ -19,11 +25,14 @@ benchmarks only; it never stands in for Docker in the integration tests.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import os
 import random
 import signal
 import threading
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
@@ -247,6 +256,19 @@ class Fleet:
     def started(self) -> int:
         return sum(shard.started for shard in self.shards)
 
+    def report(self) -> dict[str, int]:
+        """What runs on the fleet now (read from other threads: a moment's view)."""
+        held: Counter[str] = Counter()
+        running = beats = 0
+        for shard in self.shards:
+            for node in list(shard.nodes.values()):
+                beats += node.seq
+                for task in list(node.tasks.values()):
+                    held[task.task_id] += 1
+                    running += task.state == "running"
+        twice = sum(1 for count in held.values() if count > 1)
+        return {"running": running, "distinct": len(held), "twice": twice, "beats": beats}
+
     def running(self) -> int:
         """Tasks running on the fleet now (read from other threads: a moment's view)."""
         return sum(
@@ -298,6 +320,7 @@ def main() -> None:
     parser.add_argument("--interval", type=float, default=1.0)
     parser.add_argument("--start-delay", type=float, default=0.05)
     parser.add_argument("--fail-rate", type=float, default=0.0)
+    parser.add_argument("--report", default=None, metavar="FILE")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     settings = FleetSettings(
@@ -317,8 +340,21 @@ def main() -> None:
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     with Fleet(settings) as fleet:
         log.info("%d simulated nodes up over %d connections", args.nodes, len(fleet.shards))
-        while not stop.wait(10):
-            log.info("%d tasks running", fleet.running())
+        turns = 0
+        while not stop.wait(0.5 if args.report else 10):
+            turns += 1
+            if args.report:
+                _write_report(args.report, fleet.report())
+            if not args.report or turns % 20 == 0:
+                log.info("%d tasks running", fleet.running())
+        if args.report:
+            _write_report(args.report, fleet.report())
+
+
+def _write_report(path: str, report: dict[str, int]) -> None:
+    with open(f"{path}.tmp", "w") as out:
+        json.dump(report, out)
+    os.replace(f"{path}.tmp", path)
 
 
 if __name__ == "__main__":
