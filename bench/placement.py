@@ -3,6 +3,7 @@ many tasks, the whole path.
 
     python -m bench.placement [--nodes 1000] [--tasks 20000] [--shapes services,singles]
                               [--jobs 20] [--clients 4] [--write docs/benchmarks.md]
+                              [--profile DIR]
 
 For each shape, on a fresh vhost: an active master and a standby (processes, journal on,
 the standby tailing it) and a simulated fleet of `--nodes` nodes (bench/sim.py, in a
@@ -15,11 +16,12 @@ until the fleet holds every task running: the whole path, client -> broker -> ma
 - `singles`: `--tasks` one-replica jobs, with `Client.submit_many` (1,000 a request).
 
 During the run it measures the CPU time of the active master, the standby, the broker and
-the fleet's process. Correctness is asserted: every task runs exactly once (the fleet
-holds each task id on one node only, and as many as were asked for), the master counts
-every one running, no node changed state (no false `suspect` or `down`: every node state
-change the active master publishes is counted) and every node is ready at the end.
-Timing never is.
+the fleet's process (`--profile DIR`: and samples the active master with py-spy, into
+DIR/<shape>-active.txt, one line per stack with its count). Correctness is asserted:
+every task runs exactly once (the fleet holds each task id on one node only, and as many
+as were asked for), the master counts every one running, no node changed state (no false
+`suspect` or `down`: every node state change the active master publishes is counted) and
+every node is ready at the end. Timing never is.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -150,6 +153,17 @@ def measure(broker: Broker, args: argparse.Namespace, shape: str) -> Run:
             "broker": broker_pid(),
             "fleet": fleet.pid,
         }
+        spy = None
+        if args.profile is not None:  # py-spy, sampling the active master during the run
+            args.profile.mkdir(parents=True, exist_ok=True)
+            spy = subprocess.Popen(
+                [
+                    *("py-spy", "record", "-p", str(pids["active"]), "-f", "raw", "-r", "50"),
+                    *("-o", str(args.profile / f"{shape}-active.txt")),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
         before = {name: cpu_seconds(pid) for name, pid in pids.items()}
         started = time.monotonic()
         submit_all(cluster, shape, args.tasks, args.jobs, args.clients)
@@ -162,6 +176,9 @@ def measure(broker: Broker, args: argparse.Namespace, shape: str) -> Run:
         )
         elapsed = time.monotonic() - started
         cpu = {name: cpu_seconds(pid) - before[name] for name, pid in pids.items()}
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
+            spy.wait(timeout=60)
         held = fleet_report(report)
         assert held["distinct"] == args.tasks and held["twice"] == 0, f"not once each: {held}"
         with Client(cluster.client_url, timeout=120, role=cluster.client_role) as client:
@@ -234,6 +251,9 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--write", type=Path, default=None)
+    parser.add_argument(
+        "--profile", type=Path, default=None, help="a directory for py-spy profiles (raw)"
+    )
     parser.add_argument(
         "--notes", type=Path, default=None, help="text to put under the table (findings)"
     )
