@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -61,6 +62,7 @@ class Run:
     elapsed: float  # seconds until the fleet held every task running
     cpu: dict[str, float]  # CPU seconds over `elapsed`: active, standby, broker, fleet
     changes: dict[str, int]  # node state changes published (none expected)
+    error: str = ""  # why it did not finish ("": it did)
 
     @property
     def rate(self) -> float:
@@ -112,7 +114,7 @@ def measure(broker: Broker, args: argparse.Namespace, shape: str) -> Run:
     workdir = Path(tempfile.mkdtemp(prefix="corral-bench-"))
     cluster = Cluster(broker.create_vhost(vhost), workdir)
     report = workdir / "fleet.json"
-    fleet = None
+    fleet = spy = None
     try:
         cluster.declare_topology()
         cluster.start_master("m1")
@@ -153,12 +155,12 @@ def measure(broker: Broker, args: argparse.Namespace, shape: str) -> Run:
             "broker": broker_pid(),
             "fleet": fleet.pid,
         }
-        spy = None
         if args.profile is not None:  # py-spy, sampling the active master during the run
             args.profile.mkdir(parents=True, exist_ok=True)
             spy = subprocess.Popen(
                 [
-                    *("py-spy", "record", "-p", str(pids["active"]), "-f", "raw", "-r", "50"),
+                    shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy")),
+                    *("record", "-p", str(pids["active"]), "-f", "raw", "-r", "50"),
                     *("-o", str(args.profile / f"{shape}-active.txt")),
                 ],
                 stdout=subprocess.DEVNULL,
@@ -176,9 +178,7 @@ def measure(broker: Broker, args: argparse.Namespace, shape: str) -> Run:
         )
         elapsed = time.monotonic() - started
         cpu = {name: cpu_seconds(pid) - before[name] for name, pid in pids.items()}
-        if spy is not None:
-            spy.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
-            spy.wait(timeout=60)
+
         held = fleet_report(report)
         assert held["distinct"] == args.tasks and held["twice"] == 0, f"not once each: {held}"
         with Client(cluster.client_url, timeout=120, role=cluster.client_role) as client:
@@ -194,6 +194,9 @@ def measure(broker: Broker, args: argparse.Namespace, shape: str) -> Run:
         assert states == {"ready": args.nodes}, f"nodes not all ready: {states}"
         return Run(shape, args.nodes, args.tasks, submitted, elapsed, cpu, dict(changes))
     finally:
+        if spy is not None and spy.poll() is None:
+            spy.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
+            spy.wait(timeout=60)
         if fleet is not None:
             fleet.terminate()
             fleet.wait(timeout=30)
@@ -208,6 +211,12 @@ def table(runs: list[Run], jobs: int) -> str:
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for run in runs:
+        if run.error:
+            lines.append(
+                f"| {run.shape} | {run.nodes:,} | {run.tasks:,} | did not finish: "
+                f"{run.error} | | | {TARGET:,} | | | | | |"
+            )
+            continue
         shape = (
             f"{jobs} services of {run.tasks // jobs:,}"
             if run.shape == "services"
@@ -263,7 +272,13 @@ def main() -> None:
     runs: list[Run] = []
     try:
         for shape in args.shapes.split(","):
-            run = measure(broker, args, shape)
+            try:
+                run = measure(broker, args, shape)
+            except Exception as exc:  # written down as a failed run; the exit code says so
+                error = f"{type(exc).__name__}: {exc}".replace("|", "/")[:300]
+                runs.append(Run(shape, args.nodes, args.tasks, 0, 0, {}, {}, error))
+                print(f"{shape}: did not finish: {error}", flush=True)
+                continue
             runs.append(run)
             print(
                 f"{shape}: {run.tasks} tasks on {run.nodes} nodes running after "
@@ -278,8 +293,8 @@ def main() -> None:
     if args.write is not None:
         notes = args.notes.read_text() if args.notes is not None else ""
         write(args.write, body, args, load, notes)
-    if any(run.changes for run in runs):
-        sys.exit("a node changed state during the run (see the last column)")
+    if any(run.changes or run.error for run in runs):
+        sys.exit("a run did not finish, or a node changed state during it (see the table)")
 
 
 if __name__ == "__main__":

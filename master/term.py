@@ -111,7 +111,8 @@ class Term(Inputs, Outputs, Ticking):
         self._t0 = time.monotonic()
         self._warned = OrderedDict[str, None]()  # see Inputs._warn_once
         self._due_tick: Timer | None = None  # see _tick_when_due
-        self._ticked_at = time.monotonic()  # the last tick while active (_forgive_own_stall)
+        self._ticked_at = time.monotonic()  # the last tick while active (_own_stall)
+        self._free_since = 0.0  # when the loop was last stalled (ticking._excused)
         self.net: NetView | None = None  # the network view sent to workers, while active
         self.bus = Bus(
             settings.amqp_url,

@@ -23,6 +23,8 @@ log = logging.getLogger("corral.master")
 # step down rather than hold every output forever.
 JOURNAL_STUCK = 15.0
 REATTACH_AFTER = 3.0
+# A loop stall (beyond the tick) longer than this excuses the broker's silence during it.
+OWN_STALL = 0.5
 # A tick at a node's liveness deadline runs this much after it (clocks and timers differ
 # by a little): the node is then surely past it.
 DUE_TICK_SLACK = 0.002
@@ -43,6 +45,7 @@ class Ticking:
     _journal_consumer: Consumer | None
     _due_tick: Timer | None
     _ticked_at: float
+    _free_since: float  # when this loop was last stalled (_own_stall), monotonic
     # Methods it calls that the term (or another of its mixins) defines.
     _step_down: Callable[[str], None]
     _after: Callable[..., None]
@@ -58,20 +61,36 @@ class Ticking:
             self._reattach_if_stalled(quiet)
         if self.role != "active" or self.writer is None:
             return
-        if self.writer.stuck_for() > JOURNAL_STUCK:
+        stalled = self._own_stall()
+        if self._excused(self.writer.stuck_for()) > JOURNAL_STUCK:
             self._step_down(f"the journal did not take a batch in {JOURNAL_STUCK:g} s")
             return
-        self._reattach_if_stalled(self.writer.stuck_for())
-        self._forgive_own_stall()
+        self._reattach_if_stalled(self._excused(self.writer.stuck_for()))
+        self._forgive_own_stall(stalled)
         self.controller.tick(self.clock())
         self._after()
         self._tick_when_due()
 
-    def _forgive_own_stall(self) -> None:
-        """Ticks come every `tick` s unless the loop was busy with one long input; then
-        the heartbeats that came meanwhile are still unread (liveness.forgive_stall)."""
+    def _own_stall(self) -> float:
+        """How long this loop was busy beyond a tick since the last one: ticks come every
+        `tick` s unless the loop was busy with one long input. A stall over OWN_STALL
+        makes this moment the start of `_excused` waiting."""
         ticked_at, self._ticked_at = self._ticked_at, time.monotonic()
         stalled = self._ticked_at - ticked_at - self.settings.tick
+        if stalled > OWN_STALL:
+            self._free_since = self._ticked_at
+        return stalled
+
+    def _excused(self, waited: float) -> float:
+        """Of `waited` s spent waiting for the broker, the part since this loop was last
+        stalled: while it was busy it could read no confirm and no journal record, so
+        that time is not the broker's (a large submit on a large fleet: seen to stall
+        the loop 4-8 s, and the broker was then blamed and the leader stepped down)."""
+        return min(waited, time.monotonic() - self._free_since)
+
+    def _forgive_own_stall(self, stalled: float) -> None:
+        """The heartbeats that came while the loop was busy are still unread
+        (liveness.forgive_stall)."""
         if self.controller.liveness.forgive_stall(self.clock(), stalled):
             level = logging.WARNING if stalled > 2.0 else logging.DEBUG
             log.log(
@@ -104,7 +123,7 @@ class Ticking:
         if waiting <= REATTACH_AFTER or not self.bus.connected:
             return
         if self.bus.unconfirmed:
-            stalled = self.bus.confirms_stalled_for()
+            stalled = self._excused(self.bus.confirms_stalled_for())
             if stalled > REATTACH_AFTER:
                 self._step_down(f"the broker has confirmed nothing for {stalled:.1f} s")
             return
