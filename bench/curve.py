@@ -259,6 +259,15 @@ def plot(points: list[dict[str, Any]], path: Path) -> None:
 
 def write(path: Path, points: list[dict[str, Any]], png: Path | None, rounds: int) -> None:
     picture = f"\n![the scaling curve]({png.name})\n" if png is not None else ""
+    most = max(points, key=lambda p: (p["tasks"], p["nodes"]))
+    widest = max(points, key=lambda p: (p["nodes"], -p["tasks"]))
+    memory = (
+        f"Memory: about {most['rss'] / most['tasks'] * 10_000:.0f} MiB per 10,000 tasks "
+        f"(at {most['tasks']:,}) and {widest['rss_nodes'] / widest['nodes'] * 1000:.1f} MiB "
+        f"per 1,000 nodes (at {widest['nodes']:,}); ended tasks are compacted away by "
+        "retention (`--keep-ended-jobs`, `--keep-attempts`), so it is the live tasks "
+        "that count.\n"
+    )
     section = (
         f"{SECTION}\n\n"
         "    python -m bench.curve --write docs/benchmarks.md --plot docs/scaling.png\n\n"
@@ -275,7 +284,8 @@ def write(path: Path, points: list[dict[str, Any]], png: Path | None, rounds: in
         f"{table(points)}\n\n"
         "Growth from one task count to the next (10 times more tasks), CPU:\n\n"
         + "\n".join(growth(points))
-        + "\n"
+        + "\n\n"
+        + memory
         + picture
     )
     replace_section(path, SECTION, section)
