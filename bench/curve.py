@@ -59,13 +59,16 @@ def rss_mib() -> float:
     return 0.0
 
 
-def beat(node_id: str, seq: int, tasks: list[RunningTask]) -> Heartbeat:
+def beat(
+    node_id: str, seq: int, tasks: list[RunningTask], *, cpus: float = 256, memory: int = 1024 * GiB
+) -> Heartbeat:
+    """A node's heartbeat listing `tasks` (each 0.01 CPU and 8 MiB), in a bench's fleet."""
     return Heartbeat(
         node_id=node_id,
         boot_id=f"boot-{node_id}",
         seq=seq,
         interval=1.0,
-        capacity=Resources(cpus=256, memory=1024 * GiB),
+        capacity=Resources(cpus=cpus, memory=memory),
         allocated=Resources(cpus=0.01 * len(tasks), memory=8 * 1024**2 * len(tasks)),
         tasks=tasks,
     )

@@ -24,25 +24,19 @@ import time
 from collections import Counter
 from collections.abc import Callable
 
+from bench import curve
 from master import events as ev
 from master.controller import Controller, StartCommand
 from master.settings import MasterSettings
 from master.state import ClusterState
 from schemas.job import JobSpec
-from schemas.messages import Heartbeat, Resources
+from schemas.messages import Heartbeat
 
 GiB = 1024**3
 
 
 def beat(node_id: str, seq: int) -> Heartbeat:
-    return Heartbeat(
-        node_id=node_id,
-        boot_id=f"boot-{node_id}",
-        seq=seq,
-        interval=1.0,
-        capacity=Resources(cpus=64, memory=64 * GiB),
-        allocated=Resources(cpus=0, memory=0),
-    )
+    return curve.beat(node_id, seq, [], cpus=64, memory=64 * GiB)
 
 
 def cluster(nodes: int) -> Controller:
