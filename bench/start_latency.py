@@ -133,7 +133,10 @@ def main() -> None:
             raw_net.append(raw_start(docker_client, label, bridge.name))
             ours_net.append(corral_start(client, f"lat-net-{i}"))
         raw_rate = raw_burst(docker_client, args.burst, label)
-        our_rate = corral_burst(client, args.burst)
+        # A client of its own: the cluster's sat idle through the raw burst, long enough
+        # for the broker to drop it for missed AMQP heartbeats.
+        with Client(cluster.client_url, timeout=60, role=cluster.client_role) as fresh:
+            our_rate = corral_burst(fresh, args.burst)
     finally:
         cluster.close()
         for container in docker_client.containers.list(
