@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BeforeValidator, Field, model_validator
+from pydantic import BeforeValidator, Field, field_validator
 
 from schemas.base import (
     ECHOED,
@@ -199,15 +199,16 @@ class SubmitJobs(Payload):
     TYPE: ClassVar[str] = "api.submit_many"
     specs: Annotated[list[JobSpec], Field(min_length=1, max_length=MAX_BATCH_JOBS)]
 
-    @model_validator(mode="after")
-    def _bounded(self) -> SubmitJobs:
-        replicas = sum(spec.replicas for spec in self.specs)
+    @field_validator("specs")
+    @classmethod
+    def _bounded(cls, specs: list[JobSpec]) -> list[JobSpec]:
+        replicas = sum(spec.replicas for spec in specs)
         if replicas > MAX_BATCH_REPLICAS:
             raise ValueError(
-                f"specs ask for {replicas} replicas in all, more than the "
+                f"the specs ask for {replicas} replicas in all, more than the "
                 f"{MAX_BATCH_REPLICAS} one request may carry: send fewer jobs per request"
             )
-        return self
+        return specs
 
 
 class SubmitOutcome(Open):
