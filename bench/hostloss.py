@@ -173,6 +173,19 @@ def lose_host(cluster: Cluster, audit: ContainerAudit, replicas: int, index: int
         elsewhere = {box.slot: box for box in running(cluster) if box.node != node_id}
         return elsewhere if all(slot in elsewhere for slot in lost) else None
 
+    def marked_lost() -> list[float] | None:
+        marks = [
+            t.updated_at.timestamp()
+            for t in client.job(JOB).tasks  # every attempt, earlier runs' lost ones too
+            if t.node_id == node_id and t.state == "lost" and t.updated_at.timestamp() > frozen_at
+        ]
+        return marks if len(marks) == len(lost) else None
+
+    # First the node's tasks marked lost, then the replacements: a warm standby runs for
+    # a moment between its start and its pause, and must not be taken for a replacement
+    # before the node is down. Every figure comes from timestamps (the marks, the
+    # engine's events), so the order of these waits changes none.
+    marked = wait_until(marked_lost, timeout=30, what=f"the tasks on {node_id} marked lost")
     replacements = wait_until(replaced, timeout=30, interval=0.05, what="replacements running")
     new = {slot: replacements[slot].id for slot in lost}
 
@@ -184,12 +197,6 @@ def lose_host(cluster: Cluster, audit: ContainerAudit, replicas: int, index: int
     starts = wait_until(seen_starting, timeout=5, what="the engine's start events")
     recovered = max(starts[cid] for cid in new.values()) - frozen_at
     warm = standbys_taken(audit, set(new.values()))
-    marked = [
-        t.updated_at.timestamp()
-        for t in client.job(JOB).tasks  # every attempt, earlier runs' lost ones too
-        if t.node_id == node_id and t.state == "lost" and t.updated_at.timestamp() > frozen_at
-    ]
-    assert len(marked) == len(lost), f"lost tasks on {node_id}: {marked}"
     detected = min(marked) - frozen_at
 
     cluster.signal(name, signal.SIGCONT)
