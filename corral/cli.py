@@ -40,6 +40,7 @@ from corral.client import Client
 from corral.clitools import (
     DEFAULT_URLS,
     AmqpUrls,
+    VersionOpt,
     WaitTimeoutOpt,
     friendly_errors,
     parse_pairs,
@@ -66,10 +67,15 @@ app = typer.Typer(
     name="corral",
     help="Corral: run containers on a fleet of workers that talk over RabbitMQ.",
     no_args_is_help=True,
-    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
     rich_markup_mode=None,
     pretty_exceptions_enable=False,
 )
+
+
+@app.callback()
+def _options(version: VersionOpt = False) -> None:
+    """Corral: run containers on a fleet of workers that talk over RabbitMQ."""
 
 
 class Kind(StrEnum):

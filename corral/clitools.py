@@ -201,3 +201,29 @@ def setup_logging(level: str) -> None:
         # pika narrates every channel, and logs each failed connect with a traceback; the
         # bus reports the same problems once, in a line an operator can act on.
         logging.getLogger("pika").setLevel(logging.CRITICAL)
+
+
+def installed_version() -> str:
+    """Corral's version as installed (pyproject's `version`), or "unknown" from a bare
+    source tree."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("corral")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def print_version(value: bool) -> None:
+    """The eager `--version` option: print `corral <version>` and exit."""
+    if value:
+        typer.echo(f"corral {installed_version()}")
+        raise typer.Exit()
+
+
+VersionOpt = Annotated[
+    bool,
+    typer.Option(
+        "--version", callback=print_version, is_eager=True, help="Print the version and exit."
+    ),
+]
