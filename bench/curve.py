@@ -44,7 +44,8 @@ from master import journal
 from master.controller import Controller, StartCommand
 from master.settings import MasterSettings
 from schemas.job import JobSpec
-from schemas.messages import Heartbeat, Resources, RunningTask, TaskStatus
+from schemas.messages import Heartbeat, RunningTask, TaskStatus
+from tests.unit.factories import heartbeat
 
 GiB = 1024**3
 JOB_REPLICAS = 1000
@@ -62,16 +63,8 @@ def rss_mib() -> float:
 def beat(
     node_id: str, seq: int, tasks: list[RunningTask], *, cpus: float = 256, memory: int = 1024 * GiB
 ) -> Heartbeat:
-    """A node's heartbeat listing `tasks` (each 0.01 CPU and 8 MiB), in a bench's fleet."""
-    return Heartbeat(
-        node_id=node_id,
-        boot_id=f"boot-{node_id}",
-        seq=seq,
-        interval=1.0,
-        capacity=Resources(cpus=cpus, memory=memory),
-        allocated=Resources(cpus=0.01 * len(tasks), memory=8 * 1024**2 * len(tasks)),
-        tasks=tasks,
-    )
+    """A node's heartbeat listing `tasks`, in a bench's fleet."""
+    return heartbeat(node_id, cpus=cpus, memory=memory, tasks=tasks, seq=seq)
 
 
 def spec(name: str, replicas: int) -> JobSpec:
