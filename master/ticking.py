@@ -14,6 +14,7 @@ from bus import Bus
 from bus.consuming import Consumer
 from bus.timers import Timer
 from master.controller import Controller
+from master.liveness import STALL_FORGIVEN
 from master.settings import MasterSettings
 from master.writer import JournalWriter
 
@@ -23,8 +24,6 @@ log = logging.getLogger("corral.master")
 # step down rather than hold every output forever.
 JOURNAL_STUCK = 15.0
 REATTACH_AFTER = 3.0
-# A loop stall (beyond the tick) longer than this excuses the broker's silence during it.
-OWN_STALL = 0.5
 # A tick at a node's liveness deadline runs this much after it (clocks and timers differ
 # by a little): the node is then surely past it.
 DUE_TICK_SLACK = 0.002
@@ -62,10 +61,11 @@ class Ticking:
         if self.role != "active" or self.writer is None:
             return
         stalled = self._own_stall()
-        if self._excused(self.writer.stuck_for()) > JOURNAL_STUCK:
+        waited = self._excused(self.writer.stuck_for())
+        if waited > JOURNAL_STUCK:
             self._step_down(f"the journal did not take a batch in {JOURNAL_STUCK:g} s")
             return
-        self._reattach_if_stalled(self._excused(self.writer.stuck_for()))
+        self._reattach_if_stalled(waited)
         self._forgive_own_stall(stalled)
         self.controller.tick(self.clock())
         self._after()
@@ -73,11 +73,11 @@ class Ticking:
 
     def _own_stall(self) -> float:
         """How long this loop was busy beyond a tick since the last one: ticks come every
-        `tick` s unless the loop was busy with one long input. A stall over OWN_STALL
-        makes this moment the start of `_excused` waiting."""
+        `tick` s unless the loop was busy with one long input. A stall that liveness
+        forgives (over STALL_FORGIVEN) makes this moment the start of `_excused` waiting."""
         ticked_at, self._ticked_at = self._ticked_at, time.monotonic()
         stalled = self._ticked_at - ticked_at - self.settings.tick
-        if stalled > OWN_STALL:
+        if stalled > STALL_FORGIVEN:
             self._free_since = self._ticked_at
         return stalled
 
