@@ -47,6 +47,7 @@ from corral.clitools import (
     usage_error,
 )
 from corral.daemons import register_daemons
+from corral.dashboard import register_dashboard_command
 from corral.errors import ApiFailure
 from corral.job import Job
 from corral.specs import (
@@ -58,6 +59,7 @@ from corral.specs import (
     updated_spec,
 )
 from corral.text import visible
+from corral.top import register_top_command
 from corral.urls import join_urls
 from schemas.api import JobInfo
 from schemas.job import JobSpec
@@ -395,6 +397,8 @@ def purge(job: JobArg, amqp: AmqpUrls = DEFAULT_URLS) -> None:
 register_view_commands(app, _client)
 register_log_commands(app, _client)
 register_node_commands(app, _client)
+register_top_command(app, _client)
+register_dashboard_command(app, _client)
 register_daemons(app)
 app.add_typer(admin_app, name="admin")
 
