@@ -1,0 +1,150 @@
+"""`corral dashboard --login`: a browser logs in as a broker user that may read the cluster's
+status, checked by the broker itself.
+
+The browser sends HTTP basic credentials; the dashboard opens a connection to its
+own broker and vhost as that user and binds a private queue to `corral.status`.
+The broker refuses a wrong password, and refuses the binding to a user that may
+not read status (a worker's user); the client roles (viewer, submitter, admin)
+and the masters' user may. The dashboard keeps no list of users and never stores
+a password: verdicts are cached for a short while under a keyed hash of the pair.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import secrets
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from enum import Enum
+from urllib.parse import quote, urlsplit, urlunsplit
+
+from bus import topology
+from bus.connection import Bus
+from bus.errors import BusError, TopologyError
+from bus.tls import Tls
+from corral.urls import join_urls, split_urls
+
+# A routing key no event has: the binding is what is checked, no event is wanted.
+CHECK_PATTERN = "dashboard.login-check"
+MAX_CACHED = 1024
+
+
+class Verdict(Enum):
+    OK = "ok"
+    DENIED = "denied"  # wrong user or password, or a user that may not read status
+    UNAVAILABLE = "unavailable"  # the broker could not say
+
+
+def basic_credentials(header: str) -> tuple[str, str] | None:
+    """(user, password) of an `Authorization: Basic ...` header; None if it is not one."""
+    scheme, _, encoded = header.partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    user, sep, password = decoded.partition(":")
+    if not sep or not user:
+        return None
+    return user, password
+
+
+def as_user(url: str, user: str, password: str) -> str:
+    """`url` (one AMQP URL or several) with `user` and `password` instead of its own."""
+    urls = []
+    for one in split_urls(url):
+        parts = urlsplit(one)
+        host = parts.netloc.rpartition("@")[2]
+        netloc = f"{quote(user, safe='')}:{quote(password, safe='')}@{host}"
+        urls.append(urlunsplit((parts.scheme, netloc, parts.path, parts.query, "")))
+    return join_urls(urls)
+
+
+def broker_verdict(url: str, tls: Tls | None) -> Verdict:
+    """Whether the user of `url` may log in and read the status topic, as the broker says."""
+    try:
+        bus = Bus(url, name="corral dashboard login", declare_topology=False, tls=tls)
+    except BusError:
+        return Verdict.DENIED  # a user name or password that makes no URL
+    try:
+        try:
+            bus.connect(attempts=1)
+        except TopologyError:  # AccessRefused included: the user, password or vhost
+            return Verdict.DENIED
+        except BusError:
+            return Verdict.UNAVAILABLE
+        try:
+            bus.subscribe(topology.status_queue((CHECK_PATTERN,)))
+        except BusError:
+            # On a connection just opened, the broker refusing the binding: this user
+            # may not read corral.status.
+            return Verdict.DENIED
+        return Verdict.OK
+    finally:
+        bus.close()
+
+
+class BrokerLogin:
+    """Checks (user, password) pairs against the broker of `url`, one check at a time.
+
+    A verdict is kept `ttl` s (a denial `denied_ttl` s, which also slows guessing to
+    one try per pair per `denied_ttl`); an unavailable broker is not cached.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        tls: Tls | None = None,
+        ttl: float = 60.0,
+        denied_ttl: float = 5.0,
+        check: Callable[[str], Verdict] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._url = url
+        self._ttl = {Verdict.OK: ttl, Verdict.DENIED: denied_ttl}
+        self._check = check or (lambda user_url: broker_verdict(user_url, tls))
+        self._clock = clock
+        self._key = secrets.token_bytes(32)
+        self._verdicts: OrderedDict[bytes, tuple[Verdict, float]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def cached(self, user: str, password: str) -> Verdict | None:
+        """The verdict on this pair if one is still fresh; cheap, never blocks long."""
+        key = self._digest(user, password)
+        with self._lock:
+            return self._fresh(key)
+
+    def verify(self, user: str, password: str) -> Verdict:
+        """The cached verdict, else the broker's (blocks up to a few seconds)."""
+        key = self._digest(user, password)
+        with self._lock:  # one check at a time: a burst of guesses queues up here
+            verdict = self._fresh(key)
+            if verdict is not None:
+                return verdict
+            verdict = self._check(as_user(self._url, user, password))
+            if verdict in self._ttl:
+                self._verdicts[key] = (verdict, self._clock() + self._ttl[verdict])
+                while len(self._verdicts) > MAX_CACHED:
+                    self._verdicts.popitem(last=False)
+            return verdict
+
+    def _fresh(self, key: bytes) -> Verdict | None:
+        found = self._verdicts.get(key)
+        if found is None:
+            return None
+        verdict, until = found
+        if self._clock() >= until:
+            del self._verdicts[key]
+            return None
+        return verdict
+
+    def _digest(self, user: str, password: str) -> bytes:
+        pair = user.encode() + b"\0" + password.encode()
+        return hmac.new(self._key, pair, hashlib.sha256).digest()

@@ -1,0 +1,164 @@
+"""The dashboard's HTTP side with Starlette's TestClient: the page and its static files, the
+JSON and SSE endpoints, the security headers, the Host check and the login."""
+
+from __future__ import annotations
+
+import base64
+import re
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from starlette.testclient import TestClient
+
+from corral.dashboard.app import STATIC, create_app, host_name
+from corral.dashboard.hub import Hub
+from corral.dashboard.login import BrokerLogin, Verdict
+from tests.unit.test_dashboard_board import small_view
+from tests.unit.test_dashboard_hub import FakeSource, parse
+
+LOCAL = frozenset({"127.0.0.1", "localhost", "[::1]"})
+BASE = "http://127.0.0.1:8700"
+
+
+@pytest.fixture
+def hub() -> Hub:
+    return Hub(FakeSource(small_view()), tick=0.01, wait=0.05)
+
+
+@pytest.fixture
+def client(hub: Hub) -> Iterator[TestClient]:
+    with TestClient(create_app(hub, hosts=LOCAL), base_url=BASE) as test_client:
+        yield test_client
+
+
+def basic(user: str, password: str) -> dict[str, str]:
+    token = base64.b64encode(f"{user}:{password}".encode()).decode()
+    return {"Authorization": f"Basic {token}"}
+
+
+def loaded(client: TestClient) -> dict[str, Any]:
+    """/api/state once the hub has taken the first view."""
+    deadline = time.monotonic() + 5
+    while True:
+        state: dict[str, Any] = client.get("/api/state").json()
+        if state["version"] == 1 or time.monotonic() > deadline:
+            return state
+        time.sleep(0.02)
+
+
+def test_the_page_loads_its_modules_with_no_inline_script_under_a_strict_policy(
+    client: TestClient,
+) -> None:
+    page = client.get("/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    policy = page.headers["content-security-policy"]
+    assert "default-src 'self'" in policy and "script-src 'self'" in policy
+    assert "unsafe-inline" not in policy and "frame-ancestors 'none'" in policy
+    assert page.headers["x-content-type-options"] == "nosniff"
+    assert page.headers["referrer-policy"] == "no-referrer"
+    scripts = re.findall(r"<script([^>]*)>(.*?)</script>", page.text, re.S)
+    assert scripts and all('src="/static/' in attrs and not body for attrs, body in scripts)
+    assert "style=" not in page.text
+    module = client.get("/static/app.js")
+    assert module.status_code == 200 and "javascript" in module.headers["content-type"]
+    assert module.headers["content-security-policy"] == policy
+
+
+def test_no_static_file_writes_markup_from_data() -> None:
+    """Text from the cluster goes in with textContent: no innerHTML, no document.write."""
+    for path in STATIC.glob("*.js"):
+        code = path.read_text()
+        for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval("):
+            assert sink not in code, f"{path.name} uses {sink}"
+
+
+def test_the_state_is_the_whole_picture_as_json(client: TestClient) -> None:
+    state = loaded(client)
+    assert state["type"] == "snapshot" and state["version"] == 1
+    assert [row[0] for row in state["nodes"]] == ["w1", "w2"]
+    assert [row[0] for row in state["tasks"]] == ["web-1-0-0", "web-1-1-0"]
+    assert state["columns"]["tasks"][0] == "id"
+    assert client.get("/api/state").headers["cache-control"] == "no-store"
+
+
+def test_the_stream_sends_the_snapshot_first(client: TestClient, hub: Hub) -> None:
+    loaded(client)
+    got: dict[str, Any] = {}
+
+    def read() -> None:
+        got["response"] = client.get("/api/stream")
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    deadline = time.monotonic() + 5
+    while hub.clients == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    client.portal.call(hub.close)  # type: ignore[union-attr]  # ends the stream
+    reader.join(5)
+    response = got["response"]
+    assert response.headers["content-type"].startswith("text/event-stream")
+    assert response.headers["cache-control"] == "no-store"
+    assert "content-security-policy" in response.headers
+    chunks = response.text.split("\n\n")
+    assert chunks[0] == "retry: 2000"
+    name, snapshot = parse(chunks[1])
+    assert name == "snapshot" and len(snapshot["nodes"]) == 2
+
+
+def test_a_request_naming_another_host_is_refused(client: TestClient) -> None:
+    assert client.get("/", headers={"host": "127.0.0.1:8700"}).status_code == 200
+    assert client.get("/", headers={"host": "[::1]:8700"}).status_code == 200
+    rebound = client.get("/api/state", headers={"host": "attacker.example:8700"})
+    assert rebound.status_code == 400
+    assert "content-security-policy" in rebound.headers
+    assert host_name("LocalHost:80") == "localhost" and host_name("[::1]") == "[::1]"
+
+
+def test_any_host_is_taken_when_not_restricted(hub: Hub) -> None:
+    with TestClient(create_app(hub, hosts=None), base_url="http://dash.example") as client:
+        assert client.get("/").status_code == 200
+
+
+class Checks:
+    """A broker that knows one viewer, counting how often it is asked."""
+
+    def __init__(self, verdict: Verdict | None = None) -> None:
+        self.urls: list[str] = []
+        self.verdict = verdict
+
+    def __call__(self, url: str) -> Verdict:
+        self.urls.append(url)
+        if self.verdict is not None:
+            return self.verdict
+        return Verdict.OK if url.startswith("amqp://ann:s%C3%A9cret@") else Verdict.DENIED
+
+
+def test_with_a_login_the_broker_judges_the_credentials_once_a_while(hub: Hub) -> None:
+    checks = Checks()
+    login = BrokerLogin("amqp://dash:pw@127.0.0.1:5672/v1", check=checks)
+    with TestClient(create_app(hub, login=login, hosts=LOCAL), base_url=BASE) as client:
+        anonymous = client.get("/")
+        assert anonymous.status_code == 401
+        assert anonymous.headers["www-authenticate"].startswith('Basic realm="corral dashboard"')
+        assert checks.urls == []  # nothing to ask the broker
+        assert client.get("/", headers=basic("ann", "wrong")).status_code == 401
+        for _ in range(3):
+            assert client.get("/api/state", headers=basic("ann", "sécret")).status_code == 200
+        assert client.get("/", headers={"Authorization": "Basic !!"}).status_code == 401
+    assert checks.urls == [
+        "amqp://ann:wrong@127.0.0.1:5672/v1",
+        "amqp://ann:s%C3%A9cret@127.0.0.1:5672/v1",
+    ]
+
+
+def test_with_a_login_and_the_broker_away_the_page_says_try_again(hub: Hub) -> None:
+    checks = Checks(Verdict.UNAVAILABLE)
+    login = BrokerLogin("amqp://127.0.0.1/", check=checks)
+    with TestClient(create_app(hub, login=login, hosts=LOCAL), base_url=BASE) as client:
+        for _ in range(2):
+            response = client.get("/", headers=basic("ann", "x"))
+            assert response.status_code == 503 and response.headers["retry-after"] == "5"
+    assert len(checks.urls) == 2  # not cached: the next try asks again
