@@ -14,6 +14,7 @@ get their client from `_client` here (the one place a Client is made):
 - `corral.cli_logs`: logs, watch;
 - `corral.cli_nodes`: cordon, uncordon, drain;
 - `corral.cli_admin`: admin bootstrap, add-worker, add-user, remove-user (broker users);
+- `corral.cli_context`: context add, use, list, remove, show (named brokers);
 - `corral.daemons`: master, worker.
 
 Waiting (`--wait`) and its progress lines are `corral.waiting`.
@@ -33,6 +34,7 @@ from pydantic import ValidationError
 
 from corral import output, waiting
 from corral.cli_admin import admin_app
+from corral.cli_context import context_app
 from corral.cli_logs import register_log_commands
 from corral.cli_nodes import register_node_commands
 from corral.cli_views import register_view_commands
@@ -40,12 +42,15 @@ from corral.client import Client
 from corral.clitools import (
     DEFAULT_URLS,
     AmqpUrls,
+    ContextOpt,
     VersionOpt,
     WaitTimeoutOpt,
+    context_tls,
     friendly_errors,
     parse_pairs,
     usage_error,
 )
+from corral.colour import ColourMode, ColourOpt
 from corral.daemons import register_daemons
 from corral.dashboard import register_dashboard_command
 from corral.errors import ApiFailure
@@ -76,8 +81,15 @@ app = typer.Typer(
 
 
 @app.callback()
-def _options(version: VersionOpt = False) -> None:
-    """Corral: run containers on a fleet of workers that talk over RabbitMQ."""
+def _options(
+    version: VersionOpt = False,
+    context_name: ContextOpt = None,
+    color: ColourOpt = ColourMode.auto,
+) -> None:
+    """Corral: run containers on a fleet of workers that talk over RabbitMQ.
+
+    The broker: --amqp, else CORRAL_AMQP_URL, else the context (`corral context`),
+    else amqp://guest:guest@127.0.0.1:5672/."""
 
 
 class Kind(StrEnum):
@@ -115,7 +127,7 @@ def _client(amqp: list[str] | str) -> Client:
     logging.basicConfig(level=logging.ERROR, format="%(name)s: %(message)s")
     logging.getLogger("pika").setLevel(logging.CRITICAL)
     url = amqp if isinstance(amqp, str) else join_urls(amqp)
-    return Client(url, name=f"cli@{socket.gethostname()}")
+    return Client(url, name=f"cli@{socket.gethostname()}", tls=context_tls())
 
 
 def default_name(image: str) -> str:
@@ -401,6 +413,7 @@ register_top_command(app, _client)
 register_dashboard_command(app, _client)
 register_daemons(app)
 app.add_typer(admin_app, name="admin")
+app.add_typer(context_app, name="context")
 
 
 def main() -> None:

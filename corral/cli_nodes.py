@@ -6,9 +6,10 @@ from typing import Annotated
 
 import typer
 
-from corral import output, waiting
+from corral import waiting
 from corral.client import Client
 from corral.clitools import DEFAULT_URLS, AmqpUrls, Connect, WaitTimeoutOpt, friendly_errors
+from corral.rows import node_state
 from corral.text import visible
 from schemas.api import NodeInfo
 
@@ -26,7 +27,7 @@ def find_node(client: Client, node_id: str) -> NodeInfo | None:
 
 def describe(node: NodeInfo) -> str:
     """`node w1: ready,draining, 3 tasks`."""
-    return visible(f"node {node.node_id}: {output.node_state(node)}, {node.tasks} tasks")
+    return visible(f"node {node.node_id}: {node_state(node)}, {node.tasks} tasks")
 
 
 def register_node_commands(app: typer.Typer, connect: Connect) -> None:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import sys
 from collections.abc import Callable, Iterable
+from contextvars import ContextVar
 from enum import StrEnum
 from typing import Annotated, NoReturn, ParamSpec, TypeVar
 
@@ -13,6 +15,7 @@ import typer
 
 from bus.tls import Tls
 from corral.client import DEFAULT_URL, URL_ENV, Client
+from corral.contexts import CONTEXT_ENV, ContextError, chosen, contexts_path
 from corral.errors import CorralError, InvalidUrl
 from corral.text import visible
 from corral.urls import check_url, join_urls, split_urls
@@ -30,6 +33,25 @@ class LogLevel(StrEnum):
     error = "error"
 
 
+# The app's global `--context NAME` (CORRAL_CONTEXT).
+CONTEXT_PARAM = "context_name"
+# The TLS files of the context the running command's URLs came from, for its client:
+# typer hands a command its --amqp value as a plain list, and `Connect` takes only that.
+# Set (to None without a context) each time a command's --amqp is resolved.
+_context_tls: ContextVar[Tls | None] = ContextVar("corral_context_tls", default=None)
+ContextOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--context",
+        envvar=CONTEXT_ENV,
+        metavar="NAME",
+        help="Talk to the broker of this context (`corral context list`), not the current"
+        " one. --amqp and CORRAL_AMQP_URL still win.",
+        show_default=False,
+    ),
+]
+
+
 def check_amqp_option(ctx: typer.Context, param: typer.CallbackParam, value: str) -> str:
     """Refuse a malformed --amqp URL (or CORRAL_AMQP_URL) before the command runs: exit 2."""
     try:
@@ -44,11 +66,52 @@ def check_amqp_urls(
     ctx: typer.Context, param: typer.CallbackParam, values: list[str] | None
 ) -> list[str]:
     """`check_amqp_option` for a repeatable --amqp: every URL given, one per item, in order
-    (a comma-separated item counts as several)."""
+    (a comma-separated item counts as several). Neither --amqp nor CORRAL_AMQP_URL given:
+    the URLs of the context in effect (`corral.contexts.chosen`), else DEFAULT_URL."""
+    _context_tls.set(None)
+    source = ctx.get_parameter_source(param.name) if param.name else None
+    if getattr(source, "name", "DEFAULT") in ("DEFAULT", "DEFAULT_MAP"):
+        return context_urls(ctx)
+    return check_given_amqp_urls(ctx, param, values)
+
+
+def check_given_amqp_urls(
+    ctx: typer.Context, param: typer.CallbackParam, values: list[str] | None
+) -> list[str]:
+    """`check_amqp_urls` without contexts: the URLs given, else DEFAULT_URL."""
     # click splits CORRAL_AMQP_URL at blanks: "URL1, URL2" comes as ["URL1,", "URL2"].
     items = [item.strip(",") for item in values or [DEFAULT_URL]]
     url = check_amqp_option(ctx, param, join_urls(item for item in items if item))
     return split_urls(url)
+
+
+def context_urls(ctx: typer.Context) -> list[str]:
+    """The URLs of the context in effect (see `corral.contexts`), or [DEFAULT_URL]; its TLS
+    files are kept for `context_tls`. Exits 2 for an unknown context named on the command
+    line, 1 for an unreadable contexts file or a bad URL in it."""
+    root = ctx.find_root()
+    name = root.params.get(CONTEXT_PARAM) or os.environ.get(CONTEXT_ENV) or None
+    path = contexts_path()
+    try:
+        context = chosen(name, path)
+    except ContextError as exc:
+        if exc.usage:
+            usage_error(str(exc))
+        fail(str(exc))
+    if context is None:
+        return [DEFAULT_URL]
+    try:
+        url = check_url(join_urls(context.urls), option="--amqp")
+    except InvalidUrl as exc:
+        fail(f"{exc} (it came from context {context.name!r} in {path})")
+    _context_tls.set(context.tls())
+    return split_urls(url)
+
+
+def context_tls() -> Tls | None:
+    """The TLS files of the context this command's URLs came from (None: no context, or
+    one without TLS files; a Client then reads CORRAL_TLS_CA, ... itself)."""
+    return _context_tls.get()
 
 
 AMQP_HELP = (
@@ -71,18 +134,32 @@ Amqp = Annotated[
 
 # The same, repeatable (`--amqp URL1 --amqp URL2`), with `= DEFAULT_URLS`: the command gets
 # every URL, one per item (join them with `corral.urls.join_urls` for a URL setting).
-# CORRAL_AMQP_URL stays one value: URLs separated by commas (or blanks).
+# CORRAL_AMQP_URL stays one value: URLs separated by commas (or blanks). Neither given,
+# the URLs of the context in effect (`corral.contexts`), and DEFAULT_URL without one.
 AmqpUrls = Annotated[
     list[str],
     typer.Option(
         "--amqp",
         envvar=URL_ENV,
         metavar="URL",
-        help=AMQP_HELP,
+        help=AMQP_HELP + " Without it: the context's (`corral context`), else the default.",
         callback=check_amqp_urls,
     ),
 ]
 DEFAULT_URLS = [DEFAULT_URL]
+
+# The same for a daemon (`corral master`, `corral worker`): a process with a broker user
+# of its own is told its URL, and never follows the contexts of whoever starts it.
+DaemonAmqpUrls = Annotated[
+    list[str],
+    typer.Option(
+        "--amqp",
+        envvar=URL_ENV,
+        metavar="URL",
+        help=AMQP_HELP,
+        callback=check_given_amqp_urls,
+    ),
+]
 
 # TLS for amqps:// URLs (the daemons' options; a client reads the same variables).
 TlsCaOpt = Annotated[
@@ -126,9 +203,39 @@ Connect = Callable[[list[str] | str], Client]
 class OutputFormat(StrEnum):
     table = "table"
     json = "json"
+    yaml = "yaml"
 
 
-Output = Annotated[OutputFormat, typer.Option("--output", "-o", help="table or json.")]
+class ListFormat(StrEnum):
+    """How a listing is shown: see docs/cli.md."""
+
+    table = "table"
+    wide = "wide"
+    json = "json"
+    yaml = "yaml"
+
+
+Output = Annotated[OutputFormat, typer.Option("--output", "-o", help="table, json or yaml.")]
+ListOutput = Annotated[
+    ListFormat,
+    typer.Option(
+        "--output",
+        "-o",
+        help="table, wide (more columns), json or yaml (the API's fields: docs/cli.md).",
+    ),
+]
+NoHeadersOpt = Annotated[
+    bool, typer.Option("--no-headers", help="No header line (table and wide).")
+]
+WatchOpt = Annotated[
+    bool,
+    typer.Option(
+        "--watch",
+        "-w",
+        help="Then keep it current: on a terminal the table is redrawn as it changes;"
+        " otherwise each changed row is printed (json, yaml: each changed item). Ctrl-C ends.",
+    ),
+]
 WaitTimeoutOpt = Annotated[
     float | None,
     typer.Option("--timeout", metavar="SECONDS", help="Give up waiting after this long."),

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from corral.brokers import BrokerNode
+from corral.formats import yaml_text
 from corral.rows import MASTER_HEADERS, by_role, master_row
 from corral.tables import NONE, cpus, table
 from corral.text import visible
@@ -113,3 +114,7 @@ def status_data(status: ClusterStatus | None, brokers: Sequence[BrokerNode]) -> 
 
 def status_json(status: ClusterStatus | None, brokers: Sequence[BrokerNode]) -> str:
     return json.dumps(status_data(status, brokers), indent=2)
+
+
+def status_yaml(status: ClusterStatus | None, brokers: Sequence[BrokerNode]) -> str:
+    return yaml_text(status_data(status, brokers)).rstrip("\n")

@@ -49,22 +49,46 @@ def stream_table(
     then painted. Without `headers_shown` there is no header line, and an empty
     table is no lines at all.
     """
-    widths = [len(header) if headers_shown else 0 for header in headers]
-    header_done = not headers_shown
+    stream = TableStream(headers, headers_shown=headers_shown, paint=paint)
     for page in pages:
+        yield from stream.lines(page)
+    yield from stream.end()
+
+
+class TableStream:
+    """`stream_table` fed by hand: `lines(page)` for each page of rows as it comes (a
+    watched listing's changed rows), then `end()`. The widths carry over between pages."""
+
+    def __init__(
+        self,
+        headers: Sequence[str],
+        *,
+        headers_shown: bool = True,
+        paint: Painters | None = None,
+    ) -> None:
+        self.headers = headers
+        self.paint = paint
+        self.widths = [len(header) if headers_shown else 0 for header in headers]
+        self.header_done = not headers_shown
+
+    def lines(self, page: Sequence[Sequence[str]]) -> list[str]:
+        """The lines of `page`: the header first if it was not printed yet."""
         if not page:
-            continue
+            return []
         rows = [[visible(cell) for cell in row] for row in page]
         for row in rows:
             for i, cell in enumerate(row):
-                widths[i] = max(widths[i], len(cell))
-        if not header_done:
-            yield _line(headers, widths)
-            header_done = True
-        for row in rows:
-            yield _line(row, widths, paint)
-    if not header_done:
-        yield _line(headers, widths)
+                self.widths[i] = max(self.widths[i], len(cell))
+        lines = [] if self.header_done else [_line(self.headers, self.widths)]
+        self.header_done = True
+        return lines + [_line(row, self.widths, self.paint) for row in rows]
+
+    def end(self) -> list[str]:
+        """The header alone, if no row ever came (and headers are shown)."""
+        if self.header_done:
+            return []
+        self.header_done = True
+        return [_line(self.headers, self.widths)]
 
 
 def _line(cells: Sequence[str], widths: Sequence[int], paint: Painters | None = None) -> str:
