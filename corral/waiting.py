@@ -1,13 +1,17 @@
 """Waiting from the command line: progress while a job settles, a rollout runs or a
 node drains, and the verdict when it is over.
 
-Progress goes to stderr, one line each time it changes, so stdout keeps only the
-outcome. The verdicts (`service_verdict`, `rollout_verdict`, `drain_verdict`) are pure
-functions of the master's last answer: an exit status and the sentence to print.
+Progress goes to stderr, so stdout keeps only the outcome: on a terminal one line
+rewritten in place as it changes, elsewhere a line each time it changes (and for a
+batch job nothing: its outcome is all a script needs). The verdicts
+(`service_verdict`, `rollout_verdict`, `drain_verdict`) are pure functions of the
+master's last answer: an exit status and the sentence to print.
 """
 
 from __future__ import annotations
 
+import shutil
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -20,6 +24,7 @@ from corral import output
 from corral.clitools import fail
 from corral.errors import WaitTimeout
 from corral.job import Job, Until, exit_code, rollout_ended, trouble
+from corral.rows import node_state, rollout_text, running_count
 from corral.text import visible
 from schemas.api import JobInfo, NodeInfo
 from schemas.messages import TERMINAL_JOB_STATES
@@ -45,19 +50,46 @@ class Verdict:
 
 class Progress(Generic[T]):
     """Prints `render(item)` on stderr whenever it differs from the line printed last;
-    a render of None prints nothing. `last` is the newest item seen."""
+    a render of None prints nothing. `last` is the newest item seen.
 
-    def __init__(self, render: Callable[[T], str | None]) -> None:
+    On a terminal (`terminal`, default: whether stderr is one) the progress is one line
+    rewritten in place (`\\r`, cut to the terminal's width); elsewhere (a log file, CI)
+    each new text is a line of its own. Use it as a context manager, or call `end`,
+    so that what is printed next starts on a line of its own.
+    """
+
+    def __init__(self, render: Callable[[T], str | None], *, terminal: bool | None = None) -> None:
         self.render = render
+        self.terminal = sys.stderr.isatty() if terminal is None else terminal
         self.last: T | None = None
         self._shown: str | None = None
+        self._width = 0  # of the unfinished line on the terminal
 
     def __call__(self, item: T) -> None:
         self.last = item
         line = self.render(item)
-        if line is not None and line != self._shown:
-            typer.echo(visible(line), err=True)
-            self._shown = line
+        if line is None or line == self._shown:
+            return
+        self._shown = line
+        text = visible(line)
+        if not self.terminal:
+            typer.echo(text, err=True)
+            return
+        text = text[: max(shutil.get_terminal_size().columns - 1, 20)]
+        typer.echo("\r" + text.ljust(self._width), err=True, nl=False)
+        self._width = len(text)
+
+    def end(self) -> None:
+        """Finish the line being rewritten (if any)."""
+        if self._width:
+            typer.echo("", err=True)
+            self._width = 0
+
+    def __enter__(self) -> Progress[T]:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.end()
 
 
 # -- a job settling (run/submit --wait) --
@@ -68,6 +100,14 @@ def job_progress(info: JobInfo) -> str | None:
     if info.spec.kind != "service" or info.state in TERMINAL_JOB_STATES:
         return None
     return f"{info.job_id}: {info.healthy}/{info.spec.replicas} healthy ({info.state})"
+
+
+def any_job_progress(info: JobInfo) -> str | None:
+    """`job_progress`, and for a batch job `hello: running, 1/1 running` (on a terminal)."""
+    if info.spec.kind == "service" or info.state in TERMINAL_JOB_STATES:
+        return job_progress(info)
+    reason = f" ({info.reason})" if info.reason else ""
+    return f"{info.job_id}: {info.state}, {running_count(info)} running{reason}"
 
 
 def service_verdict(info: JobInfo) -> Verdict:
@@ -87,9 +127,15 @@ def wait_and_report(job: Job, timeout: float | None) -> None:
     code (see `corral.job.exit_code`); 1 if it failed without one or was cancelled. A
     service exits 0 once every replica is healthy, 1 if it failed, was cancelled,
     crash-loops or turned unhealthy."""
-    job.on_change = Progress(job_progress)
-    with _interruptible(
-        f"stopped waiting; job {job.id} carries on (`corral cancel {job.id}` stops it)"
+    progress: Progress[JobInfo] = Progress(job_progress)
+    if progress.terminal:
+        progress.render = any_job_progress
+    job.on_change = progress
+    with (
+        _interruptible(
+            f"stopped waiting; job {job.id} carries on (`corral cancel {job.id}` stops it)"
+        ),
+        progress,
     ):
         info = job.wait(timeout)
     typer.echo(output.job_state(info))
@@ -121,7 +167,7 @@ def rollout_progress(info: JobInfo) -> str | None:
     if rollout_ended(info) or info.rollout is None:
         return None
     healthy = f"{info.healthy}/{info.spec.replicas} healthy"
-    return f"{info.job_id}: {output.rollout_text(info.rollout)}, {healthy}"
+    return f"{info.job_id}: {rollout_text(info.rollout)}, {healthy}"
 
 
 def rollout_verdict(started: JobInfo, info: JobInfo, *, rollback: bool) -> Verdict:
@@ -166,7 +212,8 @@ def _wait_or_explain(
     job: Job, timeout: float | None, until: Until, progress: Progress[JobInfo]
 ) -> JobInfo:
     try:
-        return job.wait(timeout, until=until)
+        with progress:
+            return job.wait(timeout, until=until)
     except WaitTimeout as exc:
         last = progress.last
         where = rollout_progress(last) if last is not None else None
@@ -193,7 +240,7 @@ def _interruptible(message: str) -> Iterator[None]:
 def drain_progress(node: NodeInfo | None) -> str | None:
     if node is None:
         return None
-    return f"node {node.node_id}: {output.node_state(node)}, {node.tasks} tasks left"
+    return f"node {node.node_id}: {node_state(node)}, {node.tasks} tasks left"
 
 
 def drain_verdict(node_id: str, node: NodeInfo | None) -> Verdict:
@@ -201,7 +248,7 @@ def drain_verdict(node_id: str, node: NodeInfo | None) -> Verdict:
         return Verdict(0, f"node {node_id}: the master no longer knows it; nothing runs there")
     if not node.draining and not node.cordoned:
         return Verdict(1, f"node {node_id} was uncordoned before it drained ({node.tasks} tasks)")
-    return Verdict(0, f"node {node_id}: drained ({output.node_state(node)}, no tasks)")
+    return Verdict(0, f"node {node_id}: drained ({node_state(node)}, no tasks)")
 
 
 def wait_drained(
@@ -216,7 +263,7 @@ def wait_drained(
     none (or is forgotten, or uncordoned); exit as `drain_verdict` says."""
     progress: Progress[NodeInfo | None] = Progress(drain_progress)
     deadline = None if timeout is None else clock() + timeout
-    with _interruptible(f"stopped waiting; node {node_id} keeps draining"):
+    with _interruptible(f"stopped waiting; node {node_id} keeps draining"), progress:
         node = fetch()
         while not drained(node):
             progress(node)
@@ -224,6 +271,7 @@ def wait_drained(
             if deadline is not None:
                 pause = min(pause, deadline - clock())
                 if pause <= 0:
+                    progress.end()
                     fail(
                         f"gave up waiting after {timeout:g} s: {drain_progress(node)}; the"
                         " drain carries on (`corral nodes` shows it)"
