@@ -2,9 +2,9 @@
 
 Each host is a container of `local/corral-host` (scripts/host-image.sh) with a network
 namespace and a Docker engine of its own, and Corral at /opt/corral (a venv built once
-from wheels of the work tree, mounted read-only); the hosts share one bridge network of
-the outer engine, the LAN. The broker stays outside, on this machine: the hosts reach it
-at the LAN's gateway address.
+from the wheels of scripts/wheel.sh, `python -m build`'s, mounted read-only); the hosts
+share one bridge network of the outer engine, the LAN. The broker stays outside, on this
+machine: the hosts reach it at the LAN's gateway address.
 
     outer machine: RabbitMQ :5672, Corral master (tests/cluster.py)
       |
@@ -25,14 +25,12 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import ipaddress
 import os
 import re
 import shlex
 import shutil
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -47,7 +45,6 @@ ROOT = Path(__file__).resolve().parents[2]
 HOST_IMAGE = "local/corral-host:latest"
 TEST_IMAGE = "local/busybox:latest"
 WHEEL_CACHE = Path(os.environ.get("CORRAL_RIG_WHEELS", "/var/cache/corral/wheels"))
-PACKAGES = ("bus", "schemas", "master", "worker", "corral")  # what the corral wheel holds
 
 LABEL = "corral.rig"  # the run's prefix
 OWNER_LABEL = "corral.rig.owner"  # "<pid>:<start time in clock ticks>" of the test process
@@ -154,36 +151,19 @@ def broker_url_for(url: str, gateway: str) -> str:
 
 @dataclass(frozen=True)
 class Wheels:
-    """Where the wheels are: `root` holds the dependencies' wheels in `deps` and the
-    corral wheel in `corral` (and the venvs `build_venv` makes of them)."""
+    """Where the wheels are (scripts/wheel.sh): `root`, its cache, holds the dependencies'
+    wheels in `deps` and the corral wheel in `corral` (and the venvs `build_venv` makes of
+    them)."""
 
     root: Path
     deps: Path
     corral: Path
 
 
-def _digest(paths: Sequence[Path], base: Path) -> str:
-    sha = hashlib.sha256()
-    for path in paths:
-        sha.update(str(path.relative_to(base)).encode() + b"\0")
-        sha.update(path.read_bytes() + b"\0")
-    return sha.hexdigest()[:16]
-
-
-def _source_files(root: Path) -> list[Path]:
-    files = [root / "pyproject.toml", root / "README.md"]
-    for package in PACKAGES:
-        files += sorted(
-            p
-            for p in (root / package).rglob("*")
-            if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"
-        )
-    return files
-
-
 @contextlib.contextmanager
 def _locked(path: Path) -> Iterator[None]:
-    """An exclusive flock on `path`: concurrent test processes build the wheels once."""
+    """An exclusive flock on `path` (scripts/wheel.sh takes the same one on the cache's
+    .lock): concurrent test processes build a venv once."""
     with open(path, "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
@@ -192,46 +172,21 @@ def _locked(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _pip_wheel(source: Path, into: Path, *, deps: bool) -> None:
-    argv = [sys.executable, "-m", "pip", "wheel", "-q", "--disable-pip-version-check"]
-    if not deps:
-        argv.append("--no-deps")
-    run([*argv, "-w", str(into), str(source)], timeout=900)
-
-
 def build_wheels(root: Path = ROOT, cache: Path = WHEEL_CACHE) -> Wheels:
-    """The wheels of corral and of its dependencies, built with this interpreter's pip
-    (dependencies from PyPI) on first use and kept in `cache`: the dependencies keyed by
-    pyproject.toml and the Python version, corral by its sources too, so a source change
-    rebuilds only the corral wheel. Blocks for minutes the first time, not after."""
-    cache.mkdir(parents=True, exist_ok=True)
-    files = _source_files(root)
-    python = f"py{sys.version_info.major}{sys.version_info.minor}"
-    deps_dir = cache / f"deps-{python}-{_digest(files[:1], root)}"
-    corral_dir = cache / f"corral-{_digest(files, root)}"
-    with _locked(cache / ".lock"):
-        if deps_dir.is_dir() and corral_dir.is_dir():
-            return Wheels(cache, deps_dir, corral_dir)
-        with tempfile.TemporaryDirectory(dir=cache, prefix=".build-") as scratch:
-            # A copy of the sources: building in the work tree would leave build/ there.
-            source = Path(scratch) / "src"
-            for path in files:
-                target = source / path.relative_to(root)
-                target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(path, target)
-            out = Path(scratch) / "out"
-            _pip_wheel(source, out, deps=not deps_dir.is_dir())
-            built = sorted(out.glob("corral-*.whl"))
-            if len(built) != 1:
-                raise RigError(f"pip wheel made {[p.name for p in built]}, not one corral wheel")
-            if not corral_dir.is_dir():
-                (Path(scratch) / "corral").mkdir()
-                built[0].rename(Path(scratch) / "corral" / built[0].name)
-                (Path(scratch) / "corral").rename(corral_dir)
-            built[0].unlink(missing_ok=True)
-            if not deps_dir.is_dir():
-                out.rename(deps_dir)
-    return Wheels(cache, deps_dir, corral_dir)
+    """The wheel of corral (`python -m build`) and those of its dependencies, from
+    scripts/wheel.sh, the same that the compose image installs. It keeps them in `cache`,
+    corral's keyed by its sources and the dependencies' by their list, so it blocks for
+    a minute or so the first time and for a second or two after."""
+    script = root / "scripts" / "wheel.sh"
+    done = run(["env", f"CORRAL_WHEEL_CACHE={cache}", "bash", str(script)], timeout=900)
+    where = dict(
+        line.split("=", 1)
+        for line in done.stdout.splitlines()
+        if line.startswith(("corral_wheel=", "deps="))
+    )
+    if set(where) != {"corral_wheel", "deps"}:
+        raise RigError(f"{script} did not say where the wheels are:\n{done.stdout[-2000:]}")
+    return Wheels(cache, Path(where["deps"]), Path(where["corral_wheel"]).parent)
 
 
 def build_venv(wheels: Wheels, image: str = HOST_IMAGE) -> Path:
