@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
-from collections import OrderedDict
 from collections.abc import Callable
 
 from bus import Bus, Delivery, topology
@@ -30,8 +29,6 @@ from schemas.messages import Heartbeat, LogsRequest, TaskStatus
 
 log = logging.getLogger("corral.master")
 
-WARNED_KEPT = 1000  # senders warned about, remembered (the oldest forgotten first)
-
 
 class Inputs:
     """The input handlers of a term; `Term` provides what is declared here."""
@@ -42,31 +39,25 @@ class Inputs:
     api: Api
     clock: Callable[[], float]
     over: threading.Event
-    _warned: OrderedDict[str, None]
     net: NetView | None  # while active
     # Defined by Term (declared only, so as not to shadow it): publish what the
     # controller produced, then `actions`, once journaled.
     _after: Callable[..., None]
 
-    def _on_heartbeat(self, message: Message, delivery: Delivery) -> None:
-        beat = message.expect(Heartbeat)
-        delivery.ack()  # soft state: the next beat says it again
-        refusal = node_sender_refusal(delivery.user_id, beat.node_id, self.bus.user)
-        if refusal is not None:
-            self._warn_once(
-                f"heartbeat {delivery.user_id} {beat.node_id}", "ignoring a heartbeat: %s", refusal
-            )
-            return
-        if self.role == "active":
+    def _on_beats(self, beats: list[Heartbeat]) -> None:
+        """The newest heartbeat of each node heard since the last call (`master.intake`
+        read them, checked their senders and noted when each arrived)."""
+        for beat in beats:
+            if self.role != "active":
+                self.controller.observe(beat, self.clock())
+                continue
             now = self.clock()
             self.controller.heartbeat(beat, now)
             self._after()
             net, network = self.net, beat.network
             if net is not None and network and net.wants_snapshot(beat.node_id, network, now):
                 # Once journaled: a subnet it names must survive a failover.
-                self._after(lambda: self._send_net_snapshot(beat.node_id))
-        else:
-            self.controller.observe(beat, self.clock())
+                self._after(lambda node_id=beat.node_id: self._send_net_snapshot(node_id))
 
     def _on_status(self, message: Message, delivery: Delivery) -> None:
         if self.role != "active":
@@ -175,14 +166,3 @@ class Inputs:
         epoch = self.controller.epoch
         for part in self.net.snapshot():
             self.bus.publish(topology.RPC_EXCHANGE, node_id, part, transient=True, epoch=epoch)
-
-    def _warn_once(self, key: str, text: str, *args: object) -> None:
-        """Log `text` at warning level the first time `key` is seen (the last WARNED_KEPT kept),
-        at debug level after: a hostile sender must not flood the log."""
-        if key in self._warned:
-            log.debug(text, *args)
-            return
-        self._warned[key] = None
-        if len(self._warned) > WARNED_KEPT:
-            self._warned.popitem(last=False)
-        log.warning(text, *args)

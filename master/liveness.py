@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Mapping
 
 from master import events as ev
 from master.settings import MasterSettings
@@ -47,6 +48,9 @@ class Liveness:
         self.settings = settings
         self.hold_max = hold_max
         self._grace_until = 0.0
+        # When each node's last heartbeat arrived, as the master's heartbeat intake noted
+        # it (`master.intake`, another thread): not when the loop got to read it.
+        self.heard: Mapping[str, float] = {}
         self._holding_since: float | None = None
         # When the next node crosses suspect_after or dead_after, as the last check saw
         # it (inf: no node will without a heartbeat first). The daemon checks again right
@@ -100,8 +104,12 @@ class Liveness:
         return self.settings.suspect_after * scale, self.settings.dead_after * scale
 
     def _heard(self, node: Node | Unseen) -> float:
-        """When `node` was last heard, as liveness counts it (a grace counts as hearing)."""
-        return max(node.last_seen, self._grace_until - self.settings.dead_after)
+        """When `node` was last heard, as liveness counts it: its last beat, read or only
+        arrived (`heard`), or the end of a grace."""
+        return max(self._last_beat(node), self._grace_until - self.settings.dead_after)
+
+    def _last_beat(self, node: Node | Unseen) -> float:
+        return max(node.last_seen, self.heard.get(node.node_id, 0.0))
 
     def _target(self, node: Node | Unseen, now: float) -> NodeState:
         silent = now - self._heard(node)
@@ -168,7 +176,7 @@ class Liveness:
                 at=now,
                 node_id=node_id,
                 state=target,
-                reason=f"no heartbeat for {now - by_id[node_id].last_seen:.1f} s",
+                reason=f"no heartbeat for {now - self._last_beat(by_id[node_id]):.1f} s",
             )
             for node_id, target in changes.items()
             if target != by_id[node_id].state

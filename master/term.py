@@ -28,7 +28,6 @@ import logging
 import threading
 import time
 import uuid
-from collections import OrderedDict
 from collections.abc import Callable
 from typing import Literal
 
@@ -41,6 +40,7 @@ from master import journal, outputs, snapshot, snapshots
 from master.api import Api
 from master.controller import Controller
 from master.inputs import Inputs
+from master.intake import HeartbeatIntake
 from master.journal import Claim, ClaimSeen, Follower, Position
 from master.journaled import Outputs
 from master.network import NetView
@@ -109,7 +109,6 @@ class Term(Inputs, Outputs, Ticking):
         self._closed_connections: ConnectionWatch | None = None  # while active
         self._attached_at = 0.0
         self._t0 = time.monotonic()
-        self._warned = OrderedDict[str, None]()  # see Inputs._warn_once
         self._due_tick: Timer | None = None  # see _tick_when_due
         self._ticked_at = time.monotonic()  # the last tick while active (_own_stall)
         self._free_since = 0.0  # when the loop was last stalled (ticking._excused)
@@ -138,7 +137,18 @@ class Term(Inputs, Outputs, Ticking):
         bus = self.bus
         bus.on_lost(self._lost)
         self._tail_journal()
-        bus.consume_messages(topology.heartbeat_queue(), self._on_heartbeat, prefetch=1000)
+        intake = HeartbeatIntake(
+            self.settings.amqp_url,
+            bus.user,
+            self._on_beats,
+            bus.call_threadsafe,
+            clock=self.clock,
+            name=bus.name,
+            heartbeat=self.settings.amqp_heartbeat,
+            tls=self.settings.tls,
+        )
+        self.controller.liveness.heard = intake.heard
+        intake.start()
         bus.consume_messages(topology.masters_queue(), self._on_master_beat, prefetch=100)
         bus.consume(topology.LEADER_QUEUE_DECL, self._on_ping, prefetch=10)
         bus.every(self.settings.ping_interval, self._ping)
@@ -149,6 +159,7 @@ class Term(Inputs, Outputs, Ticking):
         bus.every(0.1, lambda: self._end_if(stop))
         bus.every(NET_CHANGES_EVERY, self._net_changes_due)
         bus.run(self.over)
+        intake.stop()
         if self._closed_connections is not None:
             self._closed_connections.stop()
 

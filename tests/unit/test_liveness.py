@@ -243,3 +243,14 @@ def test_a_stall_of_the_masters_own_loop_is_forgiven() -> None:
     assert judge(liveness, cluster, 12.6) == {}
     assert judge(liveness, cluster, 14.5) == {"n0": "suspect"}
     assert judge(liveness, cluster, 15.5) == {"n0": "down"}
+
+
+def test_a_beat_that_arrived_counts_before_the_loop_reads_it() -> None:
+    """The heartbeat intake notes when each beat arrived (`heard`): a node whose beats
+    wait behind a busy loop is not suspect; one silent for good still goes down."""
+    cluster = nodes(10.0, 10.0)
+    liveness = Liveness(SETTINGS)
+    liveness.heard = {"n0": 12.5}
+    assert judge(liveness, cluster, 13.0) == {"n1": "down"}
+    assert judge(liveness, cluster, 14.6) == {"n0": "suspect"}
+    assert liveness.check(cluster.state, 15.5)[0].reason == "no heartbeat for 3.0 s"
