@@ -2,7 +2,8 @@
 # Make this machine ready for Corral's tests. Idempotent: every step checks first
 # and does nothing if already done, so a rerun on a ready machine takes seconds.
 #
-#   1. apt-get install rabbitmq-server docker.io busybox-static   (if any is missing)
+#   1. apt-get install rabbitmq-server docker.io busybox-static chromium chromium-driver
+#      (if any is missing; chromium and its driver run the dashboard's browser test)
 #   2. RabbitMQ running (`rabbitmq-server -detached`), plugins rabbitmq_management
 #      (http://127.0.0.1:15672/api/overview answering guest:guest) and
 #      rabbitmq_event_exchange (exchange amq.rabbitmq.event on vhost /: masters learn
@@ -35,16 +36,19 @@ take_lock bootstrap
 have_rabbitmq() { have rabbitmq-server && have rabbitmq-diagnostics && have rabbitmq-plugins; }
 have_docker() { have dockerd && have docker; }
 have_static_busybox() { [[ -x /bin/busybox ]] && is_static /bin/busybox; }
+# Debian's chromium, and the chromedriver of the same version that Selenium drives.
+have_chromium() { [[ -x /usr/bin/chromium ]] && [[ -x /usr/bin/chromedriver ]]; }
 
 install_packages() {
     local missing=()
     have_rabbitmq || missing+=(rabbitmq-server)
     have_docker || missing+=(docker.io)
     have_static_busybox || missing+=(busybox-static)
+    have_chromium || missing+=(chromium chromium-driver)
     ((${#missing[@]})) || return 0
 
     need_root "installing ${missing[*]}"
-    local pkgs=(rabbitmq-server docker.io busybox-static)
+    local pkgs=(rabbitmq-server docker.io busybox-static chromium chromium-driver)
     say "installing ${pkgs[*]} (apt; missing: ${missing[*]}; log: $APT_LOG)"
     local t0=$SECONDS
     : >"$APT_LOG"
