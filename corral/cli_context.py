@@ -181,6 +181,8 @@ def list_contexts(
     _, contexts = _load()
     ordered = [contexts.contexts[name] for name in sorted(contexts.contexts)]
     if fmt == OutputFormat.table:
+        if not ordered:
+            typer.echo("no contexts yet: `corral context add NAME --amqp URL` adds one", err=True)
         rows = [_row(context, contexts.current) for context in ordered]
         typer.echo(table(("CURRENT", "NAME", "BROKER", "TLS"), rows))
         return
