@@ -3,7 +3,8 @@
 # and does nothing if already done, so a rerun on a ready machine takes seconds.
 #
 #   1. apt-get install rabbitmq-server docker.io busybox-static chromium chromium-driver
-#      (if any is missing; chromium and its driver run the dashboard's browser test)
+#      debootstrap docker-compose (if any is missing; chromium and its driver run the
+#      dashboard's browser test, debootstrap and docker-compose the compose stack's)
 #   2. RabbitMQ running (`rabbitmq-server -detached`), plugins rabbitmq_management
 #      (http://127.0.0.1:15672/api/overview answering guest:guest) and
 #      rabbitmq_event_exchange (exchange amq.rabbitmq.event on vhost /: masters learn
@@ -45,10 +46,13 @@ install_packages() {
     have_docker || missing+=(docker.io)
     have_static_busybox || missing+=(busybox-static)
     have_chromium || missing+=(chromium chromium-driver)
+    have debootstrap || missing+=(debootstrap)
+    have docker-compose || missing+=(docker-compose)
     ((${#missing[@]})) || return 0
 
     need_root "installing ${missing[*]}"
-    local pkgs=(rabbitmq-server docker.io busybox-static chromium chromium-driver)
+    local pkgs=(rabbitmq-server docker.io busybox-static chromium chromium-driver debootstrap
+        docker-compose)
     say "installing ${pkgs[*]} (apt; missing: ${missing[*]}; log: $APT_LOG)"
     local t0=$SECONDS
     : >"$APT_LOG"
