@@ -29,8 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -41,6 +39,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import bench.spy
 from bench.heartbeats import broker_pid, cpu_seconds, node_changes
 from bench.report import replace_section
 from bus import topology
@@ -156,16 +155,7 @@ def measure(broker: Broker, args: argparse.Namespace, shape: str) -> Run:
             "fleet": fleet.pid,
         }
         if args.profile is not None:  # py-spy, sampling the active master during the run
-            args.profile.mkdir(parents=True, exist_ok=True)
-            spy = subprocess.Popen(
-                [
-                    shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy")),
-                    *("record", "-p", str(pids["active"]), "-f", "raw", "-r", "50"),
-                    *("-o", str(args.profile / f"{shape}-active.txt")),
-                ],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
+            spy = bench.spy.record(pids["active"], args.profile / f"{shape}-active.txt")
         before = {name: cpu_seconds(pid) for name, pid in pids.items()}
         started = time.monotonic()
         submit_all(cluster, shape, args.tasks, args.jobs, args.clients)
@@ -194,9 +184,7 @@ def measure(broker: Broker, args: argparse.Namespace, shape: str) -> Run:
         assert states == {"ready": args.nodes}, f"nodes not all ready: {states}"
         return Run(shape, args.nodes, args.tasks, submitted, elapsed, cpu, dict(changes))
     finally:
-        if spy is not None and spy.poll() is None:
-            spy.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
-            spy.wait(timeout=60)
+        bench.spy.stop(spy)
         if fleet is not None:
             fleet.terminate()
             fleet.wait(timeout=30)

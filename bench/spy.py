@@ -1,5 +1,6 @@
 """What a py-spy profile (`py-spy record -f raw`: one line per stack, `frame;frame;... N`)
-says: the share of samples in each function, by itself and with what it calls.
+says: the share of samples in each function, by itself and with what it calls; and
+`record` / `stop`, which take one from a running process (the benchmarks' `--profile`).
 
     python -m bench.spy PROFILE.txt [--top 25] [--match master/]
 """
@@ -7,8 +8,31 @@ says: the share of samples in each function, by itself and with what it calls.
 from __future__ import annotations
 
 import argparse
+import shutil
+import signal
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
+
+
+def record(pid: int, path: Path, rate: int = 50) -> subprocess.Popen[bytes]:
+    """Start sampling process `pid` with py-spy, `rate` times a second, into `path`
+    (raw format) until `stop`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    return subprocess.Popen(
+        [spy, "record", "-p", str(pid), "-f", "raw", "-r", str(rate), "-o", str(path)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def stop(spy: subprocess.Popen[bytes] | None) -> None:
+    """End a `record`: py-spy writes its file on SIGINT."""
+    if spy is not None and spy.poll() is None:
+        spy.send_signal(signal.SIGINT)
+        spy.wait(timeout=60)
 
 
 def load(path: Path) -> list[tuple[list[str], int]]:

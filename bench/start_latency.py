@@ -5,6 +5,7 @@ same Docker work), and a job on the cluster network (the default) against a raw 
 on a bridge network of its own (what joining a network costs Docker itself).
 
     python -m bench.start_latency [--rounds 12] [--burst 200] [--write docs/benchmarks.md]
+                                  [--profile DIR]
 
 Starts its own master and two workers (as processes) on a fresh vhost, so the
 figures include the whole path: client -> broker -> master -> broker -> worker
@@ -12,6 +13,12 @@ figures include the whole path: client -> broker -> master -> broker -> worker
 work directly: `containers.create` + `start` of the same image, command and
 resource limits.
 Correctness is asserted (every container really runs); timing never is.
+
+During each burst it measures the CPU of dockerd, the two workers, the master, the
+broker and the whole machine, to show what bounds the rate; the raw burst's containers
+are removed before Corral's, so both start on the same engine load. `--profile DIR`
+samples each worker with py-spy during Corral's burst (DIR/burst-w1.txt, read with
+`python -m bench.spy DIR/burst-w1.txt --match worker/`).
 """
 
 from __future__ import annotations
@@ -21,12 +28,15 @@ import statistics
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import docker
 
+import bench.spy
 from bench.failover import percentile
+from bench.heartbeats import broker_pid, cpu_seconds
 from bench.report import replace_section
 from corral import Client
 from tests.cluster import Cluster, wait_until
@@ -44,6 +54,7 @@ SPEC = {
 }
 # The same Docker work Corral asks for: resource limits cost the engine ~60 ms here.
 NANO_CPUS, MEM_LIMIT = 100_000_000, 64 * 1024 * 1024
+ENGINE_PIDFILES = ("/var/run/docker.pid", "/var/run/docker/containerd/containerd.pid")
 BENCH_NET = "10.216.250.0/24"  # the baseline's bridge network (outside the test CIDRs)
 
 
@@ -98,6 +109,36 @@ def corral_burst(client: Client, count: int) -> float:
     return count / elapsed
 
 
+def machine_busy() -> tuple[float, float]:
+    """(busy, all) CPU time of the whole machine so far, in ticks (/proc/stat)."""
+    with open("/proc/stat") as stat:
+        ticks = [int(field) for field in stat.readline().split()[1:9]]
+    idle = ticks[3] + ticks[4]  # idle, iowait
+    return sum(ticks) - idle, sum(ticks)
+
+
+def burst_load(pids: dict[str, list[int]], burst: Callable[[], float]) -> tuple[float, str]:
+    """`burst()`'s rate, and the CPU each group of processes used meanwhile (as a share
+    of one core) and how busy the machine was (a share of all its cores)."""
+    before = {name: sum(map(cpu_seconds, group)) for name, group in pids.items()}
+    busy_before, all_before = machine_busy()
+    started = time.monotonic()
+    rate = burst()
+    elapsed = time.monotonic() - started
+    busy, every = machine_busy()
+    shares = [
+        f"{name} {(sum(map(cpu_seconds, group)) - before[name]) / elapsed:.0%}"
+        for name, group in pids.items()
+    ]
+    machine = (busy - busy_before) / max(1, every - all_before)
+    return rate, ", ".join([*shares, f"machine {machine:.0%} of all cores"])
+
+
+def remove_labelled(client: docker.DockerClient, label: str) -> None:
+    for container in client.containers.list(all=True, filters={"label": f"corral-bench={label}"}):
+        container.remove(force=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--amqp", default="amqp://guest:guest@127.0.0.1:5672/")
@@ -106,6 +147,9 @@ def main() -> None:
     parser.add_argument("--burst", type=int, default=200)
     parser.add_argument("--threads", type=int, default=8, help="Docker threads, in all")
     parser.add_argument("--write", type=Path, default=None)
+    parser.add_argument(
+        "--profile", type=Path, default=None, help="a directory for py-spy profiles (raw)"
+    )
     args = parser.parse_args()
 
     broker = Broker(args.amqp, args.management)
@@ -132,17 +176,28 @@ def main() -> None:
             ours.append(corral_start(client, f"lat-{i}", "none"))
             raw_net.append(raw_start(docker_client, label, bridge.name))
             ours_net.append(corral_start(client, f"lat-net-{i}"))
-        raw_rate = raw_burst(docker_client, args.burst, label)
+        pids = {
+            "dockerd and containerd": [int(Path(f).read_text()) for f in ENGINE_PIDFILES],
+            "workers": [cluster.processes[w].pid for w in ("w1", "w2")],
+            "master": [cluster.processes[m].pid for m in cluster.processes if m.startswith("m")],
+            "broker": [broker_pid()],
+        }
+        raw_rate, raw_load = burst_load(pids, lambda: raw_burst(docker_client, args.burst, label))
+        remove_labelled(docker_client, label)  # Corral's burst starts on the same engine load
+        spies = [
+            bench.spy.record(cluster.processes[w].pid, args.profile / f"burst-{w}.txt")
+            for w in ("w1", "w2")
+            if args.profile is not None
+        ]
         # A client of its own: the cluster's sat idle through the raw burst, long enough
         # for the broker to drop it for missed AMQP heartbeats.
         with Client(cluster.client_url, timeout=60, role=cluster.client_role) as fresh:
-            our_rate = corral_burst(fresh, args.burst)
+            our_rate, our_load = burst_load(pids, lambda: corral_burst(fresh, args.burst))
+        for spy in spies:
+            bench.spy.stop(spy)
     finally:
         cluster.close()
-        for container in docker_client.containers.list(
-            all=True, filters={"label": f"corral-bench={label}"}
-        ):
-            container.remove(force=True)
+        remove_labelled(docker_client, label)
         for network in docker_client.networks.list(filters={"label": f"corral-bench={label}"}):
             network.remove()
         broker.delete_vhost(vhost)
@@ -200,6 +255,7 @@ def main() -> None:
         + [f"| {' | '.join(row)} |" for row in rows]
     )
     print(table)
+    print(f"CPU during the raw burst: {raw_load}\nCPU during Corral's burst: {our_load}")
     if args.write is not None:
         section = (
             f"{SECTION}\n\n"
@@ -214,7 +270,10 @@ def main() -> None:
             "network, which costs Docker itself more than its default bridge (the third row;\n"
             "Corral adds one inspect, about 3 ms, to learn the address): `network: none`\n"
             "compares the same Docker work. On this shared 2-core machine the ratios move\n"
-            "by about 0.1 between runs.\n"
+            "by about 0.1 between runs.\n\n"
+            f"CPU during the bursts, as a share of one core (the machine: of both):\n\n"
+            f"- raw docker-py: {raw_load}\n"
+            f"- Corral: {our_load}\n"
         )
         replace_section(args.write, SECTION, section)
 
