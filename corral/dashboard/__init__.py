@@ -16,6 +16,7 @@ See docs/dashboard.md.
 
 from __future__ import annotations
 
+import contextvars
 import os
 from typing import Annotated
 
@@ -27,6 +28,7 @@ from corral.clitools import (
     AmqpUrls,
     Connect,
     LogLevel,
+    context_tls,
     fail,
     setup_logging,
     usage_error,
@@ -112,9 +114,12 @@ def _run(
         sock = open_socket(where)
     except OSError as exc:
         fail(f"cannot listen on {where.host}:{where.port}: {exc.strerror or exc}")
-    tls = Tls(*(os.environ.get(var) or None for var in TLS_ENV))
+    # The context's TLS files (`corral context`) are in a context variable of this thread;
+    # the live model's thread connects in a copy of it.
+    context = contextvars.copy_context()
+    tls = context_tls() or Tls(*(os.environ.get(var) or None for var in TLS_ENV))
     checker = BrokerLogin(url, tls=tls if tls.given else None) if login else None
-    live = LiveCluster(lambda: connect(amqp))
+    live = LiveCluster(lambda: context.run(connect, amqp))
     hub = Hub(live)
     web = create_app(hub, login=checker, hosts=where.hosts())
     typer.echo(
@@ -126,5 +131,5 @@ def _run(
     try:
         serve(web, hub, sock, https_cert=https_cert, https_key=https_key)
     finally:
-        live.stop()
+        live.stop(timeout=2.0)  # a daemon thread: one stuck connecting does not hold the exit
         sock.close()

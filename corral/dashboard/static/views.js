@@ -154,7 +154,7 @@ export function tables(store, sections) {
       column("state", "state", (td, row) => {
         state(td, row[t.state]);
         const health = row[t.health];
-        if (health) td.append(" ", el("small", `s-${health}`, health));
+        if (health) td.append(" ", el("small", STATE_CLASS.test(health) ? `s-${health}` : "", health));
         if (row[t.restarts]) {
           td.append(" ", el("small", "restarts", `↻${row[t.restarts]}`));
           td.lastChild.title = "failures of its slot in a row";
