@@ -9,6 +9,7 @@ it writes docs/dashboard.png (the README's) instead.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import os
 import signal
@@ -53,6 +54,7 @@ def browser() -> Iterator[WebDriver]:
     for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage"):
         options.add_argument(argument)
     options.add_argument("--window-size=1400,900")
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
     try:
         yield driver
@@ -75,30 +77,37 @@ def free_port() -> int:
         return port
 
 
-def answers(url: str) -> bool:
+def status(url: str, login: tuple[str, str] | None = None) -> int:
+    """The HTTP status of GET `url` (with basic credentials); 0 if nothing answers."""
+    request = urllib.request.Request(url)
+    if login is not None:
+        token = base64.b64encode(":".join(login).encode()).decode()
+        request.add_header("Authorization", f"Basic {token}")
     try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return bool(response.status == 200)
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
     except (urllib.error.URLError, OSError):
-        return False
+        return 0
 
 
 @contextlib.contextmanager
-def dashboard(cluster: Cluster, *extra: str) -> Iterator[str]:
-    """`corral dashboard` as the cluster's client user; its URL. Stopped with SIGTERM after,
-    which must end it cleanly within seconds even with a browser connected."""
+def dashboard(amqp_url: str, workdir: Path, *extra: str) -> Iterator[str]:
+    """`corral dashboard` on a free port, its log in `workdir`; its URL. Stopped with
+    SIGTERM after, which must end it cleanly within seconds even with a page open."""
     port = free_port()
-    log = open(cluster.workdir / "dashboard.log", "ab")  # noqa: SIM115 - closed below
+    log = open(workdir / "dashboard.log", "ab")  # noqa: SIM115 - closed below
     command = [sys.executable, "-m", "corral", "dashboard", "--listen", f"127.0.0.1:{port}"]
     process = subprocess.Popen(
-        [*command, *extra, "--amqp", cluster.client_url],
+        [*command, *extra, "--amqp", amqp_url],
         stdout=log,
         stderr=subprocess.STDOUT,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     url = f"http://127.0.0.1:{port}/"
     try:
-        wait_until(lambda: process.poll() is not None or answers(url), what="the dashboard")
+        wait_until(lambda: process.poll() is not None or status(url) != 0, what="the dashboard")
         assert process.poll() is None, "the dashboard exited"
         yield url
         process.send_signal(signal.SIGTERM)
@@ -148,7 +157,7 @@ def test_the_dashboard_follows_a_job_and_a_killed_worker_live(
     cluster = two_workers
     w1, w2 = cluster.node_id("w1"), cluster.node_id("w2")
     started = time.monotonic()
-    with dashboard(cluster) as url:
+    with dashboard(cluster.client_url, cluster.workdir) as url:
         browser.get(url)
         until(
             browser,
@@ -195,6 +204,10 @@ def test_the_dashboard_follows_a_job_and_a_killed_worker_live(
         w1_tasks = f'#nodes tr[data-id="{w1}"] td.num'
         until(browser, lambda: cells(browser, w1_tasks) == ["0"], 15, f"no task on {w1}")
         assert browser.execute_script("return window.notReloaded") is True
+        # Nothing refused by the page's own policy (CSP), no script error.
+        console = browser.execute("getLog", {"type": "browser"})["value"]
+        errors = [entry for entry in console if entry["level"] == "SEVERE"]
+        assert errors == []
         screenshot = SCREENSHOT if os.environ.get("CORRAL_UPDATE_SCREENSHOT") else None
         browser.save_screenshot(str(screenshot or tmp_path / "dashboard.png"))
     print(
@@ -203,7 +216,9 @@ def test_the_dashboard_follows_a_job_and_a_killed_worker_live(
     )
 
 
-def test_the_login_is_the_brokers_and_needs_the_right_to_read_status(vhost_url: str) -> None:
+def test_the_login_is_the_brokers_and_needs_the_right_to_read_status(
+    vhost_url: str, tmp_path: Path
+) -> None:
     topology = Bus(vhost_url, name="tests (topology)")  # declared, as `admin bootstrap` does
     try:
         topology.connect(attempts=5)
@@ -212,16 +227,21 @@ def test_the_login_is_the_brokers_and_needs_the_right_to_read_status(vhost_url: 
     found = accounts_of(vhost_url)
     assert found is not None
     accounts, vhost = found
-    admin, password = accounts.admin_login()
+    admin = accounts.admin_login()
     node = f"dash-{os.getpid()}"
     worker = accounts.worker_login(vhost, node)
     try:
-        assert broker_verdict(as_user(vhost_url, admin, password), None) is Verdict.OK
-        assert broker_verdict(as_user(vhost_url, admin, "wrong"), None) is Verdict.DENIED
+        assert broker_verdict(as_user(vhost_url, *admin), None) is Verdict.OK
+        assert broker_verdict(as_user(vhost_url, admin[0], "wrong"), None) is Verdict.DENIED
         assert broker_verdict(as_user(vhost_url, "nobody", "x"), None) is Verdict.DENIED
         # A worker's user may log in to the broker, but not read the status topic.
         assert broker_verdict(as_user(vhost_url, *worker), None) is Verdict.DENIED
+        with dashboard(as_user(vhost_url, *admin), tmp_path, "--login") as url:
+            assert status(url) == 401
+            assert status(url + "api/state", (admin[0], "wrong")) == 401
+            assert status(url + "api/state", worker) == 401
+            assert status(url + "api/state", admin) == 200
     finally:
         accounts.remove_worker(node)
-    nowhere = f"amqp://{admin}:{password}@127.0.0.1:{free_port()}/"
+    nowhere = f"amqp://{admin[0]}:{admin[1]}@127.0.0.1:{free_port()}/"
     assert broker_verdict(nowhere, None) is Verdict.UNAVAILABLE
