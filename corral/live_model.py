@@ -37,6 +37,8 @@ _RANK = {"pending": 0, "assigned": 1, "running": 2}
 _TERMINAL_RANK = 3
 # Jobs waiting to be read again at most; beyond that, everything is listed again.
 MAX_STALE_JOBS = 1000
+# Tasks taken from events for slots beyond their job's replicas (as known here), at most.
+MAX_EXTRA_TASKS = 10000
 # Seconds a job waits before it is read again, so that a burst of its events costs one read.
 RELOAD_DELAY = 1.0
 
@@ -84,6 +86,7 @@ class Model:
         self._slots: dict[str, dict[int, str]] = {}  # job id -> slot -> current task id
         self._healthy: dict[str, int] = {}  # job id -> its current tasks that are healthy
         self._maturing: dict[str, float] = {}  # task id -> when it counts as healthy
+        self._extra: set[str] = set()  # tasks of slots beyond their job's replicas (events)
         self._leader: tuple[str, int] | None = None
         self._events_added = 0
         self._events_seen: tuple[int, tuple[Event, ...]] = (0, ())  # the ring, as of a count
@@ -177,6 +180,7 @@ class Model:
         self.tasks.replace({task.task_id: task for task in newest.values()})
         self._slots = {job.job_id: {} for job in self.jobs.values()}
         self._healthy = {}
+        self._extra = set()  # every task is as the master listed it
         self._maturing = {key: due for key, due in self._maturing.items() if key in self.tasks}
         for task in self.tasks.values():
             self._slots[task.job_id][task.slot] = task.task_id
@@ -230,21 +234,31 @@ class Model:
         )
         self._replace_task(task, updated, now)
         job = self.jobs.get(task.job_id)
-        if job is not None and job.rollout is not None and job.rollout.state in ROLLOUT_ACTIVE:
-            self.want_job(job.job_id, now)  # its rollout's progress is not in events
+        rollout = job.rollout if job is not None else None
+        rolling = rollout is not None and rollout.state in ROLLOUT_ACTIVE
+        if rolling or status.state == "stopped":
+            # Not in events: a rollout's progress; the replicas of a job scaled down.
+            self.want_job(task.job_id, now)
 
     def _provisional(self, status: TaskStatus, sent_at: datetime, now: float) -> TaskInfo | None:
-        """A task first heard of in an event (a new attempt, a new replica): built from the
-        event, for a slot its job has; the job is read again for the rest."""
+        """A task first heard of in an event (a new attempt, a new replica), built from the
+        event; its job is read again for the rest. A slot beyond the job's replicas as
+        known here (it was scaled up since) is taken too, up to MAX_EXTRA_TASKS such
+        tasks in all until their jobs are read again."""
         self.want_job(status.job_id, now)
         job = self.jobs.get(status.job_id)
         where = slot_and_attempt(status.task_id, status.job_id)
-        if job is None or where is None or where[0] >= job.spec.replicas:
+        if job is None or where is None:
             return None
         slot, attempt = where
+        extra = slot >= job.spec.replicas
+        if extra and len(self._extra) >= MAX_EXTRA_TASKS:
+            return None
         current = self.tasks.get(self._slots.get(job.job_id, {}).get(slot, ""))
         if current is not None and current.attempt > attempt:
             return None  # an older attempt's report: not the slot's current one
+        if extra:
+            self._extra.add(status.task_id)
         return TaskInfo(
             task_id=status.task_id,
             job_id=job.job_id,
@@ -257,9 +271,11 @@ class Model:
         )
 
     def _job_event(self, event: JobEvent, sent_at: datetime, now: float) -> None:
+        # A new job; or one whose tasks changed in ways that have no event (the master
+        # marked them lost, or pending for want of room): read it again.
+        self.want_job(event.job_id, now)
         job = self.jobs.get(event.job_id)
         if job is None:
-            self.want_job(event.job_id, now)  # a new job
             return
         update: dict[str, object] = {"state": event.state, "reason": event.reason}
         if event.state in TERMINAL_JOB_STATES and job.ended_at is None:
@@ -308,6 +324,7 @@ class Model:
     def _forget_task(self, task_id: str) -> None:
         task = self.tasks.pop(task_id)
         self._maturing.pop(task_id, None)
+        self._extra.discard(task_id)
         if task is not None:
             self._healthy[task.job_id] = self._healthy.get(task.job_id, 0) - task.healthy
 

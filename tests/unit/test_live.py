@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from corral import live_model
 from corral.errors import BrokerUnreachable, CorralError
 from corral.live import LiveCluster
 from corral.live_model import MAX_STALE_JOBS, Model, slot_and_attempt
@@ -154,14 +155,31 @@ def test_a_new_attempt_replaces_its_slots_task_and_the_job_is_read_again(model: 
     assert "web-abc123-0-0" not in model.view(connected=True, problem="").tasks
 
 
-def test_events_cannot_add_slots_a_job_does_not_have_or_tasks_of_unknown_jobs(
-    model: Model,
+def test_a_scaled_up_slot_is_taken_from_events_within_bounds(
+    model: Model, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    model.apply(status("web-abc123-7-0", "running"), now=101.0)
+    model.apply(status("web-abc123-2-0", "running"), now=101.0)  # scaled up to 3
+    assert model.view(connected=True, problem="").tasks["web-abc123-2-0"].state == "running"
+    monkeypatch.setattr(live_model, "MAX_EXTRA_TASKS", 3)
+    for slot in range(3, 10):
+        model.apply(status(f"web-abc123-{slot}-0", "running"), now=101.0)
+    assert len(model.view(connected=True, problem="").tasks) == 2 + 3
+    model.set_job(job(replicas=3), [task(slot=s) for s in range(3)], now=102.0)
+    assert len(model.view(connected=True, problem="").tasks) == 3
+    model.apply(status("web-abc123-3-0", "running"), now=103.0)  # room again
+    assert len(model.view(connected=True, problem="").tasks) == 4
+
+
+def test_events_cannot_add_tasks_of_unknown_jobs_or_ids_of_no_slot(model: Model) -> None:
     model.apply(status("new-abc123-0-0", "running", job_id="new"), now=101.0)
     model.apply(status("web-notanid", "running"), now=101.0)
     assert len(model.view(connected=True, problem="").tasks) == 2
     assert set(model.stale_jobs) == {"web", "new"}
+
+
+def test_a_stopped_task_has_its_job_read_again(model: Model) -> None:
+    model.apply(status("web-abc123-1-0", "stopped", reason="scaled down to 1"), now=101.0)
+    assert model.stale_jobs == {"web": 102.0}
 
 
 def test_jobs_waiting_to_be_read_again_are_bounded(model: Model) -> None:
@@ -178,7 +196,7 @@ def test_a_job_event_changes_the_jobs_state_and_an_end_its_ended_at(model: Model
     model.apply(event(JobEvent(job_id="web", state="cancelled")), now=102.0)
     view = model.view(connected=True, problem="")
     assert view.jobs["web"].state == "cancelled" and view.jobs["web"].ended_at == T0
-    assert dict(view.job_counts) == {"cancelled": 1} and not model.stale_jobs
+    assert dict(view.job_counts) == {"cancelled": 1} and model.stale_jobs == {"web": 102.0}
 
 
 def test_node_events_change_known_nodes_and_relist_unknown_ones(model: Model) -> None:
