@@ -26,7 +26,6 @@ import logging
 import re
 import secrets
 import socket
-from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 import typer
@@ -43,7 +42,13 @@ from corral.clitools import (
     DEFAULT_URLS,
     AmqpUrls,
     ContextOpt,
+    EnvOpt,
+    JobArg,
+    Kind,
+    Restart,
+    SecretEnvOpt,
     VersionOpt,
+    WaitOpt,
     WaitTimeoutOpt,
     context_tls,
     friendly_errors,
@@ -86,39 +91,7 @@ def _options(
     context_name: ContextOpt = None,
     color: ColourOpt = ColourMode.auto,
 ) -> None:
-    """Corral: run containers on a fleet of workers that talk over RabbitMQ.
-
-    The broker: --amqp, else CORRAL_AMQP_URL, else the context (`corral context`),
-    else amqp://guest:guest@127.0.0.1:5672/."""
-
-
-class Kind(StrEnum):
-    batch = "batch"
-    service = "service"
-
-
-class Restart(StrEnum):
-    always = "always"
-    on_failure = "on-failure"
-    never = "never"
-
-
-JobArg = Annotated[str, typer.Argument(metavar="JOB")]
-WaitOpt = Annotated[
-    bool,
-    typer.Option(help="Wait until the job ends (a service: until every replica is healthy)."),
-]
-EnvOpt = Annotated[
-    list[str] | None, typer.Option("--env", "-e", metavar="K=V", help="Environment variable.")
-]
-SecretEnvOpt = Annotated[
-    list[str] | None,
-    typer.Option(
-        "--secret-env",
-        metavar="K=V|K=@FILE",
-        help="Secret variable: its value is shown as *** (@FILE: read it from FILE, here).",
-    ),
-]
+    """Corral: run containers on a fleet of workers that talk over RabbitMQ."""
 
 
 def _client(amqp: list[str] | str) -> Client:

@@ -84,13 +84,19 @@ class JobStateName(StrEnum):
 TaskStateOpt = Annotated[
     list[TaskStateName] | None,
     typer.Option(
-        "--state", help="Only tasks in this state (repeat for several).", show_default=False
+        "--state",
+        metavar="STATE",
+        help=f"Only tasks in this state: {', '.join(TaskStateName)} (repeat for several).",
+        show_default=False,
     ),
 ]
 JobStateOpt = Annotated[
     list[JobStateName] | None,
     typer.Option(
-        "--state", help="Only jobs in this state (repeat for several).", show_default=False
+        "--state",
+        metavar="STATE",
+        help=f"Only jobs in this state: {', '.join(JobStateName)} (repeat for several).",
+        show_default=False,
     ),
 ]
 InspectOutput = Annotated[

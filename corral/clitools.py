@@ -236,6 +236,38 @@ WatchOpt = Annotated[
         " otherwise each changed row is printed (json, yaml: each changed item). Ctrl-C ends.",
     ),
 ]
+
+
+# The options of the commands that run and change jobs (`corral.cli`).
+class Kind(StrEnum):
+    batch = "batch"
+    service = "service"
+
+
+class Restart(StrEnum):
+    always = "always"
+    on_failure = "on-failure"
+    never = "never"
+
+
+JobArg = Annotated[str, typer.Argument(metavar="JOB")]
+WaitOpt = Annotated[
+    bool,
+    typer.Option(help="Wait until the job ends (a service: until every replica is healthy)."),
+]
+EnvOpt = Annotated[
+    list[str] | None, typer.Option("--env", "-e", metavar="K=V", help="Environment variable.")
+]
+SecretEnvOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--secret-env",
+        metavar="K=V|K=@FILE",
+        help="Secret variable: its value is shown as *** (@FILE: read it from FILE, here).",
+    ),
+]
+
+
 WaitTimeoutOpt = Annotated[
     float | None,
     typer.Option("--timeout", metavar="SECONDS", help="Give up waiting after this long."),
