@@ -8,7 +8,8 @@ browser with Server-Sent Events, a few times a second at most:
 - `hub`: the coalescing loop, and one bounded queue per browser;
 - `app`: the Starlette application (page, static files, JSON and SSE endpoints);
 - `login`: `--login`, HTTP basic credentials checked by the broker;
-- `serve`: where it listens, what that exposes, uvicorn on the main thread;
+- `listen`: `--listen`, and what listening there exposes;
+- `serve`: uvicorn on the main thread, stopped cleanly by a signal;
 - `static/`: the page, plain JavaScript modules (no build step) and a stylesheet.
 
 See docs/dashboard.md.

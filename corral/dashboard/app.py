@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +55,8 @@ SECURITY_HEADERS = [
 ]
 REALM = 'Basic realm="corral dashboard", charset="UTF-8"'
 NO_STORE = {"cache-control": "no-store"}
+# Logins waiting for the broker's verdict beyond this many are answered 503 at once.
+MAX_WAITING_CHECKS = 16
 
 
 def create_app(
@@ -123,6 +126,10 @@ class Guard:
         self.app = app
         self.login = login
         self.hosts = None if hosts is None else frozenset(host.lower() for host in hosts)
+        # Broker checks run on a thread of their own, never on the pool the hub uses, and
+        # only so many wait: a flood of made-up credentials gets 503, the pages go on.
+        self._checks = ThreadPoolExecutor(1, thread_name_prefix="dashboard-login")
+        self._waiting = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -160,7 +167,14 @@ class Guard:
         cached = self.login.cached(*credentials)
         if cached is not None:
             return cached
-        return await asyncio.to_thread(self.login.verify, *credentials)
+        if self._waiting >= MAX_WAITING_CHECKS:
+            return Verdict.UNAVAILABLE
+        self._waiting += 1
+        try:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self._checks, self.login.verify, *credentials)
+        finally:
+            self._waiting -= 1
 
 
 def _with_headers(send: Send) -> Callable[[Message], Awaitable[None]]:

@@ -113,7 +113,8 @@ class BrokerLogin:
         self._clock = clock
         self._key = secrets.token_bytes(32)
         self._verdicts: OrderedDict[bytes, tuple[Verdict, float]] = OrderedDict()
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the verdicts: held briefly, `cached` never waits long
+        self._checking = threading.Lock()  # held during a check with the broker
 
     def cached(self, user: str, password: str) -> Verdict | None:
         """The verdict on this pair if one is still fresh; cheap, never blocks long."""
@@ -124,15 +125,17 @@ class BrokerLogin:
     def verify(self, user: str, password: str) -> Verdict:
         """The cached verdict, else the broker's (blocks up to a few seconds)."""
         key = self._digest(user, password)
-        with self._lock:  # one check at a time: a burst of guesses queues up here
-            verdict = self._fresh(key)
+        with self._checking:  # one check at a time: a burst of guesses queues up here
+            with self._lock:
+                verdict = self._fresh(key)
             if verdict is not None:
                 return verdict
             verdict = self._check(as_user(self._url, user, password))
             if verdict in self._ttl:
-                self._verdicts[key] = (verdict, self._clock() + self._ttl[verdict])
-                while len(self._verdicts) > MAX_CACHED:
-                    self._verdicts.popitem(last=False)
+                with self._lock:
+                    self._verdicts[key] = (verdict, self._clock() + self._ttl[verdict])
+                    while len(self._verdicts) > MAX_CACHED:
+                        self._verdicts.popitem(last=False)
             return verdict
 
     def _fresh(self, key: bytes) -> Verdict | None:

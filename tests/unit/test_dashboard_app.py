@@ -3,6 +3,7 @@ JSON and SSE endpoints, the security headers, the Host check and the login."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import re
 import threading
@@ -13,7 +14,7 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
-from corral.dashboard.app import STATIC, create_app, host_name
+from corral.dashboard.app import MAX_WAITING_CHECKS, STATIC, Guard, create_app, host_name
 from corral.dashboard.hub import Hub
 from corral.dashboard.login import BrokerLogin, Verdict
 from tests.unit.test_dashboard_board import small_view
@@ -162,3 +163,27 @@ def test_with_a_login_and_the_broker_away_the_page_says_try_again(hub: Hub) -> N
             response = client.get("/", headers=basic("ann", "x"))
             assert response.status_code == 503 and response.headers["retry-after"] == "5"
     assert len(checks.urls) == 2  # not cached: the next try asks again
+
+
+def test_a_flood_of_unknown_credentials_is_answered_503_without_waiting() -> None:
+    release = threading.Event()
+
+    def slow(url: str) -> Verdict:
+        release.wait(5)
+        return Verdict.DENIED
+
+    guard = Guard(create_app(Hub(FakeSource())), login=BrokerLogin("amqp://h/", check=slow))
+
+    async def flood() -> tuple[list[Verdict], list[Verdict]]:
+        checks = [
+            asyncio.create_task(guard._verdict(basic("ann", f"guess{i}")["Authorization"]))
+            for i in range(MAX_WAITING_CHECKS + 1)
+        ]
+        done, _ = await asyncio.wait(checks, timeout=2, return_when=asyncio.FIRST_COMPLETED)
+        early = [task.result() for task in done]
+        release.set()
+        return early, list(await asyncio.gather(*checks))
+
+    early, verdicts = asyncio.run(flood())
+    assert early == [Verdict.UNAVAILABLE]  # the one past the limit, at once
+    assert verdicts.count(Verdict.DENIED) == MAX_WAITING_CHECKS
