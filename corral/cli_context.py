@@ -216,6 +216,8 @@ def show(ctx: typer.Context) -> None:
     try:
         context = chosen(name, path)
     except ContextError as exc:
+        if exc.usage:
+            usage_error(str(exc))
         fail(str(exc))
     if context is None:
         typer.echo(f"context: none (file: {path})")

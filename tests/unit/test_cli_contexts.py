@@ -181,6 +181,7 @@ def test_unknown_contexts_name_the_fix(config: Path, seen: Seen) -> None:
     assert flagged.exit_code == 2 and "no context is called 'prd'" in flagged.stderr
     from_env = corral("jobs", env={"CORRAL_CONTEXT": "prd"})
     assert from_env.exit_code == 2
+    assert corral("context", "show", env={"CORRAL_CONTEXT": "prd"}).exit_code == 2
     assert corral("context", "remove", "prd").exit_code == 1
     assert seen.urls == []
 
