@@ -142,8 +142,11 @@ def show_listing(
             volatile=listing.volatile,
             warn=warn,
         )
+        # Made here, used only on the feed's thread: `connect` reads this command's
+        # settings (a context's TLS files), which a new thread would not see.
+        events_client = connect(amqp)
         try:
-            on_watch.run(EventFeed(lambda: connect(amqp)).start())
+            on_watch.run(EventFeed(lambda: events_client).start())
         except KeyboardInterrupt:
             return
 
@@ -253,7 +256,7 @@ def register_view_commands(app: typer.Typer, connect: Connect) -> None:
         STATE shows a rollout under way (updating 2/4 v2→v3: slots done / all, from and
         to version) and a degraded service's healthy replicas (degraded 5/8)."""
         listing = job_listing({s.value for s in state or ()})
-        view = view_of(ctx, JOB_COLUMNS, fmt, no_headers)
+        view = view_of(ctx, listing.columns, fmt, no_headers)
         show_listing(connect, amqp, listing, view, watch=watch)
 
     @app.command()
@@ -281,7 +284,7 @@ def register_view_commands(app: typer.Typer, connect: Connect) -> None:
         RESTARTS: its slot's failures in a row; VER: the job version it runs. --state
         and --node filter (a retiring task's state is running)."""
         listing = task_listing(job, every, {s.value for s in state or ()}, set(node or ()))
-        view = view_of(ctx, TASK_COLUMNS, fmt, no_headers)
+        view = view_of(ctx, listing.columns, fmt, no_headers)
         show_listing(connect, amqp, listing, view, watch=watch)
 
     @app.command()
@@ -297,7 +300,7 @@ def register_view_commands(app: typer.Typer, connect: Connect) -> None:
 
         STATE is ready, suspect, disconnected (its agent's connection closed) or down,
         with `,cordoned` or `,draining` when the node takes no new tasks."""
-        view = view_of(ctx, NODE_COLUMNS, fmt, no_headers)
+        view = view_of(ctx, NODE_LISTING.columns, fmt, no_headers)
         show_listing(connect, amqp, NODE_LISTING, view, watch=watch)
 
     @app.command()

@@ -48,6 +48,12 @@ class Recording:
     def iter_jobs(self) -> Iterator[list[Any]]:
         yield []
 
+    def iter_nodes(self) -> Iterator[list[Any]]:
+        yield []
+
+    def events(self, pattern: str = "#") -> Iterator[Any]:
+        return iter(())
+
 
 @pytest.fixture
 def config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
@@ -271,6 +277,9 @@ def test_a_contexts_tls_files_reach_the_client(
     assert seen.tls[-1] is not None and seen.tls[-1].ca_file == str(tmp_path / "other-ca.pem")
     assert corral("jobs", "--amqp", PROD).exit_code == 0
     assert seen.tls[-1] is None
+    # --watch reads its events on a thread of its own, with a client made for it here.
+    assert corral("nodes", "--watch").exit_code == 0
+    assert [tls.ca_file if tls else None for tls in seen.tls[-2:]] == [str(tmp_path / "ca.pem")] * 2
 
 
 def test_the_file_is_under_xdg_config_home_else_home(tmp_path: Path) -> None:
