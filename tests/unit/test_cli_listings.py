@@ -16,10 +16,12 @@ import yaml
 from typer.testing import CliRunner
 
 from corral import cli, colour
+from corral.brokers import BrokerNode
 from corral.cli_views import JobStateName, TaskStateName
 from corral.client import Event
+from corral.cluster_status import status_json, status_yaml
 from corral.errors import NoMaster
-from schemas.api import JobInfo, MasterInfo, MastersInfo, NodeInfo, TaskInfo
+from schemas.api import ClusterStatus, JobInfo, MasterInfo, MastersInfo, NodeInfo, TaskInfo
 from schemas.job import JobSpec
 from schemas.messages import JobEvent, JobState, NodeEvent, Resources, TaskState, TaskStatus
 
@@ -344,3 +346,12 @@ def test_masters_and_inspect_speak_yaml(cluster: Cluster) -> None:
     assert yaml.safe_load(described.stdout) == json.loads(
         invoke("inspect", "web", "-o", "json").stdout
     )
+
+
+def test_status_speaks_yaml_with_the_same_data_as_json() -> None:
+    info = ClusterStatus.model_validate({"workers": {"states": {"ready": 2}}, "pending": {},
+                                         "jobs": {"running": 1}})  # fmt: skip
+    nodes = [BrokerNode("amqp://u:pw@h:5672/", "h:5672", True), BrokerNode("x", "g:5672")]
+    for status in (info, None):
+        assert yaml.safe_load(status_yaml(status, nodes)) == json.loads(status_json(status, nodes))
+    assert "pw" not in status_yaml(info, nodes)
