@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from corral.clitools import (
     DEFAULT_URLS,
-    AmqpUrls,
+    DaemonAmqpUrls,
     LogLevel,
     TlsCaOpt,
     TlsCertOpt,
@@ -124,7 +124,7 @@ def master(
     node_prefix: Annotated[
         int, typer.Option(metavar="N", help="The size of each node's subnet (/N).")
     ] = 24,
-    amqp: AmqpUrls = DEFAULT_URLS,
+    amqp: DaemonAmqpUrls = DEFAULT_URLS,
     tls_ca: TlsCaOpt = None,
     tls_cert: TlsCertOpt = None,
     tls_key: TlsKeyOpt = None,
@@ -250,7 +250,7 @@ def worker(
             " container is left on it)."
         ),
     ] = False,
-    amqp: AmqpUrls = DEFAULT_URLS,
+    amqp: DaemonAmqpUrls = DEFAULT_URLS,
     tls_ca: TlsCaOpt = None,
     tls_cert: TlsCertOpt = None,
     tls_key: TlsKeyOpt = None,

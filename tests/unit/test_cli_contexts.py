@@ -18,7 +18,7 @@ import yaml
 from typer.testing import CliRunner
 
 from bus.tls import Tls
-from corral import cli
+from corral import cli, daemons
 from corral.client import DEFAULT_URL
 from corral.contexts import ContextError, contexts_path, parse
 
@@ -287,3 +287,18 @@ def test_the_file_is_under_xdg_config_home_else_home(tmp_path: Path) -> None:
     assert contexts_path({"HOME": "/h"}) == Path("/h/.config/corral/contexts.yaml")
     relative = {"XDG_CONFIG_HOME": "rel", "HOME": "/h"}  # the XDG spec: ignored
     assert contexts_path(relative) == Path("/h/.config/corral/contexts.yaml")
+
+
+def test_the_daemons_ignore_contexts(
+    config: Path, seen: Seen, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A master or worker started without --amqp never follows the user's current context."""
+    ran: list[str] = []
+    monkeypatch.setattr(daemons, "_run_daemon", lambda _serve, url: ran.append(url))
+    add("prod", PROD, more=("--use",))
+    assert corral("master", "--name", "m1").exit_code == 0
+    assert corral("--context", "prod", "master", "--name", "m1").exit_code == 0
+    assert ran == [DEFAULT_URL, DEFAULT_URL]
+    flag = corral("master", "--name", "m1", "--amqp", STAGING)
+    assert flag.exit_code == 0
+    assert ran[-1] == STAGING

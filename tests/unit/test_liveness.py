@@ -253,4 +253,6 @@ def test_a_beat_that_arrived_counts_before_the_loop_reads_it() -> None:
     liveness.heard = {"n0": 12.5}
     assert judge(liveness, cluster, 13.0) == {"n1": "down"}
     assert judge(liveness, cluster, 14.6) == {"n0": "suspect"}
-    assert liveness.check(cluster.state, 15.5)[0].reason == "no heartbeat for 3.0 s"
+    (change,) = liveness.check(cluster.state, 15.5)
+    assert isinstance(change, ev.NodeStateChanged)
+    assert change.reason == "no heartbeat for 3.0 s"
