@@ -1,6 +1,6 @@
 """Heartbeat load: what an idle simulated fleet costs the masters and the broker.
 
-    python -m bench.heartbeats [--nodes 1000 2000] [--seconds 30] [--one-hz-max 1000]
+    python -m bench.heartbeats [--nodes 1000 2000 10000] [--seconds 30] [--one-hz-max 1000]
                                [--write docs/benchmarks.md]
 
 For each fleet size, twice: every node at 1 Hz (`corral master --max-heartbeats 0`), and
@@ -185,7 +185,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--amqp", default="amqp://guest:guest@127.0.0.1:5672/")
     parser.add_argument("--management", default="http://127.0.0.1:15672")
-    parser.add_argument("--nodes", type=int, nargs="+", default=[1000, 2000])
+    parser.add_argument("--nodes", type=int, nargs="+", default=[1000, 2000, 10000])
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument(
         "--one-hz-max",
