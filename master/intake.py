@@ -15,6 +15,11 @@ on a connection and a thread of their own:
   since its last turn at once (`post` -> `_deliver`): a loop that fell behind
   handles one beat per node, not every beat each node sent meanwhile.
 
+The intake's connection is the master's ears: while it is not listening (before its
+first connect) the master judges no node (`listening`, `Ticking._on_tick`), and if it
+loses its connection the term ends (`on_lost`), as it does when its own connection is
+lost: otherwise the whole fleet would look silent and be taken for lost.
+
 Every heartbeat is untrusted: one that does not decode is dead-lettered with the
 reason (by the bus); one about another node than its sender's is ignored, with a
 warning the first time (the last WARNED_KEPT senders remembered). At most
@@ -51,10 +56,11 @@ class HeartbeatIntake:
     """Reads every node's heartbeats from `start()` until `stop()`, on its own thread.
 
     `heard` (node id -> when its last heartbeat arrived, by `clock`) is written here and
-    read by the owner at any time. `on_beats(beats)` gets the newest heartbeat of each
-    node heard since the last call, on the owner's thread: `post(fn)` must run `fn`
-    there (`Bus.call_threadsafe`). It is never called after `stop()` returned, if
-    `stop()` runs on that thread.
+    read by the owner at any time, as is `listening` (its consumer is running).
+    `on_beats(beats)` gets the newest heartbeat of each node heard since the last call,
+    and `on_lost()` is called once the intake lost its connection (it reconnects), both
+    on the owner's thread: `post(fn)` must run `fn` there (`Bus.call_threadsafe`).
+    Neither is called after `stop()` returned, if `stop()` runs on that thread.
     """
 
     def __init__(
@@ -62,6 +68,7 @@ class HeartbeatIntake:
         url: str,
         trusted: str,
         on_beats: Callable[[list[Heartbeat]], None],
+        on_lost: Callable[[], None],
         post: Post,
         *,
         clock: Callable[[], float] = time.time,
@@ -70,8 +77,10 @@ class HeartbeatIntake:
         tls: Tls | None = None,
     ) -> None:
         self.heard: dict[str, float] = {}
+        self.listening = False
         self._trusted = trusted
         self._on_beats = on_beats
+        self._on_lost = on_lost
         self._post = post
         self._clock = clock
         self._latest: dict[str, Heartbeat] = {}  # guarded by _lock, like _posted
@@ -102,10 +111,19 @@ class HeartbeatIntake:
 
     def _serve(self) -> None:
         bus = self._bus
+        bus.on_connected(self._connected)
+        bus.on_lost(self._lost)
         bus.consume_messages(topology.heartbeat_queue(), self._on_heartbeat, prefetch=PREFETCH)
         with contextlib.suppress(BusError):  # unreachable for now: run() goes on trying
             bus.connect(self._stopping, attempts=1)
         bus.run(self._stopping)
+
+    def _connected(self, _reconnected: bool) -> None:
+        self.listening = True
+
+    def _lost(self) -> None:
+        self.listening = False
+        self._post(self._deliver_lost)
 
     def _on_heartbeat(self, message: Message, delivery: Delivery) -> None:
         beat = message.expect(Heartbeat)
@@ -149,3 +167,7 @@ class HeartbeatIntake:
             self._posted = False
         if beats and not self._stopped:
             self._on_beats(list(beats.values()))
+
+    def _deliver_lost(self) -> None:
+        if not self._stopped:
+            self._on_lost()

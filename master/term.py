@@ -110,6 +110,7 @@ class Term(Inputs, Outputs, Ticking):
         self._attached_at = 0.0
         self._t0 = time.monotonic()
         self._due_tick: Timer | None = None  # see _tick_when_due
+        self._intake: HeartbeatIntake | None = None  # the heartbeats' reader, once running
         self._ticked_at = time.monotonic()  # the last tick while active (_own_stall)
         self._free_since = 0.0  # when the loop was last stalled (ticking._excused)
         self.net: NetView | None = None  # the network view sent to workers, while active
@@ -141,6 +142,7 @@ class Term(Inputs, Outputs, Ticking):
             self.settings.amqp_url,
             bus.user,
             self._on_beats,
+            self._intake_lost,
             bus.call_threadsafe,
             clock=self.clock,
             name=bus.name,
@@ -148,6 +150,7 @@ class Term(Inputs, Outputs, Ticking):
             tls=self.settings.tls,
         )
         self.controller.liveness.heard = intake.heard
+        self._intake = intake
         intake.start()
         bus.consume_messages(topology.masters_queue(), self._on_master_beat, prefetch=100)
         bus.consume(topology.LEADER_QUEUE_DECL, self._on_ping, prefetch=10)
@@ -158,8 +161,10 @@ class Term(Inputs, Outputs, Ticking):
         bus.every(DEAD_LETTERS_EVERY, self._count_dead_letters)
         bus.every(0.1, lambda: self._end_if(stop))
         bus.every(NET_CHANGES_EVERY, self._net_changes_due)
-        bus.run(self.over)
-        intake.stop()
+        try:
+            bus.run(self.over)
+        finally:
+            intake.stop()
         if self._closed_connections is not None:
             self._closed_connections.stop()
 
@@ -223,6 +228,10 @@ class Term(Inputs, Outputs, Ticking):
     def _lost(self) -> None:
         self.lost_connection = True
         self._step_down("it lost its broker connection")
+
+    def _intake_lost(self) -> None:
+        self.lost_connection = True
+        self._step_down("its heartbeat intake lost its broker connection")
 
     # -- the journal --
 

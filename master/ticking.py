@@ -14,6 +14,7 @@ from bus import Bus
 from bus.consuming import Consumer
 from bus.timers import Timer
 from master.controller import Controller
+from master.intake import HeartbeatIntake
 from master.liveness import STALL_FORGIVEN
 from master.settings import MasterSettings
 from master.writer import JournalWriter
@@ -43,6 +44,7 @@ class Ticking:
     _attached_at: float
     _journal_consumer: Consumer | None
     _due_tick: Timer | None
+    _intake: HeartbeatIntake | None
     _ticked_at: float
     _free_since: float  # when this loop was last stalled (_own_stall), monotonic
     # Methods it calls that the term (or another of its mixins) defines.
@@ -67,6 +69,9 @@ class Ticking:
             return
         self._reattach_if_stalled(waited)
         self._forgive_own_stall(stalled)
+        if self._intake is not None and not self._intake.listening:
+            # Deaf: no heartbeat can come in, so no silence counts (until dead_after after).
+            self.controller.liveness.grant_grace(self.clock())
         self.controller.tick(self.clock())
         self._after()
         self._tick_when_due()

@@ -21,6 +21,10 @@ class Owner:
     def __init__(self) -> None:
         self.posted: list[Callable[[], None]] = []
         self.given: list[list[Heartbeat]] = []
+        self.losses = 0
+
+    def lost(self) -> None:
+        self.losses += 1
 
     def run_posted(self) -> None:
         posted, self.posted = self.posted, []
@@ -34,6 +38,7 @@ def make(now: list[float]) -> tuple[HeartbeatIntake, Owner]:
         "amqp://guest:guest@127.0.0.1:5672/",
         MASTER,
         owner.given.append,
+        owner.lost,
         owner.posted.append,
         clock=lambda: now[0],
     )
@@ -87,3 +92,19 @@ def test_nothing_reaches_the_owner_after_stop() -> None:
     taken.stop()
     owner.run_posted()
     assert owner.given == []
+
+
+def test_a_lost_connection_is_told_to_the_owner_and_it_is_deaf_until_connected() -> None:
+    taken, owner = make([5.0])
+    assert not taken.listening
+    taken._connected(False)
+    assert taken.listening
+    taken._lost()
+    assert not taken.listening
+    owner.run_posted()
+    assert owner.losses == 1
+    taken._connected(True)
+    taken._lost()
+    taken.stop()
+    owner.run_posted()
+    assert owner.losses == 1  # not after stop

@@ -13,6 +13,7 @@ import pytest
 from master.controller import Controller
 from master.settings import MasterSettings
 from master.ticking import JOURNAL_STUCK, REATTACH_AFTER, Ticking
+from tests.unit.factories import heartbeat
 
 
 class Clock:
@@ -60,6 +61,7 @@ class Term(Ticking):
         self._claimed_at = self._journal_read_at = self._attached_at = clock.now
         self._journal_consumer = None
         self._due_tick = None
+        self._intake = None
         self._ticked_at = clock.now
         self._free_since = 0.0
         self.reasons: list[str] = []
@@ -113,3 +115,24 @@ def test_a_journal_that_takes_no_batch_is_judged_on_the_time_the_loop_was_free(
     for _ in range(int(JOURNAL_STUCK / 0.25) + 2):
         tick_after(term, 0.25)
     assert term.reasons and "did not take a batch" in term.reasons[0]
+
+
+class FakeIntake:
+    listening = False
+
+
+def test_no_node_is_judged_while_the_heartbeat_intake_is_deaf(term: Term) -> None:
+    """Before the heartbeat intake's first connect nothing can be heard: no silence
+    counts, and once it listens every node gets dead_after to be heard."""
+    term.controller.heartbeat(heartbeat("n1"), term.clock())
+    intake = FakeIntake()
+    term._intake = intake  # type: ignore[assignment]
+    for _ in range(40):  # 10 s deaf
+        tick_after(term, 0.25)
+    assert term.controller.state.nodes["n1"].state == "ready"
+    intake.listening = True
+    states = set()
+    for _ in range(int(term.settings.dead_after / 0.25) + 1):
+        tick_after(term, 0.25)
+        states.add(term.controller.state.nodes["n1"].state)
+    assert states == {"ready", "suspect", "down"}
