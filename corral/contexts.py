@@ -4,7 +4,9 @@ so that `corral context use prod` points every later command at it.
 The contexts live in one YAML file, `$XDG_CONFIG_HOME/corral/contexts.yaml`
 (`~/.config/corral/contexts.yaml` without XDG_CONFIG_HOME). Their URLs carry
 passwords, so the file is written mode 0600 (in a directory made 0700), and
-atomically: a new file beside it, renamed over it.
+atomically: a new file beside it, renamed over it. A change (`update`) reads and
+writes it holding an exclusive lock on `contexts.yaml.lock` beside it, so two
+`corral context add` at once both land: neither writes over what the other read.
 
 Which broker a command talks to, first match wins:
 
@@ -20,10 +22,12 @@ current one, `--context default` skips it once.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -39,6 +43,7 @@ CONTEXT_ENV = "CORRAL_CONTEXT"
 DEFAULT_CONTEXT = "default"
 NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}"
 FILE_NAME = "contexts.yaml"
+LOCK_SUFFIX = ".lock"
 HEADER = (
     "# Corral's named contexts, written by `corral context add`.\n"
     "# The URLs carry passwords: keep this file to yourself (mode 0600).\n"
@@ -193,6 +198,32 @@ def save(path: Path, contexts: Contexts) -> None:
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+@contextmanager
+def locked(path: Path) -> Iterator[None]:
+    """Hold the exclusive lock of the contexts file `path` for the block: an flock on
+    `path` + ".lock" (made 0600, its directory 0700), blocking until whoever holds it
+    is done. Released when the block ends, or by the OS when the process dies. Not
+    reentrant: within the block, do not take it again."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    handle = os.open(f"{path}{LOCK_SUFFIX}", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(handle)  # releases the lock
+
+
+def update(path: Path, change: Callable[[Contexts], Contexts]) -> Contexts:
+    """Read the contexts in `path`, write `change(contexts)` back (see `save`), and
+    return it, all under `locked(path)`: concurrent updates (`corral context add`,
+    `use`, `remove` at once) are applied one after the other, and none is lost.
+    What `change` or `load` raises (ContextError) leaves the file as it was."""
+    with locked(path):
+        changed = change(load(path))
+        save(path, changed)
+    return changed
 
 
 def chosen(name: str | None, path: Path) -> Context | None:

@@ -4,7 +4,8 @@ Every cell goes through `corral.text.visible` before anything else: text from
 the broker is untrusted, and a control character in an image name or a reason
 shows as `\\n` or `\\x1b` instead of breaking the table or driving the terminal.
 Colour (`paint`) is added after that, and columns are measured on the visible
-text, never on the escape codes.
+text, never on the escape codes. They are measured in terminal cells (`width`),
+not code points: a CJK character takes two, a combining accent none.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TypeVar
 
+from rich.cells import cell_len
+
 from corral.text import visible
 
 T = TypeVar("T")
@@ -20,6 +23,14 @@ T = TypeVar("T")
 NONE = "-"
 # Column index -> what wraps a cell of that column (in colour) once it is measured.
 Painters = Mapping[int, Callable[[str], str]]
+
+
+def width(text: str) -> int:
+    """The terminal cells `text` takes (2 per East Asian wide character, 0 per combining
+    one). For `visible` text, without escape codes: measure before painting."""
+    if text.isascii():
+        return len(text)  # the common case; `visible` left no control characters
+    return cell_len(text)
 
 
 def table(
@@ -68,7 +79,7 @@ class TableStream:
     ) -> None:
         self.headers = headers
         self.paint = paint
-        self.widths = [len(header) if headers_shown else 0 for header in headers]
+        self.widths = [width(header) if headers_shown else 0 for header in headers]
         self.header_done = not headers_shown
 
     def lines(self, page: Sequence[Sequence[str]]) -> list[str]:
@@ -78,7 +89,7 @@ class TableStream:
         rows = [[visible(cell) for cell in row] for row in page]
         for row in rows:
             for i, cell in enumerate(row):
-                self.widths[i] = max(self.widths[i], len(cell))
+                self.widths[i] = max(self.widths[i], width(cell))
         lines = [] if self.header_done else [_line(self.headers, self.widths)]
         self.header_done = True
         return lines + [_line(row, self.widths, self.paint) for row in rows]
@@ -93,9 +104,9 @@ class TableStream:
 
 def _line(cells: Sequence[str], widths: Sequence[int], paint: Painters | None = None) -> str:
     parts = []
-    for i, (cell, width) in enumerate(zip(cells, widths, strict=True)):
+    for i, (cell, column) in enumerate(zip(cells, widths, strict=True)):
         painter = paint.get(i) if paint and cell else None
-        parts.append((painter(cell) if painter else cell) + " " * (width - len(cell)))
+        parts.append((painter(cell) if painter else cell) + " " * (column - width(cell)))
     return "  ".join(parts).rstrip()
 
 

@@ -9,7 +9,10 @@ listing changed (`changes`) is what gets shown. The pure parts (`concerns`,
 `changes`, `Pace`) are tested by calling them; `Watch.run` is the loop, fed by
 an `EventFeed`: the events, read on a thread of their own with a client of their
 own (a client belongs to one thread), so the loop can wait for "an event, or
-the next re-list is due", whichever comes first.
+the next re-list is due", whichever comes first. The feed holds at most BACKLOG
+events: while the loop re-reads a long listing, a burst (a rollout, or a hostile
+sender) is dropped rather than held, and the loop is told only that the listing
+is stale (STALE), which is all a burst would have told it.
 """
 
 from __future__ import annotations
@@ -42,6 +45,8 @@ TASK_EVENTS = ("task", "job", "node", "leader")
 NODE_EVENTS = ("node", "task", "leader")
 # Fields that change while nothing happens (a node's last heartbeat): not a change.
 NODE_VOLATILE = frozenset({"last_seen"})
+# Events an EventFeed holds for the loop; past this, they are dropped (and STALE said).
+BACKLOG = 1000
 
 
 def concerns(event: Event, kinds: Collection[str], job: str | None = None) -> bool:
@@ -130,9 +135,17 @@ class Ended:
 ENDED = Ended()
 
 
+class Stale:
+    """What `EventFeed.next` returns after it dropped events: the listing is to be read
+    again, as if an event that concerns it had come."""
+
+
+STALE = Stale()
+
+
 class Feed(Protocol):
-    def next(self, timeout: float) -> Event | Ended | None:
-        """The next event, ENDED, or None after `timeout` s without one."""
+    def next(self, timeout: float) -> Event | Stale | Ended | None:
+        """The next event, STALE, ENDED, or None after `timeout` s without one."""
 
 
 @dataclass
@@ -164,7 +177,7 @@ class Watch(Generic[M]):
                 if pace.stale:
                     self._refresh()
                 return
-            if got is not None and self.concern(got):
+            if isinstance(got, Stale) or (got is not None and self.concern(got)):
                 pace.stale = True
             if pace.wait(self.clock()) <= 0:
                 self._refresh()
@@ -185,16 +198,25 @@ class Watch(Generic[M]):
 
 class EventFeed:
     """Status events matching `pattern`, read on a daemon thread with a client of their
-    own (`open_client()`), handed over through a queue. `start` returns once the
-    subscription is bound (so the listing read after it misses no event), or raises
-    what the thread could not do (BrokerUnreachable, NoCluster, ...)."""
+    own (`open_client()`), handed over through a queue of at most `backlog` events.
+    `start` returns once the subscription is bound (so the listing read after it misses
+    no event), or raises what the thread could not do (BrokerUnreachable, NoCluster, ...).
+
+    When the queue is full the thread drops the event and notes it; the next `next`
+    returns STALE (then the events still queued), so a re-read covers what was dropped
+    and memory stays bounded however fast events come."""
 
     def __init__(
-        self, open_client: Callable[[], AbstractContextManager[Any]], pattern: str = "#"
+        self,
+        open_client: Callable[[], AbstractContextManager[Any]],
+        pattern: str = "#",
+        *,
+        backlog: int = BACKLOG,
     ) -> None:
         self._open_client = open_client
         self._pattern = pattern
-        self._queue: queue.Queue[Event | Ended | Exception | None] = queue.Queue()
+        self._queue: queue.Queue[Event | Ended | Exception | None] = queue.Queue(backlog)
+        self._dropped = threading.Event()
         self._thread = threading.Thread(target=self._pump, name="corral-watch", daemon=True)
 
     def start(self) -> EventFeed:
@@ -202,7 +224,13 @@ class EventFeed:
         self._check(self._queue.get())  # None: bound
         return self
 
-    def next(self, timeout: float) -> Event | Ended | None:
+    def next(self, timeout: float) -> Event | Stale | Ended | None:
+        """Blocks up to `timeout` s. STALE first if events were dropped since the last
+        call; raises what ended the thread (the broker lost, ...)."""
+        if self._dropped.is_set():
+            # Cleared before the re-read it causes, so a drop after this is said again.
+            self._dropped.clear()
+            return STALE
         try:
             got = self._queue.get(timeout=max(timeout, 0.0))
         except queue.Empty:
@@ -216,12 +244,17 @@ class EventFeed:
         return got
 
     def _pump(self) -> None:
+        # Only events are dropped: "bound", the end and an error wait for room (the
+        # loop drains the queue), since the loop must see them.
         try:
             with self._open_client() as client:
                 events: Iterator[Event] = client.events(self._pattern)
                 self._queue.put(None)
                 for event in events:
-                    self._queue.put(event)
+                    try:
+                        self._queue.put_nowait(event)
+                    except queue.Full:
+                        self._dropped.set()
         except Exception as exc:  # handed to the watching thread, which raises it
             self._queue.put(exc)
             return

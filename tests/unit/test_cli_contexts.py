@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import json
 import stat
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +21,7 @@ from typer.testing import CliRunner
 from bus.tls import Tls
 from corral import cli, daemons
 from corral.client import DEFAULT_URL
-from corral.contexts import ContextError, contexts_path, parse
+from corral.contexts import Context, ContextError, Contexts, contexts_path, load, parse, update
 
 PROD = "amqp://alice:s3cret@rabbit1:5672/"
 PROD_2 = "amqp://alice:s3cret@rabbit2:5672/"
@@ -111,7 +112,40 @@ def test_a_failed_write_leaves_the_file_as_it_was(
     assert result.exit_code == 1
     assert result.stderr == f"error: could not write {config}: No space left on device\n"
     assert config.read_text() == before
-    assert [p.name for p in config.parent.iterdir()] == ["contexts.yaml"]
+    left = sorted(p.name for p in config.parent.iterdir())
+    assert left in (["contexts.yaml"], ["contexts.yaml", "contexts.yaml.lock"])  # no temporary
+
+
+def test_concurrent_updates_each_land(config: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("corral.contexts.os.fsync", lambda fd: None)  # speed, not durability
+    rounds = 25
+
+    def adder(prefix: str) -> None:
+        for i in range(rounds):
+            context = Context(f"{prefix}{i}", (f"amqp://{prefix}{i}/",))
+            update(config, functools.partial(Contexts.with_context, context=context))
+
+    threads = [threading.Thread(target=adder, args=(prefix,)) for prefix in "ab"]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(load(config).contexts) == 2 * rounds  # no read-modify-write lost another's
+    lock = config.parent / "contexts.yaml.lock"
+    assert stat.S_IMODE(lock.stat().st_mode) == 0o600
+
+
+def test_an_update_that_raises_writes_nothing(config: Path) -> None:
+    add("prod", PROD)
+    before = config.read_text()
+
+    def refuse(contexts: Contexts) -> Contexts:
+        raise ContextError("no")
+
+    with pytest.raises(ContextError):
+        update(config, refuse)
+    assert config.read_text() == before
+    assert update(config, lambda contexts: contexts).contexts.keys() == {"prod"}
 
 
 def test_use_list_show_and_remove(config: Path) -> None:

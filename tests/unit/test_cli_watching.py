@@ -5,6 +5,7 @@ clock, the event thread, and the two displays (redrawn, or changed rows)."""
 from __future__ import annotations
 
 import io
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import redirect_stdout
 from dataclasses import dataclass, field
@@ -25,10 +26,12 @@ from corral.watching import (
     NODE_EVENTS,
     NODE_VOLATILE,
     RESYNC,
+    STALE,
     TASK_EVENTS,
     Ended,
     EventFeed,
     Pace,
+    Stale,
     Watch,
     changes,
     concerns,
@@ -144,10 +147,10 @@ class ScriptedFeed:
     by that much), or ENDED. Records the timeouts it was asked to wait."""
 
     clock: Clock
-    script: list[Event | Ended | None]
+    script: list[Event | Stale | Ended | None]
     waits: list[float] = field(default_factory=list)
 
-    def next(self, timeout: float) -> Event | Ended | None:
+    def next(self, timeout: float) -> Event | Stale | Ended | None:
         self.waits.append(timeout)
         got = self.script.pop(0) if self.script else ENDED
         if got is None:
@@ -211,6 +214,15 @@ def test_events_the_listing_does_not_care_about_cause_no_read() -> None:
     assert len(reads) == 1
 
 
+def test_stale_from_the_feed_is_a_read_a_gap_later() -> None:
+    clock = Clock()
+    watch, display, reads = watch_of([[task(0, "pending")], [task(0)]], clock)
+    feed = ScriptedFeed(clock, [STALE, None, ENDED])
+    watch.run(feed)
+    assert len(reads) == 2 and feed.waits[1] == GAP
+    assert display.shown[1:] == [("update", ["0:running"], ["0"])]
+
+
 def test_the_filter_decides_what_is_shown() -> None:
     clock = Clock()
     listings = [[task(0), task(1, "pending")], [task(0, "exited"), task(1)]]
@@ -262,6 +274,20 @@ class EventsClient:
         return iter(self._events)
 
 
+class Flood(EventsClient):
+    """Sends `count` events, then sets `sent` (and the feed's thread waits to end)."""
+
+    def __init__(self, count: int) -> None:
+        super().__init__([])
+        self.count = count
+        self.sent = threading.Event()
+
+    def events(self, pattern: str = "#") -> Iterator[Event]:
+        for _ in range(self.count):
+            yield task_event("web")
+        self.sent.set()
+
+
 def test_the_feed_hands_over_every_event_then_ends() -> None:
     feed = EventFeed(lambda: EventsClient([JOB_FAILED, NODE_DOWN])).start()
     assert [feed.next(5), feed.next(5), feed.next(5)] == [JOB_FAILED, NODE_DOWN, ENDED]
@@ -270,6 +296,15 @@ def test_the_feed_hands_over_every_event_then_ends() -> None:
 def test_the_feed_raises_what_the_thread_could_not_do() -> None:
     with pytest.raises(BrokerUnreachable):
         EventFeed(lambda: EventsClient([], BrokerUnreachable("amqp://h/", "refused"))).start()
+
+
+def test_a_flood_is_dropped_past_the_backlog_and_said_as_stale() -> None:
+    flood = Flood(5000)
+    feed = EventFeed(lambda: flood, backlog=3).start()
+    assert flood.sent.wait(5)  # the loop read nothing meanwhile (a long re-read)
+    got = [feed.next(5) for _ in range(5)]
+    assert got[0] is STALE and got[1:4] == [task_event("web")] * 3 and got[4] is ENDED
+    assert feed.next(0.01) is None  # said once, nothing held beyond the backlog
 
 
 def test_the_feed_says_none_after_its_timeout() -> None:

@@ -120,6 +120,15 @@ def test_table_aligns_columns_and_trims_the_last() -> None:
     assert text.split("\n") == ["A    LONGER", "xyz  1", "     22"]
 
 
+def test_columns_are_measured_in_terminal_cells_not_code_points() -> None:
+    # "镜像" takes 4 cells in 2 code points; "é" as e + a combining accent, 1 in 2.
+    rows = [["镜像", "1"], ["cafe\u0301", "2"], ["abcd", "3"]]
+    text = output.table(["NAME", "N"], rows)
+    assert text.split("\n") == ["NAME  N", "镜像  1", "cafe\u0301  2", "abcd  3"]
+    painted = output.table(["NAME", "N"], rows, paint={0: lambda cell: f"\x1b[31m{cell}\x1b[0m"})
+    assert painted.split("\n")[1] == "\x1b[31m镜像\x1b[0m  1"  # the codes take no cell
+
+
 @pytest.mark.parametrize(
     ("seconds", "shown"), [(0, "0s"), (59, "59s"), (60, "1m"), (7200, "2h"), (90000, "1d")]
 )
