@@ -119,6 +119,7 @@ def _run(
     # the live model's thread connects in a copy of it.
     context = contextvars.copy_context()
     tls = context_tls() or Tls(*(os.environ.get(var) or None for var in TLS_ENV))
+    # The login check takes only the CA of these: never the client certificate (login.py).
     checker = BrokerLogin(url, tls=tls if tls.given else None) if login else None
     live = LiveCluster(lambda: context.run(connect, amqp))
     hub = Hub(live)

@@ -9,14 +9,17 @@ The shapes are in docs/dashboard.md. Every response carries a strict Content
 Security Policy (scripts and styles from this origin only, no inline script);
 requests whose Host header is not the dashboard's are refused, so a web page
 elsewhere cannot read a localhost dashboard by DNS rebinding. With a login, every
-request needs the HTTP basic credentials of a broker user (corral.dashboard.login).
+request needs the HTTP basic credentials of a broker user (corral.dashboard.login),
+and a stream ends when its verdict would be asked again, so that a user the broker
+no longer knows is not shown more. There is no websocket: one is closed at once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection
+import logging
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Collection
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -30,6 +33,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from corral.dashboard.hub import Hub
 from corral.dashboard.login import BrokerLogin, Verdict, basic_credentials
+
+log = logging.getLogger(__name__)
 
 STATIC = Path(__file__).parent / "static"
 CSP = "; ".join(
@@ -55,8 +60,12 @@ SECURITY_HEADERS = [
 ]
 REALM = 'Basic realm="corral dashboard", charset="UTF-8"'
 NO_STORE = {"cache-control": "no-store"}
-# Logins waiting for the broker's verdict beyond this many are answered 503 at once.
+# Logins waiting for the broker's verdict beyond this many are answered 503 at once;
+# and beyond this many from one address (a guesser takes no more of the queue).
 MAX_WAITING_CHECKS = 16
+MAX_WAITING_PER_CLIENT = 2
+# A stream's send that waits this long (the browser stopped reading) ends the stream.
+SEND_TIMEOUT = 60.0
 
 
 def create_app(
@@ -73,8 +82,12 @@ def create_app(
         return Response(text, media_type="application/json", headers=NO_STORE)
 
     async def stream(request: Request) -> Response:
+        if hub.full:
+            text = "too many pages are open on this dashboard; try again later\n"
+            return PlainTextResponse(text, status_code=503, headers={"retry-after": "30"})
         headers = {**NO_STORE, "x-accel-buffering": "no"}
-        return StreamingResponse(hub.stream(), media_type="text/event-stream", headers=headers)
+        lifetime = None if login is None else login.ttl
+        return EventStream(hub.stream(lifetime), send_timeout=SEND_TIMEOUT, headers=headers)
 
     async def index(request: Request) -> Response:
         return FileResponse(STATIC / "index.html", headers={"cache-control": "no-cache"})
@@ -104,6 +117,36 @@ def create_app(
     return app
 
 
+class EventStream(StreamingResponse):
+    """A `text/event-stream` response whose every send must be done within `send_timeout`
+    s: a browser that stops reading (its socket's buffer full) is cut off, and `events`
+    closed, which frees its queue at once."""
+
+    def __init__(
+        self,
+        events: AsyncGenerator[str, None],
+        *,
+        send_timeout: float,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(events, media_type="text/event-stream", headers=headers)
+        self._events = events
+        self._send_timeout = send_timeout
+
+    async def stream_response(self, send: Send) -> None:
+        async def timed(message: Message) -> None:
+            async with asyncio.timeout(self._send_timeout):
+                await send(message)
+
+        try:
+            await super().stream_response(timed)
+        except TimeoutError:
+            # Returning unfinished makes the server close the connection.
+            log.info("dashboard: a browser stopped reading for %g s; cut off", self._send_timeout)
+        finally:
+            await self._events.aclose()
+
+
 def host_name(header: str) -> str:
     """The host of a Host header, without its port: `[::1]:8700` -> `[::1]`."""
     header = header.strip().lower()
@@ -130,27 +173,33 @@ class Guard:
         # only so many wait: a flood of made-up credentials gets 503, the pages go on.
         self._checks = ThreadPoolExecutor(1, thread_name_prefix="dashboard-login")
         self._waiting = 0
+        self._waiting_from: dict[str, int] = {}  # client address -> its checks waiting
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] == "lifespan":
             await self.app(scope, receive, send)
+            return
+        if scope["type"] != "http":
+            if scope["type"] == "websocket":  # no endpoint takes one, and none is guarded
+                await send({"type": "websocket.close", "code": 1008})
             return
         headers = {
             key.decode("latin-1"): value.decode("latin-1") for key, value in scope["headers"]
         }
-        refusal = await self._refusal(headers)
+        client = scope.get("client")
+        refusal = await self._refusal(headers, client[0] if client else "")
         secured = _with_headers(send)
         if refusal is not None:
             await refusal(scope, receive, secured)
             return
         await self.app(scope, receive, secured)
 
-    async def _refusal(self, headers: dict[str, str]) -> Response | None:
+    async def _refusal(self, headers: dict[str, str], client: str) -> Response | None:
         if self.hosts is not None and host_name(headers.get("host", "")) not in self.hosts:
             return PlainTextResponse("unknown host name\n", status_code=400)
         if self.login is None:
             return None
-        verdict = await self._verdict(headers.get("authorization", ""))
+        verdict = await self._verdict(headers.get("authorization", ""), client)
         if verdict is Verdict.OK:
             return None
         if verdict is Verdict.UNAVAILABLE:
@@ -159,7 +208,8 @@ class Guard:
         text = "log in as a broker user that may read the cluster's status (a viewer)\n"
         return PlainTextResponse(text, status_code=401, headers={"www-authenticate": REALM})
 
-    async def _verdict(self, header: str) -> Verdict:
+    async def _verdict(self, header: str, client: str = "") -> Verdict:
+        """The verdict on the credentials of `header`, sent from address `client`."""
         assert self.login is not None
         credentials = basic_credentials(header)
         if credentials is None:
@@ -167,14 +217,19 @@ class Guard:
         cached = self.login.cached(*credentials)
         if cached is not None:
             return cached
-        if self._waiting >= MAX_WAITING_CHECKS:
+        from_client = self._waiting_from.get(client, 0)
+        if self._waiting >= MAX_WAITING_CHECKS or from_client >= MAX_WAITING_PER_CLIENT:
             return Verdict.UNAVAILABLE
         self._waiting += 1
+        self._waiting_from[client] = from_client + 1
         try:
             loop = asyncio.get_running_loop()
             return await loop.run_in_executor(self._checks, self.login.verify, *credentials)
         finally:
             self._waiting -= 1
+            left = self._waiting_from.pop(client) - 1
+            if left:
+                self._waiting_from[client] = left
 
 
 def _with_headers(send: Send) -> Callable[[Message], Awaitable[None]]:

@@ -10,8 +10,11 @@ gets them through a bounded queue of its own.
 The work per tick (the diff and its JSON) is done once, in a worker thread, however
 many browsers are connected; a browser costs one queue and one encoded string per
 message. A browser whose queue is full (it reads slower than changes come, or it is
-gone and the socket has not said so yet) is dropped: its stream ends, and its
-EventSource reconnects and starts over from a snapshot. Nothing waits for it.
+gone and the socket has not said so yet) is dropped: its queue is emptied at once,
+its stream ends, and its EventSource reconnects and starts over from a snapshot.
+Nothing waits for it. (A browser that stops reading altogether blocks its stream in
+sending, where nothing here can see it: `app.EventStream` cuts it off.) At most
+`max_streams` streams are open at once.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -30,6 +33,7 @@ log = logging.getLogger(__name__)
 
 # What a queue holds: (seq, encoded message), or None to end the stream.
 Item = tuple[int, str] | None
+MAX_STREAMS = 100
 
 
 class ViewSource(Protocol):
@@ -74,6 +78,7 @@ class Hub:
         wait: float = 1.0,
         ping: float = 15.0,
         retry_ms: int = 2000,
+        max_streams: int = MAX_STREAMS,
     ) -> None:
         self.board = Board()
         self._source = source
@@ -82,12 +87,18 @@ class Hub:
         self._wait = wait
         self._ping = ping
         self._retry_ms = retry_ms
+        self.max_streams = max_streams
         self._subscribers: set[Subscriber] = set()
         self._closed = False
 
     @property
     def clients(self) -> int:
         return len(self._subscribers)
+
+    @property
+    def full(self) -> bool:
+        """True when another stream would be one too many."""
+        return len(self._subscribers) >= self.max_streams
 
     async def run(self) -> None:
         """Until `close` (or cancelled): wait for a change, advance the board, send the
@@ -132,20 +143,26 @@ class Hub:
     def _drop(self, subscriber: Subscriber) -> None:
         subscriber.dropped = True
         self._subscribers.discard(subscriber)
-        if not subscriber.queue.full():
-            subscriber.queue.put_nowait(None)
+        queue = subscriber.queue
+        while not queue.empty():  # nobody will read these: free them now
+            queue.get_nowait()
+        queue.put_nowait(None)
 
     async def snapshot(self) -> tuple[int, str]:
         """(seq, the whole picture as JSON), encoded in a worker thread."""
         return await asyncio.to_thread(self.board.encoded_snapshot, encode)
 
-    async def stream(self) -> AsyncIterator[str]:
+    async def stream(self, lifetime: float | None = None) -> AsyncGenerator[str, None]:
         """One browser's Server-Sent Events: `snapshot` (the whole picture), then a
         `change` for each message after it, and a comment every `ping` s so that a gone
-        browser is noticed. Ends when dropped, closed, or the browser goes."""
+        browser is noticed. Ends when dropped, closed, the browser goes, or after
+        `lifetime` s (the browser then connects again, and logs in again). Ends at once,
+        empty, when `max_streams` are open already."""
         subscriber = Subscriber(asyncio.Queue(self._queue_size))
-        if self._closed:
+        if self._closed or self.full:
             return
+        loop = asyncio.get_running_loop()
+        end = None if lifetime is None else loop.time() + lifetime
         # Subscribe first, then take the snapshot: a change is in one or the other.
         self._subscribers.add(subscriber)
         try:
@@ -153,10 +170,15 @@ class Hub:
             seen, text = await self.snapshot()
             yield sse("snapshot", text)
             while True:
+                wait = self._ping if end is None else min(self._ping, end - loop.time())
+                if wait <= 0:
+                    yield "retry: 100\n\n"  # an end on purpose: come back at once
+                    return
                 try:
-                    item = await asyncio.wait_for(subscriber.queue.get(), self._ping)
+                    item = await asyncio.wait_for(subscriber.queue.get(), wait)
                 except TimeoutError:
-                    yield ": ping\n\n"
+                    if end is None or loop.time() < end:
+                        yield ": ping\n\n"
                     continue
                 if item is None or subscriber.dropped:
                     return

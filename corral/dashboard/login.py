@@ -7,6 +7,11 @@ The broker refuses a wrong password, and refuses the binding to a user that may
 not read status (a worker's user); the client roles (viewer, submitter, admin)
 and the masters' user may. The dashboard keeps no list of users and never stores
 a password: verdicts are cached for a short while under a keyed hash of the pair.
+
+A check never logs in by certificate: an empty password is no credentials, and the
+check's TLS has the CA only, never the dashboard's client certificate (with one and
+no password, the bus would log in as the certificate's user, SASL EXTERNAL, whatever
+user name the browser sent).
 """
 
 from __future__ import annotations
@@ -31,7 +36,8 @@ from corral.urls import join_urls, split_urls
 
 # A routing key no event has: the binding is what is checked, no event is wanted.
 CHECK_PATTERN = "dashboard.login-check"
-MAX_CACHED = 1024
+MAX_CACHED = 1024  # good logins kept, the least recently used dropped first
+MAX_DENIED = 256  # refusals kept apart, the oldest dropped first: guesses never push out a login
 
 
 class Verdict(Enum):
@@ -50,8 +56,8 @@ def basic_credentials(header: str) -> tuple[str, str] | None:
     except (binascii.Error, UnicodeDecodeError):
         return None
     user, sep, password = decoded.partition(":")
-    if not sep or not user:
-        return None
+    if not sep or not user or not password:
+        return None  # no password: the bus would log in by certificate, if it has one
     return user, password
 
 
@@ -90,11 +96,18 @@ def broker_verdict(url: str, tls: Tls | None) -> Verdict:
         bus.close()
 
 
+def check_tls(tls: Tls | None) -> Tls | None:
+    """What of `tls` a login check uses: the CA that vouches for the broker, nothing else."""
+    return Tls(ca_file=tls.ca_file) if tls is not None and tls.ca_file else None
+
+
 class BrokerLogin:
     """Checks (user, password) pairs against the broker of `url`, one check at a time.
 
-    A verdict is kept `ttl` s (a denial `denied_ttl` s, which also slows guessing to
-    one try per pair per `denied_ttl`); an unavailable broker is not cached.
+    A good login is kept `ttl` s (at most `max_ok`, the least recently used dropped
+    first); a denial `denied_ttl` s (at most `max_denied`, kept apart, so that guesses
+    never push out a good login; it also slows guessing to one try per pair per
+    `denied_ttl`). An unavailable broker is not cached. Only the CA of `tls` is used.
     """
 
     def __init__(
@@ -106,13 +119,22 @@ class BrokerLogin:
         denied_ttl: float = 5.0,
         check: Callable[[str], Verdict] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        max_ok: int = MAX_CACHED,
+        max_denied: int = MAX_DENIED,
     ) -> None:
         self._url = url
+        self.ttl = ttl
         self._ttl = {Verdict.OK: ttl, Verdict.DENIED: denied_ttl}
-        self._check = check or (lambda user_url: broker_verdict(user_url, tls))
+        ca_only = check_tls(tls)
+        self._check = check or (lambda user_url: broker_verdict(user_url, ca_only))
         self._clock = clock
         self._key = secrets.token_bytes(32)
-        self._verdicts: OrderedDict[bytes, tuple[Verdict, float]] = OrderedDict()
+        # Each: keyed hash of the pair -> when its verdict expires.
+        self._kept: dict[Verdict, OrderedDict[bytes, float]] = {
+            Verdict.OK: OrderedDict(),
+            Verdict.DENIED: OrderedDict(),
+        }
+        self._limit = {Verdict.OK: max_ok, Verdict.DENIED: max_denied}
         self._lock = threading.Lock()  # the verdicts: held briefly, `cached` never waits long
         self._checking = threading.Lock()  # held during a check with the broker
 
@@ -131,22 +153,26 @@ class BrokerLogin:
             if verdict is not None:
                 return verdict
             verdict = self._check(as_user(self._url, user, password))
-            if verdict in self._ttl:
+            if verdict in self._kept:
                 with self._lock:
-                    self._verdicts[key] = (verdict, self._clock() + self._ttl[verdict])
-                    while len(self._verdicts) > MAX_CACHED:
-                        self._verdicts.popitem(last=False)
+                    kept = self._kept[verdict]
+                    kept[key] = self._clock() + self._ttl[verdict]
+                    while len(kept) > self._limit[verdict]:
+                        kept.popitem(last=False)
             return verdict
 
     def _fresh(self, key: bytes) -> Verdict | None:
-        found = self._verdicts.get(key)
-        if found is None:
-            return None
-        verdict, until = found
-        if self._clock() >= until:
-            del self._verdicts[key]
-            return None
-        return verdict
+        for verdict, kept in self._kept.items():
+            until = kept.get(key)
+            if until is None:
+                continue
+            if self._clock() >= until:
+                del kept[key]
+                return None
+            if verdict is Verdict.OK:
+                kept.move_to_end(key)  # used: the last to go
+            return verdict
+        return None
 
     def _digest(self, user: str, password: str) -> bytes:
         pair = user.encode() + b"\0" + password.encode()

@@ -18,7 +18,11 @@ from types import FrameType
 import uvicorn
 from starlette.applications import Starlette
 
-from corral.dashboard.hub import Hub
+from corral.dashboard.hub import MAX_STREAMS, Hub
+
+# Connections and requests in progress beyond this many are answered 503 by uvicorn:
+# every stream the hub allows, and room for pages, logins and the 503s themselves.
+LIMIT_CONCURRENCY = MAX_STREAMS + 50
 
 
 class _Server(uvicorn.Server):
@@ -36,6 +40,22 @@ class _Server(uvicorn.Server):
         self._on_exit()
 
 
+def server_config(
+    app: Starlette, *, https_cert: str | None = None, https_key: str | None = None
+) -> uvicorn.Config:
+    """uvicorn's settings for the dashboard."""
+    return uvicorn.Config(
+        app,
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+        ssl_certfile=https_cert,
+        ssl_keyfile=https_key,
+        timeout_graceful_shutdown=3,
+        limit_concurrency=LIMIT_CONCURRENCY,
+    )
+
+
 def serve(
     app: Starlette,
     hub: Hub,
@@ -45,15 +65,7 @@ def serve(
     https_key: str | None = None,
 ) -> None:
     """Run `app` on `sock` until SIGINT or SIGTERM; blocks, on the main thread."""
-    config = uvicorn.Config(
-        app,
-        log_config=None,
-        access_log=False,
-        lifespan="on",
-        ssl_certfile=https_cert,
-        ssl_keyfile=https_key,
-        timeout_graceful_shutdown=3,
-    )
+    config = server_config(app, https_cert=https_cert, https_key=https_key)
     loop: list[asyncio.AbstractEventLoop] = []
 
     def on_exit() -> None:

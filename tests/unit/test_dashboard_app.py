@@ -8,15 +8,26 @@ import base64
 import re
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncGenerator, Iterator
 from typing import Any
 
 import pytest
 from starlette.testclient import TestClient
+from starlette.types import Message
+from starlette.websockets import WebSocketDisconnect
 
-from corral.dashboard.app import MAX_WAITING_CHECKS, STATIC, Guard, create_app, host_name
-from corral.dashboard.hub import Hub
+from corral.dashboard.app import (
+    MAX_WAITING_CHECKS,
+    MAX_WAITING_PER_CLIENT,
+    STATIC,
+    EventStream,
+    Guard,
+    create_app,
+    host_name,
+)
+from corral.dashboard.hub import MAX_STREAMS, Hub
 from corral.dashboard.login import BrokerLogin, Verdict
+from corral.dashboard.serve import server_config
 from tests.unit.test_dashboard_board import small_view
 from tests.unit.test_dashboard_hub import FakeSource, parse
 
@@ -176,7 +187,9 @@ def test_a_flood_of_unknown_credentials_is_answered_503_without_waiting() -> Non
 
     async def flood() -> tuple[list[Verdict], list[Verdict]]:
         checks = [
-            asyncio.create_task(guard._verdict(basic("ann", f"guess{i}")["Authorization"]))
+            asyncio.create_task(
+                guard._verdict(basic("ann", f"guess{i}")["Authorization"], f"10.0.1.{i}")
+            )
             for i in range(MAX_WAITING_CHECKS + 1)
         ]
         done, _ = await asyncio.wait(checks, timeout=2, return_when=asyncio.FIRST_COMPLETED)
@@ -187,3 +200,115 @@ def test_a_flood_of_unknown_credentials_is_answered_503_without_waiting() -> Non
     early, verdicts = asyncio.run(flood())
     assert early == [Verdict.UNAVAILABLE]  # the one past the limit, at once
     assert verdicts.count(Verdict.DENIED) == MAX_WAITING_CHECKS
+
+
+def test_one_address_may_keep_only_a_few_logins_waiting() -> None:
+    release = threading.Event()
+
+    def slow(url: str) -> Verdict:
+        release.wait(5)
+        return Verdict.OK if url.startswith("amqp://ann:") else Verdict.DENIED
+
+    guard = Guard(create_app(Hub(FakeSource())), login=BrokerLogin("amqp://h/", check=slow))
+
+    async def guesses() -> tuple[list[Verdict], list[Verdict]]:
+        def check(user: str, password: str, client: str) -> asyncio.Task[Verdict]:
+            header = basic(user, password)["Authorization"]
+            return asyncio.create_task(guard._verdict(header, client))
+
+        tries = [check("eve", f"guess{i}", "10.0.0.9") for i in range(MAX_WAITING_PER_CLIENT + 1)]
+        real = check("ann", "pw", "10.0.0.1")
+        done, _ = await asyncio.wait(tries, timeout=2, return_when=asyncio.FIRST_COMPLETED)
+        early = [task.result() for task in done]
+        release.set()
+        return early, list(await asyncio.gather(real, *tries))
+
+    early, verdicts = asyncio.run(guesses())
+    assert early == [Verdict.UNAVAILABLE]  # eve's third guess, at once
+    assert verdicts[0] is Verdict.OK  # ann, from elsewhere, waited her turn
+    assert verdicts[1:].count(Verdict.DENIED) == MAX_WAITING_PER_CLIENT
+
+
+def test_a_websocket_is_closed_at_once_even_where_a_page_would_need_a_login(hub: Hub) -> None:
+    login = BrokerLogin("amqp://h/", check=Checks())
+    with TestClient(create_app(hub, login=login, hosts=LOCAL), base_url=BASE) as client:
+        for path in ["/", "/static/app.js", "/api/stream"]:
+            with pytest.raises(WebSocketDisconnect) as closed, client.websocket_connect(path):
+                pass
+            assert closed.value.code == 1008, path
+
+
+def read_stream(client: TestClient, hub: Hub, **headers: str) -> threading.Thread:
+    """A thread reading /api/stream into `got`, started once the hub counts its stream."""
+    got: dict[str, Any] = {}
+    before = hub.clients
+
+    def read() -> None:
+        got["response"] = client.get("/api/stream", headers=headers)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    deadline = time.monotonic() + 5
+    while hub.clients == before and time.monotonic() < deadline:
+        time.sleep(0.01)
+    reader.got = got  # type: ignore[attr-defined]
+    return reader
+
+
+def test_streams_beyond_the_limit_are_answered_503() -> None:
+    hub = Hub(FakeSource(small_view()), tick=0.01, wait=0.05, max_streams=1)
+    with TestClient(create_app(hub, hosts=LOCAL), base_url=BASE) as client:
+        reader = read_stream(client, hub)
+        assert hub.clients == 1
+        refused = client.get("/api/stream")
+        assert refused.status_code == 503 and "too many" in refused.text
+        assert "retry-after" in refused.headers
+        client.portal.call(hub.close)  # type: ignore[union-attr]
+        reader.join(5)
+    assert reader.got["response"].status_code == 200  # type: ignore[attr-defined]
+
+
+def test_with_a_login_a_stream_ends_when_its_verdict_would_be_asked_again(hub: Hub) -> None:
+    login = BrokerLogin("amqp://h/", check=Checks(), ttl=0.3)
+    with TestClient(create_app(hub, login=login, hosts=LOCAL), base_url=BASE) as client:
+        reader = read_stream(client, hub, **basic("ann", "sécret"))
+        reader.join(5)  # no close: the stream ends by itself
+        assert not reader.is_alive()
+    response = reader.got["response"]  # type: ignore[attr-defined]
+    assert response.status_code == 200 and "event: snapshot" in response.text
+
+
+def test_a_client_that_stops_reading_is_cut_off_and_its_stream_closed() -> None:
+    closed = asyncio.Event()
+    sent: list[bytes] = []
+
+    async def events() -> AsyncGenerator[str, None]:
+        try:
+            while True:
+                yield "data: x\n\n"
+        finally:
+            closed.set()
+
+    async def send(message: Message) -> None:
+        if len(sent) >= 2:  # the socket's buffer is full: never drains
+            await asyncio.Event().wait()
+        sent.append(message.get("body", b""))
+
+    async def receive() -> Message:
+        await asyncio.Event().wait()  # the client never says it left
+        return {"type": "http.disconnect"}
+
+    async def scenario() -> None:
+        response = EventStream(events(), send_timeout=0.1)
+        scope = {"type": "http", "asgi": {"spec_version": "2.3"}}
+        await asyncio.wait_for(response(scope, receive, send), 2)
+        await asyncio.wait_for(closed.wait(), 2)
+
+    asyncio.run(scenario())
+    assert sent[1] == b"data: x\n\n"
+
+
+def test_the_server_limits_connections_beyond_the_streams(hub: Hub) -> None:
+    config = server_config(create_app(hub))
+    assert config.limit_concurrency is not None
+    assert MAX_STREAMS < config.limit_concurrency <= MAX_STREAMS + 100

@@ -165,3 +165,38 @@ def _advance(hub: Hub, view: FakeView) -> tuple[int, str]:
     message = hub.board.advance(view)
     assert message is not None
     return hub.board.seq, json.dumps(message)
+
+
+def test_a_full_hub_ends_a_new_stream_at_once_and_a_stream_may_have_a_lifetime() -> None:
+    hub = Hub(FakeSource(small_view()), max_streams=1, ping=0.02)
+
+    async def scenario() -> tuple[list[str], list[str]]:
+        first = hub.stream(lifetime=0.2)
+        await next_event(first)
+        refused = [chunk async for chunk in hub.stream()]
+        rest = await asyncio.wait_for(_all(first), 2)  # ends by itself
+        return refused, rest
+
+    refused, rest = asyncio.run(scenario())
+    assert refused == [] and rest[-1] == "retry: 100\n\n"
+    assert len(rest) > 1 and set(rest[:-1]) == {": ping\n\n"}
+    assert hub.clients == 0
+
+
+def test_a_dropped_browsers_queue_is_emptied_at_once() -> None:
+    hub = Hub(FakeSource(), queue_size=2)
+
+    async def scenario() -> int:
+        slow = hub.stream()
+        await next_event(slow)
+        (subscriber,) = hub._subscribers
+        for seq in range(1, 4):
+            hub.broadcast(seq, "x" * 1000)
+        assert subscriber.dropped
+        return subscriber.queue.qsize()
+
+    assert asyncio.run(scenario()) == 1  # only the end marker
+
+
+async def _all(stream: AsyncIterator[str]) -> list[str]:
+    return [chunk async for chunk in stream]

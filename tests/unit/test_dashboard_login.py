@@ -8,7 +8,10 @@ import base64
 import pytest
 from typer.testing import CliRunner
 
+from bus.params import certificate_login
+from bus.tls import Tls
 from corral.cli import app
+from corral.dashboard import login as login_module
 from corral.dashboard.listen import Listen, exposure_warnings
 from corral.dashboard.login import BrokerLogin, Verdict, as_user, basic_credentials
 
@@ -19,12 +22,36 @@ def header(text: str) -> str:
 
 def test_basic_credentials_are_read_and_anything_else_is_none() -> None:
     assert basic_credentials(header("ann:pa:ss word")) == ("ann", "pa:ss word")
-    assert basic_credentials("basic " + header("ann:")[6:]) == ("ann", "")
+    assert basic_credentials("basic " + header("ann:x")[6:]) == ("ann", "x")
     assert basic_credentials(header("ánn:sécret")) == ("ánn", "sécret")
     for bad in ["", "Bearer abc", "Basic", "Basic !!!", header("no-colon"), header(":pw")]:
         assert basic_credentials(bad) is None, bad
     latin1 = "Basic " + base64.b64encode("ann:\xe9".encode("latin-1")).decode()
     assert basic_credentials(latin1) is None
+
+
+def test_an_empty_password_is_no_credentials() -> None:
+    """With a client certificate, a URL without a password logs in by that certificate:
+    `mallory:` must never reach the broker as the dashboard's own identity."""
+    assert basic_credentials(header("mallory:")) is None
+    assert basic_credentials(header(":")) is None
+
+
+def test_a_login_check_shows_the_broker_no_client_certificate(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    shown: list[Tls | None] = []
+
+    def verdict(url: str, tls: Tls | None) -> Verdict:
+        shown.append(tls)
+        assert not certificate_login(url, tls)
+        return Verdict.DENIED
+
+    monkeypatch.setattr(login_module, "broker_verdict", verdict)
+    mine = Tls(ca_file="ca.pem", cert_file="dash.pem", key_file="dash.key")
+    BrokerLogin("amqps://h/", tls=mine).verify("mallory", "x")
+    BrokerLogin("amqps://h/", tls=Tls(cert_file="dash.pem")).verify("mallory", "x")
+    assert shown == [Tls(ca_file="ca.pem"), None]
 
 
 def test_the_users_url_is_the_dashboards_with_other_credentials() -> None:
@@ -64,6 +91,23 @@ def test_verdicts_are_kept_for_a_while_and_a_broker_away_is_not_kept() -> None:
         "amqp://bob:x@h/",
         "amqp://ann:ok@h/",
     ]
+
+
+def test_guesses_never_push_out_a_good_login_and_good_logins_are_kept_by_use() -> None:
+    def check(url: str) -> Verdict:
+        return Verdict.OK if ":ok" in url else Verdict.DENIED
+
+    login = BrokerLogin("amqp://h/", check=check, max_ok=2, max_denied=3)
+    assert login.verify("ann", "ok") is Verdict.OK
+    for guess in range(10):
+        assert login.verify("ann", f"guess{guess}") is Verdict.DENIED
+    assert login.cached("ann", "ok") is Verdict.OK
+    assert login.cached("ann", "guess0") is None and login.cached("ann", "guess9") is Verdict.DENIED
+    login.verify("bob", "ok")
+    assert login.cached("ann", "ok") is Verdict.OK  # used: now the most recent
+    login.verify("cy", "ok")  # pushes out bob, the least recently used
+    assert login.cached("bob", "ok") is None
+    assert login.cached("ann", "ok") is Verdict.OK and login.cached("cy", "ok") is Verdict.OK
 
 
 @pytest.mark.parametrize(

@@ -3,7 +3,10 @@
 // The server sends `snapshot` (everything) when the stream opens, then `change`
 // messages, a few a second at most. Each message re-renders only the visible page of
 // the lists it touched, once per animation frame. The browser never asks the master
-// anything; when the stream drops, EventSource reconnects and a new snapshot comes.
+// anything; when the stream ends (dropped, or with --login every minute, so the login is
+// checked again), EventSource reconnects and a new snapshot replaces everything. An
+// answer that is not a stream (401, 503) ends EventSource for good: then connect again
+// ourselves, waiting longer each time.
 
 import { Store } from "./store.js";
 import { ago, tables } from "./views.js";
@@ -62,15 +65,25 @@ function setLink(text, level) {
   link.className = `pill ${level}`;
 }
 
+const RETRY_FIRST_MS = 2000;
+const RETRY_MAX_MS = 60000;
+let retryMs = RETRY_FIRST_MS;
+
 function connect() {
   const source = new EventSource("/api/stream");
   source.addEventListener("open", () => {
     streamOpen = true;
+    retryMs = RETRY_FIRST_MS;
     schedule([]);
   });
   source.addEventListener("error", () => {
     streamOpen = false;
     schedule([]);
+    if (source.readyState === EventSource.CLOSED) {
+      source.close();
+      setTimeout(connect, retryMs);
+      retryMs = Math.min(retryMs * 2, RETRY_MAX_MS);
+    }
   });
   source.addEventListener("snapshot", (event) => {
     const kinds = store.load(JSON.parse(event.data));
