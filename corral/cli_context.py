@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -30,6 +32,7 @@ from corral.contexts import (
     chosen,
     contexts_path,
     load,
+    locked,
     save,
 )
 from corral.errors import InvalidUrl, redact_url
@@ -65,6 +68,18 @@ def _load() -> tuple[Path, Contexts]:
         return path, load(path)
     except ContextError as exc:
         fail(str(exc))
+
+
+@contextmanager
+def _editing() -> Iterator[tuple[Path, Contexts]]:
+    """The contexts file and what it holds, under its lock until the block ends (after
+    `_save`): two commands that change it at once are applied one after the other."""
+    path = contexts_path()
+    try:
+        with locked(path):
+            yield _load()
+    except OSError as exc:
+        fail(f"could not lock {path}: {exc.strerror or exc}")
 
 
 def _save(path: Path, contexts: Contexts) -> None:
@@ -143,13 +158,13 @@ def add(
         _tls_file(tls_cert, "--tls-cert"),
         _tls_file(tls_key, "--tls-key"),
     )
-    path, contexts = _load()
-    if name in contexts.contexts and not replace:
-        usage_error(f"context {name!r} exists: add --replace to replace it")
-    contexts = contexts.with_context(context)
-    if use:
-        contexts.current = name
-    _save(path, contexts)
+    with _editing() as (path, contexts):
+        if name in contexts.contexts and not replace:
+            usage_error(f"context {name!r} exists: add --replace to replace it")
+        contexts = contexts.with_context(context)
+        if use:
+            contexts.current = name
+        _save(path, contexts)
     verb = "replaced" if replace else "added"
     hint = "; it is the current context" if use else f" (`corral context use {name}` uses it)"
     typer.echo(f"context {name} {verb}: {shown_urls(context.urls)}{hint}")
@@ -158,15 +173,15 @@ def add(
 @context_app.command(no_args_is_help=True)
 def use(name: NameArg) -> None:
     """Talk to NAME's broker from now on (`default`: no context)."""
-    path, contexts = _load()
-    if name == DEFAULT_CONTEXT:
-        contexts.current = None
+    with _editing() as (path, contexts):
+        if name == DEFAULT_CONTEXT:
+            contexts.current = None
+            _save(path, contexts)
+            typer.echo(f"no current context: commands talk to {redact_url(DEFAULT_URL)}")
+            return
+        context = _get(contexts, name, path)
+        contexts.current = name
         _save(path, contexts)
-        typer.echo(f"no current context: commands talk to {redact_url(DEFAULT_URL)}")
-        return
-    context = _get(contexts, name, path)
-    contexts.current = name
-    _save(path, contexts)
     typer.echo(f"current context: {name} ({shown_urls(context.urls)})")
     _warn_overridden()
 
@@ -193,14 +208,14 @@ def list_contexts(
 @context_app.command(no_args_is_help=True)
 def remove(name: NameArg) -> None:
     """Forget the context NAME (if it is the current one, no context is current after)."""
-    path, contexts = _load()
-    _get(contexts, name, path)
-    del contexts.contexts[name]
-    note = ""
-    if contexts.current == name:
-        contexts.current = None
-        note = f"; no context is current now (commands talk to {redact_url(DEFAULT_URL)})"
-    _save(path, contexts)
+    with _editing() as (path, contexts):
+        _get(contexts, name, path)
+        del contexts.contexts[name]
+        note = ""
+        if contexts.current == name:
+            contexts.current = None
+            note = f"; no context is current now (commands talk to {redact_url(DEFAULT_URL)})"
+        _save(path, contexts)
     typer.echo(f"context {name} removed{note}")
 
 

@@ -95,7 +95,12 @@ def test_add_writes_a_private_file_and_never_shows_the_password(config: Path) ->
     assert stat.S_IMODE(config.parent.stat().st_mode) == 0o700
     saved = yaml.safe_load(config.read_text())
     assert saved == {"current": None, "contexts": {"prod": {"amqp": [PROD, PROD_2]}}}
-    assert [p.name for p in config.parent.iterdir()] == ["contexts.yaml"]  # no temporary left
+    # No temporary left; the lock file is private too.
+    assert sorted(p.name for p in config.parent.iterdir()) == [
+        "contexts.yaml",
+        "contexts.yaml.lock",
+    ]
+    assert stat.S_IMODE(config.with_name("contexts.yaml.lock").stat().st_mode) == 0o600
 
 
 def test_a_failed_write_leaves_the_file_as_it_was(
