@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import logging
 import os
@@ -106,6 +107,13 @@ def context_urls(ctx: typer.Context) -> list[str]:
         fail(f"{exc} (it came from context {context.name!r} in {path})")
     _context_tls.set(context.tls())
     return split_urls(url)
+
+
+def connector(connect: Connect, amqp: list[str] | str) -> Callable[[], Client]:
+    """`connect(amqp)` to be called later on another thread (a live model's): with what
+    this command's options chose (a context's TLS files), which a new thread does not see."""
+    chosen = contextvars.copy_context()
+    return lambda: chosen.run(connect, amqp)
 
 
 def context_tls() -> Tls | None:

@@ -26,7 +26,7 @@ import typer
 from rich.console import Console, RenderableType
 from rich.live import Live
 
-from corral.clitools import DEFAULT_URLS, AmqpUrls, Connect, fail, friendly_errors
+from corral.clitools import DEFAULT_URLS, AmqpUrls, Connect, connector, fail, friendly_errors
 from corral.live import LiveCluster, View
 from corral.live_screen import screen
 
@@ -51,7 +51,7 @@ def register_top_command(app: typer.Typer, connect: Connect) -> None:
         (healthy replicas, rollouts) and the newest events. q or Ctrl-C quits."""
         # The bus and the live model log to stderr, which would scribble on the screen.
         logging.getLogger().addHandler(logging.NullHandler())
-        live = LiveCluster(lambda: connect(amqp))
+        live = LiveCluster(connector(connect, amqp))
         live.start()
         try:
             if once or not sys.stdout.isatty():

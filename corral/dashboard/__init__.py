@@ -17,7 +17,6 @@ See docs/dashboard.md.
 
 from __future__ import annotations
 
-import contextvars
 import os
 from typing import Annotated
 
@@ -29,6 +28,7 @@ from corral.clitools import (
     AmqpUrls,
     Connect,
     LogLevel,
+    connector,
     context_tls,
     fail,
     setup_logging,
@@ -115,13 +115,10 @@ def _run(
         sock = open_socket(where)
     except OSError as exc:
         fail(f"cannot listen on {where.host}:{where.port}: {exc.strerror or exc}")
-    # The context's TLS files (`corral context`) are in a context variable of this thread;
-    # the live model's thread connects in a copy of it.
-    context = contextvars.copy_context()
     tls = context_tls() or Tls(*(os.environ.get(var) or None for var in TLS_ENV))
     # The login check takes only the CA of these: never the client certificate (login.py).
     checker = BrokerLogin(url, tls=tls if tls.given else None) if login else None
-    live = LiveCluster(lambda: context.run(connect, amqp))
+    live = LiveCluster(connector(connect, amqp))
     hub = Hub(live)
     web = create_app(hub, login=checker, hosts=where.hosts())
     typer.echo(

@@ -5,6 +5,7 @@ the current context > the default."""
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import json
 import stat
@@ -19,7 +20,7 @@ import yaml
 from typer.testing import CliRunner
 
 from bus.tls import Tls
-from corral import cli, daemons
+from corral import cli, clitools, daemons
 from corral.client import DEFAULT_URL
 from corral.contexts import Context, ContextError, Contexts, contexts_path, load, parse, update
 
@@ -341,3 +342,23 @@ def test_the_daemons_ignore_contexts(
     flag = corral("master", "--name", "m1", "--amqp", STAGING)
     assert flag.exit_code == 0
     assert ran[-1] == STAGING
+
+
+def test_a_connector_called_on_another_thread_keeps_the_contexts_tls() -> None:
+    """`corral top` and `corral dashboard` connect on their live model's thread: the
+    context's TLS files, chosen on the command's thread, must reach that client too."""
+    tls = Tls(ca_file="/etc/ca.pem")
+    got: list[Any] = []
+
+    def connect(amqp: list[str] | str) -> Any:
+        return (amqp, clitools.context_tls())
+
+    def command() -> None:
+        clitools._context_tls.set(tls)
+        later = clitools.connector(connect, PROD)
+        other = threading.Thread(target=lambda: got.append(later()))
+        other.start()
+        other.join()
+
+    contextvars.Context().run(command)
+    assert got == [(PROD, tls)]
