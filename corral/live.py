@@ -93,6 +93,7 @@ class LiveCluster:
         self._next_refresh = 0.0
         self._next_resync = 0.0
         self._relist_after = 0.0
+        self._nodes_after = 0.0  # an event named a node not listed: list them, not before
 
     # -- for any thread --
 
@@ -165,12 +166,19 @@ class LiveCluster:
         """Apply the events that come within BATCH_SECONDS of the first (which is waited
         for until something else is due)."""
         now = time.time()
-        due = [self._next_refresh, self._next_resync, *self._model.stale_jobs.values()]
-        maturing = self._model.next_maturing()
+        model = self._model
+        due = [self._next_refresh, self._next_resync]
+        maturing = model.next_maturing()
         if maturing is not None:
             due.append(maturing)
-        if self._model.relist_all:
+        if model.relist_all or len(model.due_jobs(now, MANY_RELOADS + 1)) > MANY_RELOADS:
+            # A full listing is wanted, and comes no sooner than _relist_after: the stale
+            # jobs wait for it (else they would be due at once, again and again).
             due.append(self._relist_after)
+        else:
+            due.extend(model.stale_jobs.values())
+        if model.relist_nodes:
+            due.append(self._nodes_after)
         wait = max(0.0, min(IDLE_WAIT, min(due) - now))
         got = client._receive(subscription, wait)
         end = time.monotonic() + BATCH_SECONDS
@@ -196,7 +204,7 @@ class LiveCluster:
         if not relist:
             for job_id in due:
                 self._reload_job(client, job_id)
-        if model.relist_nodes or now >= self._next_refresh:
+        if (model.relist_nodes and now >= self._nodes_after) or now >= self._next_refresh:
             self._refresh(client)
 
     def _load_all(self, client: Client) -> None:
@@ -209,7 +217,7 @@ class LiveCluster:
         self._model.load(masters, nodes, jobs, tasks, time.time())
         self._next_refresh = time.time() + self.refresh
         self._next_resync = time.time() + self.resync
-        self._relist_after = time.time() + MIN_RELIST
+        self._relist_after = self._nodes_after = time.time() + MIN_RELIST
         log.debug("listed everything in %.2f s", time.time() - started)
 
     def _refresh(self, client: Client) -> None:
@@ -217,6 +225,7 @@ class LiveCluster:
         self._model.set_masters(_masters(client), time.time())
         nodes = [node for page in client.iter_nodes(page_size=MAX_PAGE_SIZE) for node in page]
         self._model.set_nodes(nodes, time.time())
+        self._nodes_after = time.time() + MIN_RELIST  # an unknown node: listed again then
         if len(self._model.jobs) <= SMALL_LISTING:
             jobs = [job for page in client.iter_jobs(page_size=SMALL_LISTING) for job in page]
             self._model.set_jobs(jobs, time.time())

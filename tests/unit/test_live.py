@@ -358,3 +358,44 @@ def test_live_cluster_follows_events_and_says_when_it_cannot_connect() -> None:
     finally:
         live.stop()
     assert made[0].closed and made[1].closed
+
+
+class Waits(FakeClient):
+    """Records how long each receive was asked to wait."""
+
+    def __init__(self) -> None:
+        super().__init__([])
+        self.waits: list[float] = []
+        self.node_listings = 0
+
+    def _receive(self, subscription: Any, timeout: float) -> tuple[str, Message] | None:
+        self.waits.append(timeout)
+        return None
+
+    def iter_nodes(self, **_: Any) -> Iterator[list[NodeInfo]]:
+        self.node_listings += 1
+        yield [node()]
+
+
+@pytest.mark.parametrize("why", ["new leader", "many stale jobs", "unknown node"])
+def test_a_listing_not_yet_allowed_is_waited_for_not_polled(why: str) -> None:
+    """A full listing (or one of the nodes) wanted before MIN_RELIST has passed must not
+    make the thread poll with no wait until then (it spun at 100 % for up to 5 s)."""
+    connect: Any = Waits
+    live = LiveCluster(connect, refresh=60.0)
+    client = Waits()
+    live._load_all(client)  # type: ignore[arg-type]
+    now = time.time()
+    model = live._model
+    if why == "new leader":
+        model.relist_all = True
+    elif why == "many stale jobs":
+        for index in range(60):
+            model.want_job(f"job-{index}", now - 1.0, delay=0.0)
+    else:
+        model.relist_nodes = True
+    live._read_batch(client, client)  # type: ignore[arg-type]
+    assert client.waits[-1] > 0.1
+    listed = client.node_listings
+    live._catch_up(client)  # type: ignore[arg-type]
+    assert client.node_listings == listed  # not before MIN_RELIST
