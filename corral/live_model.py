@@ -164,9 +164,13 @@ class Model:
             return
         self.stale_jobs[job_id] = now + delay
 
-    def due_jobs(self, now: float, limit: int) -> list[str]:
-        """Up to `limit` jobs whose time to be read again has come."""
-        return [job for job, due in self.stale_jobs.items() if due <= now][:limit]
+    def take_due_jobs(self, now: float, limit: int) -> list[str]:
+        """Up to `limit` jobs whose time to be read again has come, no longer waiting (an
+        event about one meanwhile makes it wait again)."""
+        due = [job for job, when in self.stale_jobs.items() if when <= now][:limit]
+        for job_id in due:
+            del self.stale_jobs[job_id]
+        return due
 
     def _set_tasks(self, tasks: Iterable[TaskInfo], now: float) -> None:
         newest: dict[tuple[str, int], TaskInfo] = {}
@@ -191,8 +195,9 @@ class Model:
 
     # -- events --
 
-    def apply(self, event: Event, now: float) -> None:
-        """Change the model as a status event says, and keep the event."""
+    def apply(self, event: Event, now: float, *, keep: bool = True) -> None:
+        """Change the model as a status event says, and keep the event (unless `keep` is
+        False: an event applied again over a listing read while it came)."""
         payload = event.payload
         if isinstance(payload, TaskStatus):
             self._task_status(payload, event.sent_at, now)
@@ -207,8 +212,9 @@ class Model:
             if self._leader is not None:
                 self.relist_all = True  # a new leader does not repeat what the old one said
             self._leader = leader
-        self.events.append(event)
-        self._events_added += 1
+        if keep:
+            self.events.append(event)
+            self._events_added += 1
         self._touch(now)
 
     def _task_status(self, status: TaskStatus, sent_at: datetime, now: float) -> None:

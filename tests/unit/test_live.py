@@ -14,6 +14,7 @@ from corral import live_model
 from corral.errors import BrokerUnreachable, CorralError
 from corral.live import LiveCluster
 from corral.live_model import MAX_STALE_JOBS, Model, slot_and_attempt
+from corral.live_reads import Answer, OneJob, everything
 from corral.streams import Event
 from schemas.api import JobInfo, MasterInfo, NodeInfo, TaskInfo
 from schemas.envelope import Envelope, Message
@@ -186,7 +187,8 @@ def test_jobs_waiting_to_be_read_again_are_bounded(model: Model) -> None:
     for index in range(MAX_STALE_JOBS + 10):
         model.apply(event(JobEvent(job_id=f"j{index}", state="pending")), now=101.0)
     assert len(model.stale_jobs) == MAX_STALE_JOBS and model.relist_all
-    assert model.due_jobs(100.5, 10) == [] and len(model.due_jobs(102.0, 10)) == 10
+    assert model.take_due_jobs(100.5, 10) == [] and len(model.take_due_jobs(102.0, 10)) == 10
+    assert len(model.stale_jobs) == MAX_STALE_JOBS - 10
     assert len(model.events) == 5  # keep_events
 
 
@@ -366,15 +368,18 @@ class Waits(FakeClient):
     def __init__(self) -> None:
         super().__init__([])
         self.waits: list[float] = []
-        self.node_listings = 0
 
     def _receive(self, subscription: Any, timeout: float) -> tuple[str, Message] | None:
         self.waits.append(timeout)
         return None
 
-    def iter_nodes(self, **_: Any) -> Iterator[list[NodeInfo]]:
-        self.node_listings += 1
-        yield [node()]
+
+def loaded(live: LiveCluster, client: FakeClient) -> None:
+    """`live` as after its first listing, without its threads."""
+    live._generation = 1
+    live._ask("all")
+    live._answers.put(Answer(live._asked["all"], everything(client)))  # type: ignore[arg-type]
+    live._take_answers()
 
 
 @pytest.mark.parametrize("why", ["new leader", "many stale jobs", "unknown node"])
@@ -384,7 +389,7 @@ def test_a_listing_not_yet_allowed_is_waited_for_not_polled(why: str) -> None:
     connect: Any = Waits
     live = LiveCluster(connect, refresh=60.0)
     client = Waits()
-    live._load_all(client)  # type: ignore[arg-type]
+    loaded(live, client)
     now = time.time()
     model = live._model
     if why == "new leader":
@@ -396,6 +401,40 @@ def test_a_listing_not_yet_allowed_is_waited_for_not_polled(why: str) -> None:
         model.relist_nodes = True
     live._read_batch(client, client)  # type: ignore[arg-type]
     assert client.waits[-1] > 0.1
-    listed = client.node_listings
-    live._catch_up(client)  # type: ignore[arg-type]
-    assert client.node_listings == listed  # not before MIN_RELIST
+    live._catch_up()
+    assert not live._asked  # not before MIN_RELIST
+
+
+def test_what_is_asked_for_is_not_waited_for_again() -> None:
+    """A read asked for and not answered yet does not make its time due again and again."""
+    connect: Any = Waits
+    live = LiveCluster(connect, refresh=60.0)
+    client = Waits()
+    loaded(live, client)
+    live._model.want_job("web", time.time() - 5.0, delay=0.0)
+    live._catch_up()
+    assert set(live._asked) == {"job:web"}
+    live._read_batch(client, client)  # type: ignore[arg-type]
+    assert client.waits[-1] > 0.1
+
+
+def test_an_answer_is_brought_up_to_date_by_the_events_that_came_meanwhile() -> None:
+    connect: Any = Waits
+    live = LiveCluster(connect, refresh=60.0)
+    client = FakeClient(
+        [
+            TaskStatus(task_id="web-abc123-0-0", job_id="web", node_id="n1", state="running"),
+            JobEvent(job_id="web", state="degraded", reason="0/2 healthy"),
+        ]
+    )
+    loaded(live, client)
+    live._model.want_job("web", time.time() - 5.0, delay=0.0)
+    live._catch_up()  # the job is asked for; then the events come, then the answer
+    live._read_batch(client, client)  # type: ignore[arg-type]
+    old = job(state="running")
+    live._answers.put(Answer(live._asked["job:web"], OneJob("web", old, [task(), task(slot=1)])))
+    live._take_answers()
+    view = live._model.view(connected=True, problem="")
+    assert view.tasks["web-abc123-0-0"].state == "running"
+    assert view.jobs["web"].state == "degraded"
+    assert [event.payload.TYPE for event in view.events] == ["task.status", "job.status"]
