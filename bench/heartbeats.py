@@ -23,11 +23,13 @@ from __future__ import annotations
 import argparse
 import os
 import tempfile
+import threading
 import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 from bench.report import replace_section
 from bench.sim import Fleet, FleetSettings
@@ -38,6 +40,8 @@ from tests.conftest import Broker
 from tests.rawamqp import Tap
 
 TICK = os.sysconf("SC_CLK_TCK")
+# The fleet's queues must all be declared within this long (10,000 nodes: 20,000 queues).
+START_TIMEOUT = 900.0
 
 
 @dataclass
@@ -51,6 +55,7 @@ class Run:
     fleet: float
     beats: float  # heartbeats a second the fleet sent
     changes: dict[str, int]  # node state changes published in the window (none expected)
+    error: str = ""  # why the run did not get as far as measuring ("" : it did)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -79,6 +84,27 @@ def node_changes(tap: Tap) -> Counter[str]:
         changes[method.routing_key.rsplit(".", 1)[-1]] += 1
 
 
+def start_fleet(fleet: Fleet, broker: Broker, vhost: str, timeout: float) -> None:
+    """`fleet.start()` (it declares every node's queues), or RuntimeError saying how far
+    the broker got if that takes longer than `timeout` s (the fleet is then closed)."""
+    failed: list[BaseException] = []
+
+    def start() -> None:
+        try:
+            fleet.start()
+        except Exception as exc:
+            failed.append(exc)
+
+    thread = threading.Thread(target=start, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if thread.is_alive() or failed:
+        fleet.close()
+        queues = len(broker.api("GET", f"/api/queues/{quote(vhost, safe='')}?columns=name"))
+        why = f"{type(failed[0]).__name__}: {failed[0]}" if failed else f"not in {timeout:g} s"
+        raise RuntimeError(f"the fleet did not start ({why}); the broker held {queues:,} queues")
+
+
 def measure(broker: Broker, nodes: int, adaptive: bool, seconds: float) -> Run:
     vhost = f"corral-bench-{uuid.uuid4().hex[:8]}"
     cluster = Cluster(broker.create_vhost(vhost), Path(tempfile.mkdtemp(prefix="corral-bench-")))
@@ -96,7 +122,7 @@ def measure(broker: Broker, nodes: int, adaptive: bool, seconds: float) -> Run:
         cluster.declare_topology()
         cluster.start_master("m1", extra=extra)
         cluster.start_master("m2", extra=extra)
-        fleet.start()
+        start_fleet(fleet, broker, vhost, START_TIMEOUT)
         cluster.wait_nodes_ready(nodes, timeout=300)
         active = wait_until(lambda: next(iter(cluster.leaders()), None), what="a leader")
         standby = "m2" if active == "m1" else "m1"
@@ -152,6 +178,10 @@ def table(runs: list[Run]) -> str:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for run in runs:
+        if run.error:
+            what = "adaptive" if run.adaptive else "1 s"
+            lines.append(f"| {run.nodes:,} | {what} | {run.error} | | | | | | |")
+            continue
         lines.append(
             f"| {run.nodes:,} | {'adaptive' if run.adaptive else '1 s (`--max-heartbeats 0`)'} "
             f"| {run.interval:g} s | {run.beats:,.0f} | {pct(run.active)} | {pct(run.standby)} "
@@ -176,7 +206,12 @@ def write(path: Path, body: str, seconds: float, load: float) -> None:
         "each. Everything shares the same 2 cores: 2,000 simulated nodes at 1 Hz are not\n"
         "measured (`--one-hz-max 1000`), because beside the broker and the masters the\n"
         "simulator cannot send 2,000 heartbeats a second here (in a try, the 2,000 nodes\n"
-        "never all became ready within 300 s).\n"
+        "never all became ready within 300 s).\n\n"
+        "Each simulated node has its assignment queue `corral.node.<id>`, a quorum queue\n"
+        "(a real worker adds a connection and its log-request queue). A size whose fleet\n"
+        "did not start within the time allowed shows why in the table, with the number of\n"
+        "queues the broker held when the benchmark gave up: that is the size one broker\n"
+        "node, as `scripts/bootstrap.sh` sets it up on this machine, could not hold.\n"
     )
     replace_section(path, "## Heartbeat load", section)
 
@@ -202,7 +237,10 @@ def main() -> None:
     try:
         for nodes in args.nodes:
             for adaptive in (False, True) if nodes <= args.one_hz_max else (True,):
-                runs.append(measure(broker, nodes, adaptive, args.seconds))
+                try:
+                    runs.append(measure(broker, nodes, adaptive, args.seconds))
+                except RuntimeError as exc:  # written down: a size that fails is a figure too
+                    runs.append(Run(nodes, adaptive, 0, 0, 0, 0, 0, 0, {}, error=str(exc)))
                 print(runs[-1], flush=True)
     finally:
         broker.close()
@@ -210,9 +248,9 @@ def main() -> None:
     print(body)
     if args.write is not None:
         write(args.write, body, args.seconds, load)
-    failed = [run for run in runs if run.changes]
+    failed = [run for run in runs if run.changes or run.error]
     if failed:  # written down first: a missed target is a figure too
-        raise SystemExit(f"{len(failed)} run(s) saw node state changes in an idle fleet")
+        raise SystemExit(f"{len(failed)} run(s) failed or saw node state changes (see the table)")
 
 
 if __name__ == "__main__":
