@@ -27,6 +27,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import pika.exceptions
 
 from bus import topology
+from bus.background import BusThread
 from bus.connection import Bus
 from bus.connevents import WorkerConnections, parse_event
 from bus.consuming import Consumer
@@ -38,7 +39,6 @@ from bus.tls import Tls
 log = logging.getLogger("corral.bus")
 
 PREFETCH = 500
-JOIN_TIMEOUT = 2.0
 CONSEQUENCE = "agent crashes will be treated as host losses after dead_after"
 
 
@@ -48,7 +48,7 @@ def events_url(url: str, vhost: str = topology.EVENTS_VHOST) -> str:
     return ",".join(urlunsplit(urlsplit(one)._replace(path=path)) for one in split_urls(url))
 
 
-class ConnectionWatch:
+class ConnectionWatch(BusThread):
     """Calls `on_closed(node_id)` through `post` each time a worker connection of `url`'s
     vhost closes, from `start()` until `stop()`.
 
@@ -77,38 +77,17 @@ class ConnectionWatch:
         self._on_closed = on_closed
         self._post = post
         self._workers = WorkerConnections(vhosts)
-        self._bus = Bus(
-            events_url(url, events_vhost),
-            name=f"{name} (events)",
-            heartbeat=heartbeat,
-            declare_topology=False,
-            tls=tls,
+        super().__init__(
+            Bus(
+                events_url(url, events_vhost),
+                name=f"{name} (events)",
+                heartbeat=heartbeat,
+                declare_topology=False,
+                tls=tls,
+            )
         )
         self._consumer: Consumer | None = None
-        self._stopping = threading.Event()  # the watch's bus stops serving
-        self._stopped = False  # the owner has called stop(): no more callbacks
-        self._thread: threading.Thread | None = None
         self.subscribed = threading.Event()  # set while events are being read (tests)
-
-    def start(self) -> None:
-        """Start reading on a thread of its own; returns at once."""
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._serve, name=self._bus.name, daemon=True)
-            self._thread.start()
-
-    def stop(self, timeout: float = JOIN_TIMEOUT) -> None:
-        """Stop reading, waiting up to `timeout` s for the thread to end. Idempotent."""
-        self._stopped = True
-        self._stopping.set()
-        self._bus.call_threadsafe(lambda: None)  # wakes its I/O wait
-        thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout)
-
-    @property
-    def running(self) -> bool:
-        """Whether the thread still runs (False once it gave up, or was stopped)."""
-        return self._thread is not None and self._thread.is_alive()
 
     # -- the watch's thread --
 

@@ -21,7 +21,7 @@ from typing import Annotated, Any
 import typer
 
 from corral.client import DEFAULT_URL, URL_ENV
-from corral.clitools import CONTEXT_PARAM, OutputFormat, fail, usage_error
+from corral.clitools import CONTEXT_PARAM, OutputFormat, context_in_effect, fail, usage_error
 from corral.contexts import (
     CONTEXT_ENV,
     DEFAULT_CONTEXT,
@@ -29,7 +29,6 @@ from corral.contexts import (
     ContextError,
     Contexts,
     check_name,
-    chosen,
     contexts_path,
     load,
     locked,
@@ -222,18 +221,12 @@ def remove(name: NameArg) -> None:
 @context_app.command()
 def show(ctx: typer.Context) -> None:
     """Which broker a command would talk to now, and why."""
-    name = ctx.find_root().params.get(CONTEXT_PARAM) or os.environ.get(CONTEXT_ENV) or None
-    path = contexts_path()
     if os.environ.get(URL_ENV):
         typer.echo(f"broker: {shown_urls([os.environ[URL_ENV]])} (from {URL_ENV})")
         typer.echo(f"({URL_ENV} wins over any context; --amqp wins over both)")
         return
-    try:
-        context = chosen(name, path)
-    except ContextError as exc:
-        if exc.usage:
-            usage_error(str(exc))
-        fail(str(exc))
+    name = ctx.find_root().params.get(CONTEXT_PARAM) or os.environ.get(CONTEXT_ENV) or None
+    context, path = context_in_effect(ctx)
     if context is None:
         typer.echo(f"context: none (file: {path})")
         typer.echo(f"broker: {redact_url(DEFAULT_URL)} (the default)")

@@ -10,13 +10,14 @@ import sys
 from collections.abc import Callable, Iterable
 from contextvars import ContextVar
 from enum import StrEnum
+from pathlib import Path
 from typing import Annotated, NoReturn, ParamSpec, TypeVar
 
 import typer
 
 from bus.tls import Tls
 from corral.client import DEFAULT_URL, URL_ENV, Client
-from corral.contexts import CONTEXT_ENV, ContextError, chosen, contexts_path
+from corral.contexts import CONTEXT_ENV, Context, ContextError, chosen, contexts_path
 from corral.errors import CorralError, InvalidUrl
 from corral.text import visible
 from corral.urls import check_url, join_urls, split_urls
@@ -86,19 +87,25 @@ def check_given_amqp_urls(
     return split_urls(url)
 
 
-def context_urls(ctx: typer.Context) -> list[str]:
-    """The URLs of the context in effect (see `corral.contexts`), or [DEFAULT_URL]; its TLS
-    files are kept for `context_tls`. Exits 2 for an unknown context named on the command
-    line, 1 for an unreadable contexts file or a bad URL in it."""
-    root = ctx.find_root()
-    name = root.params.get(CONTEXT_PARAM) or os.environ.get(CONTEXT_ENV) or None
+def context_in_effect(ctx: typer.Context) -> tuple[Context | None, Path]:
+    """The context named by --context or CORRAL_CONTEXT, else the current one (None: no
+    context), and the contexts file. Exits 2 for an unknown context named on the command
+    line, 1 for an unreadable contexts file."""
+    name = ctx.find_root().params.get(CONTEXT_PARAM) or os.environ.get(CONTEXT_ENV) or None
     path = contexts_path()
     try:
-        context = chosen(name, path)
+        return chosen(name, path), path
     except ContextError as exc:
         if exc.usage:
             usage_error(str(exc))
         fail(str(exc))
+
+
+def context_urls(ctx: typer.Context) -> list[str]:
+    """The URLs of the context in effect (see `corral.contexts`), or [DEFAULT_URL]; its TLS
+    files are kept for `context_tls`. Exits 2 for an unknown context named on the command
+    line, 1 for an unreadable contexts file or a bad URL in it."""
+    context, path = context_in_effect(ctx)
     if context is None:
         return [DEFAULT_URL]
     try:

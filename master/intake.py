@@ -37,6 +37,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 
 from bus import Bus, BusError, Delivery, topology
+from bus.background import BusThread
 from bus.tls import Tls
 from master.senders import node_sender_refusal
 from schemas.envelope import Message
@@ -47,12 +48,11 @@ log = logging.getLogger("corral.master")
 PREFETCH = 1000
 HEARD_MAX = 100_000  # nodes tracked at most
 WARNED_KEPT = 1000  # senders warned about, remembered (the oldest forgotten first)
-JOIN_TIMEOUT = 2.0
 
 Post = Callable[[Callable[[], None]], None]
 
 
-class HeartbeatIntake:
+class HeartbeatIntake(BusThread):
     """Reads every node's heartbeats from `start()` until `stop()`, on its own thread.
 
     `heard` (node id -> when its last heartbeat arrived, by `clock`) is written here and
@@ -87,25 +87,7 @@ class HeartbeatIntake:
         self._posted = False  # a _deliver is on its way to the owner's thread
         self._lock = threading.Lock()
         self._warned = OrderedDict[str, None]()
-        self._bus = Bus(url, name=f"{name} (heartbeats)", heartbeat=heartbeat, tls=tls)
-        self._stopping = threading.Event()
-        self._stopped = False
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        """Start reading on a thread of its own; returns at once."""
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._serve, name=self._bus.name, daemon=True)
-            self._thread.start()
-
-    def stop(self, timeout: float = JOIN_TIMEOUT) -> None:
-        """Stop reading, waiting up to `timeout` s for the thread to end. Idempotent."""
-        self._stopped = True
-        self._stopping.set()
-        self._bus.call_threadsafe(lambda: None)  # wakes its I/O wait
-        thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout)
+        super().__init__(Bus(url, name=f"{name} (heartbeats)", heartbeat=heartbeat, tls=tls))
 
     # -- the intake's thread --
 
