@@ -11,8 +11,9 @@
 Two threads, each with a Client of its own (a Client belongs to one thread):
 
 - the model's thread subscribes to every status event, then applies each as it
-  comes (`corral.live_model`), in batches of at most `BATCH_SECONDS`,
-  publishing one View per batch. It never waits for a listing;
+  comes (`corral.live_model`), publishing a View at once for an event after a
+  quiet spell, and at most every `BATCH_SECONDS` during a burst. It never
+  waits for a listing;
 - the reader makes the listings the model asks for (`corral.live_reads`):
   everything first (the subscription is made before, so nothing that happens
   meanwhile is missed), a job first heard of in an event (more than
@@ -125,6 +126,7 @@ class LiveCluster:
         self._answers: queue.Queue[Answer] = queue.Queue()
         self._log: deque[tuple[int, float, Event]] = deque(maxlen=REPLAY_EVENTS)
         self._received = 0
+        self._published_at = 0.0
         self._next_refresh = 0.0
         self._next_resync = 0.0
         self._relist_after = 0.0
@@ -214,7 +216,8 @@ class LiveCluster:
 
     def _read_batch(self, client: Client, subscription: Subscription) -> None:
         """Apply the events that come within BATCH_SECONDS of the first (which is waited
-        for until something else is due)."""
+        for until something else is due). The first of a batch is published at once
+        (nothing was for BATCH_SECONDS), the rest at most every BATCH_SECONDS."""
         wait = max(0.0, min(IDLE_WAIT, self._next_due() - time.time()))
         got = client._receive(subscription, wait)
         end = time.monotonic() + BATCH_SECONDS
@@ -226,6 +229,8 @@ class LiveCluster:
             self._log.append((self._received, time.monotonic(), event))  # for the answers
             if self._loaded:
                 self._model.apply(event, time.time())
+                if time.monotonic() - self._published_at >= BATCH_SECONDS:
+                    self._publish(connected=True, problem="")
             count += 1
             if count >= BATCH_EVENTS or time.monotonic() >= end:
                 return
@@ -353,6 +358,7 @@ class LiveCluster:
             self._model.touch(time.time())
         if self._model.version == self._view.version:
             return
+        self._published_at = time.monotonic()
         view = self._model.view(connected=connected, problem=problem)
         with self._changed:
             self._view = view
