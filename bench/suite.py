@@ -61,6 +61,7 @@ BENCHMARKS: list[tuple[str, str, list[str], list[str]]] = [
     ),
     ("f", "master failover", ["bench.failover"], ["bench.failover", "--kills", "2"]),
     ("f", "host loss", ["bench.hostloss"], ["bench.hostloss", "--runs", "2"]),
+    ("dashboard", "the web dashboard", ["bench.dashboard"], ["bench.dashboard", "--quick"]),
 ]
 
 

@@ -113,12 +113,12 @@ class Model:
         masters = tuple(masters)
         if masters != self.masters:
             self.masters = masters
-            self._touch(now)
+            self.touch(now)
 
     def set_nodes(self, nodes: Iterable[NodeInfo], now: float) -> None:
         self.relist_nodes = False
         if self.nodes.replace({node.node_id: node for node in nodes}):
-            self._touch(now)
+            self.touch(now)
 
     def set_jobs(self, jobs: Iterable[JobInfo], now: float) -> None:
         """The job listing (not their tasks): new jobs are read again, gone ones dropped."""
@@ -131,7 +131,7 @@ class Model:
             if self.jobs.get(job_id) != job:
                 self.jobs.put(job_id, job)
                 self._recount(job_id)
-                self._touch(now)
+                self.touch(now)
 
     def set_job(self, job: JobInfo, tasks: Iterable[TaskInfo], now: float) -> None:
         """One job read again, with the current attempt of each of its slots."""
@@ -144,7 +144,7 @@ class Model:
             if task.job_id == job.job_id:
                 self._add_task(task, now)
         self._recount(job.job_id)
-        self._touch(now)
+        self.touch(now)
 
     def drop_job(self, job_id: str, now: float) -> None:
         """A job the master no longer knows (purged), with its tasks."""
@@ -153,7 +153,7 @@ class Model:
             self._forget_task(task_id)
         self._healthy.pop(job_id, None)
         if self.jobs.pop(job_id) is not None:
-            self._touch(now)
+            self.touch(now)
 
     def want_job(self, job_id: str, now: float, delay: float = RELOAD_DELAY) -> None:
         """Ask for `job_id` to be read again, once, after `delay` s (bounded)."""
@@ -191,7 +191,7 @@ class Model:
             self._mature_later(task, now)
         for job_id in self._slots:
             self._recount(job_id)
-        self._touch(now)
+        self.touch(now)
 
     # -- events --
 
@@ -215,7 +215,7 @@ class Model:
         if keep:
             self.events.append(event)
             self._events_added += 1
-        self._touch(now)
+        self.touch(now)
 
     def _task_status(self, status: TaskStatus, sent_at: datetime, now: float) -> None:
         task = self.tasks.get(status.task_id) or self._provisional(status, sent_at, now)
@@ -351,7 +351,7 @@ class Model:
             self._maturing.pop(task_id)
             if task is not None and task.state == "running":
                 self._replace_task(task, task.model_copy(update={"healthy": True}), now)
-                self._touch(now)
+                self.touch(now)
 
     def next_maturing(self) -> float | None:
         return min(self._maturing.values(), default=None)
@@ -391,10 +391,7 @@ class Model:
     # -- snapshots --
 
     def touch(self, now: float) -> None:
-        """Count a change made outside the tables (the connection's state)."""
-        self._touch(now)
-
-    def _touch(self, now: float) -> None:
+        """Count a change (also one made outside the tables: the connection's state)."""
         self.version += 1
         self.changed_at = now
 
