@@ -1,8 +1,9 @@
 """Node liveness: ready -> suspect -> down, from the time since each node's last heartbeat.
 
-Measured on the master's clock from the last heartbeat it received. Two
-guards keep a hiccup of the broker or of the master's own link from looking
-like a dead fleet:
+Measured on the master's clock from the last heartbeat it received: when the
+heartbeat intake saw it arrive (`heard`, `master.intake`), or when the loop read
+it, whichever is later. Two guards keep a hiccup of the broker or of the
+master's own link from looking like a dead fleet:
 
 - after the master (re)connects to the broker it grants every node a grace
   period of `dead_after` before judging it (a new leader: `takeover_grace`), and
