@@ -12,6 +12,11 @@ publishes a `task.status` on `corral.status` for each task it "starts" (after
 `--start-delay`; `--fail-rate` of them fail instead) and each it "stops". Its runtime
 only pretends: nothing runs, so thousands of nodes fit on one machine.
 
+`--queue-type classic` declares the assignment queues as classic (durable) queues
+instead of quorum queues: one RabbitMQ node refuses quorum queues past about 6,000
+(docs/benchmarks.md, heartbeat load), so a benchmark of a larger fleet on one broker
+node uses classic ones. The master publishes to them as to any node's queue.
+
 With `--report FILE` it rewrites FILE twice a second with what runs on the fleet, as JSON
 (`running`: tasks running; `distinct`: distinct task ids held; `twice`: ids held by more
 than one node; `beats`: heartbeats sent), for a benchmark that runs the fleet as a
@@ -31,10 +36,11 @@ import os
 import random
 import signal
 import threading
+import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from bus import Bus, Delivery, topology
 from schemas.envelope import Message
@@ -112,6 +118,20 @@ class FleetSettings:
     interval: float = 1.0  # heartbeat interval
     start_delay: float = 0.05  # seconds a pretend start takes
     fail_rate: float = 0.0  # the share of starts that fail
+    queue_type: str = "quorum"  # of the assignment queues: quorum (as a worker's) or classic
+
+
+def assignment_queue(node_id: str, queue_type: str) -> topology.Queue:
+    """A node's assignment queue as a worker declares it, or as a classic queue (durable,
+    with the same bindings and dead-letter exchange) for fleets one broker node cannot
+    hold as quorum queues."""
+    queue = topology.node_queue(node_id)
+    if queue_type == "quorum":
+        return queue
+    if queue_type != "classic":
+        raise ValueError(f"queue type {queue_type!r}: use quorum or classic")
+    kept = {"x-dead-letter-exchange": queue.arguments["x-dead-letter-exchange"]}
+    return replace(queue, arguments={**kept, "x-queue-type": "classic"})
 
 
 class Shard:
@@ -126,11 +146,14 @@ class Shard:
         self.failed = 0
         for node in nodes:
             self.bus.consume_messages(
-                topology.node_queue(node.node_id), self._handler(node), prefetch=64
+                assignment_queue(node.node_id, settings.queue_type),
+                self._handler(node),
+                prefetch=64,
             )
         # Beats spread over the interval, one node at a time, as real workers' would be.
         self._order: Iterator[SimNode] = iter(())
         self.interval = settings.interval  # longer if the leader asks it of a large fleet
+        self._due: float | None = None  # when the next node's beat is due
         self._timer = self.bus.every(self._step(), self._beat_next)
         self.bus.on_connected(lambda _again: self._beat_all())
         self.bus.consume_messages(topology.control_queue(), self._on_control, prefetch=16)
@@ -149,6 +172,7 @@ class Shard:
         if interval != self.interval:
             self.interval = interval
             self._timer.cancel()
+            self._due = None
             self._timer = self.bus.every(self._step(), self._beat_next)
             self._beat_all()
 
@@ -156,12 +180,21 @@ class Shard:
         return lambda message, delivery: self._on_command(node, message, delivery)
 
     def _beat_next(self) -> None:
-        node = next(self._order, None)
-        if node is None:
-            self._order = iter(list(self.nodes.values()))
+        """Beat the nodes now due, one per step on average. A late turn catches up (the
+        bus's timer does not), so each node beats once per interval, as a worker does;
+        one over an interval late starts afresh rather than in a burst."""
+        now = time.monotonic()
+        if self._due is None or now - self._due > self.interval:
+            self._due = now
+        while self._due <= now:
             node = next(self._order, None)
-        if node is not None:
+            if node is None:
+                self._order = iter(list(self.nodes.values()))
+                node = next(self._order, None)
+                if node is None:
+                    return
             self._beat(node)
+            self._due += self._step()
 
     def _beat_all(self) -> None:
         for node in self.nodes.values():
@@ -320,6 +353,7 @@ def main() -> None:
     parser.add_argument("--interval", type=float, default=1.0)
     parser.add_argument("--start-delay", type=float, default=0.05)
     parser.add_argument("--fail-rate", type=float, default=0.0)
+    parser.add_argument("--queue-type", choices=("quorum", "classic"), default="quorum")
     parser.add_argument("--report", default=None, metavar="FILE")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
@@ -334,6 +368,7 @@ def main() -> None:
         interval=args.interval,
         start_delay=args.start_delay,
         fail_rate=args.fail_rate,
+        queue_type=args.queue_type,
     )
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

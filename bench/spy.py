@@ -21,8 +21,9 @@ def record(pid: int, path: Path, rate: int = 50) -> subprocess.Popen[bytes]:
     (raw format) until `stop`."""
     path.parent.mkdir(parents=True, exist_ok=True)
     spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    argv = [spy, "record", "-p", str(pid), "-f", "raw", "-r", str(rate), "--nolineno"]
     return subprocess.Popen(
-        [spy, "record", "-p", str(pid), "-f", "raw", "-r", str(rate), "-o", str(path)],
+        [*argv, "-o", str(path)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -44,6 +45,14 @@ def load(path: Path) -> list[tuple[list[str], int]]:
     return stacks
 
 
+def load_if_any(path: Path) -> list[tuple[list[str], int]]:
+    """`load`, or nothing if there is no such profile (py-spy could not sample)."""
+    try:
+        return load(path)
+    except OSError:
+        return []
+
+
 def shares(stacks: list[tuple[list[str], int]], match: str) -> tuple[Counter[str], Counter[str]]:
     """(self, inclusive) samples per frame; inclusive counts only frames containing
     `match` (e.g. the project's own code), each once per stack."""
@@ -55,6 +64,43 @@ def shares(stacks: list[tuple[list[str], int]], match: str) -> tuple[Counter[str
             if match in frame:
                 inclusive[frame] += count
     return own, inclusive
+
+
+def innermost(stacks: list[tuple[list[str], int]], match: str | tuple[str, ...]) -> Counter[str]:
+    """Samples per innermost frame containing `match`: where in the project's own code each
+    sample was, with what that function called (the libraries, the interpreter) counted
+    in it. Stacks with no such frame count under "(elsewhere)"."""
+    matches = (match,) if isinstance(match, str) else match
+    where: Counter[str] = Counter()
+    for frames, count in stacks:
+        mine = [frame for frame in frames if any(part in frame for part in matches)]
+        where[mine[-1] if mine else "(elsewhere)"] += count
+    return where
+
+
+# A stack whose innermost frame is one of these waits (for I/O, a lock, a queue, time).
+IDLE = frozenset({"poll", "select", "wait", "sleep", "get", "_wait_for_tstate_lock"})
+
+
+def waiting(frames: list[str]) -> bool:
+    return frames[-1].split(" (")[0].rsplit(".", 1)[-1] in IDLE
+
+
+def summary(
+    path: Path, match: str | tuple[str, ...], top: int = 8
+) -> tuple[int, float, list[tuple[str, float]]]:
+    """(samples, the share of them waiting, and the `top` functions matching `match` by
+    their share of the busy samples, as the innermost such frame: see `innermost`) of a
+    profile; (0, 0.0, []) if there is none."""
+    stacks = load_if_any(path)
+    total = sum(count for _, count in stacks)
+    busy = [(frames, count) for frames, count in stacks if not waiting(frames)]
+    busy_total = sum(count for _, count in busy)
+    if not total or not busy_total:
+        return total, 1.0 if total else 0.0, []
+    where = innermost(busy, match)
+    shares = [(frame, n / busy_total) for frame, n in where.most_common(top)]
+    return total, 1 - busy_total / total, shares
 
 
 def main() -> None:

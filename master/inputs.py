@@ -10,6 +10,7 @@ is journaled (`Term._after`); a standby only observes heartbeats.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import uuid
@@ -47,17 +48,21 @@ class Inputs:
     def _on_beats(self, beats: list[Heartbeat]) -> None:
         """The newest heartbeat of each node heard since the last call (`master.intake`
         read them, checked their senders and noted when each arrived)."""
-        for beat in beats:
-            if self.role != "active":
+        if not beats:
+            return
+        if self.role != "active":
+            for beat in beats:
                 self.controller.observe(beat, self.clock())
-                continue
+            return
+        snapshots: list[Callable[[], None]] = []
+        for beat in beats:
             now = self.clock()
             self.controller.heartbeat(beat, now)
-            self._after()
             net, network = self.net, beat.network
             if net is not None and network and net.wants_snapshot(beat.node_id, network, now):
                 # Once journaled: a subnet it names must survive a failover.
-                self._after(lambda node_id=beat.node_id: self._send_net_snapshot(node_id))
+                snapshots.append(functools.partial(self._send_net_snapshot, beat.node_id))
+        self._after(*snapshots)  # one journal batch for the whole lot, not one per beat
 
     def _on_status(self, message: Message, delivery: Delivery) -> None:
         if self.role != "active":
