@@ -101,7 +101,7 @@ def start_fleet(fleet: Fleet, broker: Broker, vhost: str, timeout: float) -> Non
     thread.join(timeout)
     if thread.is_alive() or failed:
         fleet.close()
-        queues = len(broker.api("GET", f"/api/queues/{quote(vhost, safe='')}?columns=name"))
+        queues = len(broker.api("GET", f"queues/{quote(vhost, safe='')}?columns=name"))
         why = f"{type(failed[0]).__name__}: {failed[0]}" if failed else f"not in {timeout:g} s"
         raise RuntimeError(f"the fleet did not start ({why}); the broker held {queues:,} queues")
 

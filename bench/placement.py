@@ -250,11 +250,17 @@ def analysis(run: Run, jobs: int) -> str:
     if run.error:
         return ""
     share = {name: seconds / run.elapsed for name, seconds in run.cpu.items()}
+    per_task = sum(run.cpu.values()) / run.tasks  # CPU seconds, all four processes
+    cores = os.cpu_count() or 1
     lines = [
         f"- **{label(run, jobs)}** ({run.rate:,.0f} tasks/s): the four processes used "
-        f"{sum(share.values()):.2f} of the 2 cores (the active master {share['active']:.0%} "
-        f"of one, the standby {share['standby']:.0%}, the broker {share['broker']:.0%}, "
-        f"the fleet {share['fleet']:.0%})."
+        f"{sum(share.values()):.2f} of the {cores} cores (the active master "
+        f"{share['active']:.0%} of one, the standby {share['standby']:.0%}, the broker "
+        f"{share['broker']:.0%}, the fleet {share['fleet']:.0%}). The whole path cost "
+        f"{per_task * 1000:.1f} ms of CPU per task over the four (the active master "
+        f"{run.cpu['active'] / run.tasks * 1000:.1f} ms): on {cores} cores that caps the "
+        f"rate at about {cores / per_task:,.0f} tasks/s, and {TARGET:,} would need "
+        f"{cores / TARGET * 1000:.2f} ms."
     ]
     if run.waits:
         waits = sorted(run.waits)
@@ -292,8 +298,9 @@ BOUNDS = """\
 What bounds it, from the figures above:
 
 1. **The machine is full, and the master is not what fills it.** The broker and the
-   simulated fleet take most of the 2 cores. On real hardware each worker beats from
-   its own machine and the broker has cores of its own.
+   simulated fleet take most of the 2 cores, and the CPU the whole path costs per task
+   (above) caps the rate well below the target on 2 cores. On real hardware each
+   worker beats from its own machine and the broker has cores of its own.
 2. **Each request waits for the journal's round trip through that broker.** A reply
    goes out once its batch is written to the journal stream and read back, one batch
    in flight at a time, and the status events of every task (starting, running) go
@@ -301,10 +308,14 @@ What bounds it, from the figures above:
    requests' waits above are many times the master's own placement work: in-process
    it places 1,000 replicas in about 0.1 s, and a batch of 1,000 one-replica jobs is
    one scheduling pass (`tests/unit/test_submit_many.py`; the scaling curve below).
-3. **What the master itself spends its time on** is in its profile above: reading
-   heartbeats and status events (JSON and pydantic) and judging each listed task
-   against its state, then the journal. Heartbeats as digests (the full task list
-   only when it changed) would remove much of the first; not built.
+3. **What the master itself spends its time on** is in its profile above: the AMQP
+   client's frame handling (pika, under `Bus.process`), decoding and validating
+   messages (`schemas/envelope.py`: heartbeats, status events, journal records), then
+   its own state changes. Judging each task a heartbeat lists (`judge_reported`) is a
+   few per cent: heartbeats as digests (the full task list only when it changed) would
+   save little of it, and are not built. One-replica jobs cost more per task than
+   services: each is a job record, a journal entry, a remembered request and a
+   `job.status` notification of its own.
 
 Fixed on the way: the leaders flapped under these submits. A large submit held the
 master's loop 4-8 s; it read no confirm meanwhile, blamed the broker and stepped down.

@@ -7,6 +7,7 @@
 |---|---|---|
 | a | placement throughput: 1,000 simulated nodes, 20,000 tasks, two shapes | bench.placement |
 | b | heartbeat capacity: an idle simulated fleet, 1 Hz and adaptive | bench.heartbeats |
+| b | what a worker costs the broker, and the fleet one broker node holds | bench.footprint |
 | c | the master's scaling curve, with its plot (docs/scaling.png) | bench.curve |
 | d, e | submit -> running and 200 container starts, against raw docker-py | bench.start_latency |
 | f | failover: kill -9 of the active master; host loss | bench.failover, bench.hostloss |
@@ -52,6 +53,12 @@ BENCHMARKS: list[tuple[str, str, list[str], list[str]]] = [
         "heartbeat capacity",
         ["bench.heartbeats"],
         ["bench.heartbeats", "--nodes", "100", "--seconds", "5"],
+    ),
+    (
+        "b",
+        "broker footprint per worker",
+        ["bench.footprint"],
+        ["bench.footprint", "--nodes", "100"],
     ),
     (
         "c",

@@ -84,6 +84,12 @@ class Delivery:
     def ack(self) -> None:
         self._settle(lambda: self._frames.basic_ack(self.delivery_tag))
 
+    def ack_through(self) -> None:
+        """Ack this delivery and every earlier one on its channel not settled yet (one
+        frame: `multiple`), for a consumer that acks in batches. The earlier deliveries'
+        objects are not told: settle none of them afterwards."""
+        self._settle(lambda: self._frames.basic_ack(self.delivery_tag, multiple=True))
+
     def reject(self, requeue: bool = False) -> None:
         self._settle(lambda: self._frames.basic_reject(self.delivery_tag, requeue=requeue))
 

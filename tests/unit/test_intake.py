@@ -4,11 +4,13 @@ the loop, senders checked, a bounded memory. No broker: `take` and `_deliver` di
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
 from master import intake
 from master.intake import HeartbeatIntake
+from schemas.envelope import Envelope, Message
 from schemas.messages import Heartbeat
 from tests.unit.factories import heartbeat
 
@@ -108,3 +110,45 @@ def test_a_lost_connection_is_told_to_the_owner_and_it_is_deaf_until_connected()
     taken.stop()
     owner.run_posted()
     assert owner.losses == 1  # not after stop
+
+
+class Acks:
+    """A delivery's stand-in: which deliveries were acked through, in one frame each."""
+
+    def __init__(self) -> None:
+        self.through: list[int] = []
+
+    def delivery(self, tag: int, user: str) -> Any:
+        acks = self
+
+        class Delivery:
+            delivery_tag = tag
+            user_id = user
+
+            def ack_through(self) -> None:
+                acks.through.append(tag)
+
+        return Delivery()
+
+
+def test_beats_are_acked_in_batches_one_frame_for_many(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(intake, "ACK_EVERY", 3)
+    taken, _owner = make([100.0])
+    acks = Acks()
+
+    def beat(tag: int) -> None:
+        payload = heartbeat(f"n{tag}", seq=tag)
+        message = Message(envelope=Envelope(type=payload.TYPE), payload=payload)
+        taken._on_heartbeat(message, acks.delivery(tag, MASTER))
+
+    for tag in range(1, 8):
+        beat(tag)
+    assert acks.through == [3, 6]  # every ACK_EVERY beats, the newest acks the earlier
+    taken._ack()  # the timer: the rest, in one frame
+    assert acks.through == [3, 6, 7]
+    taken._ack()  # nothing new: nothing sent
+    assert acks.through == [3, 6, 7]
+    beat(8)
+    taken._lost()  # the broker takes unacked beats back with the connection
+    taken._ack()
+    assert acks.through == [3, 6, 7]
