@@ -28,6 +28,7 @@ import uuid
 from pathlib import Path
 
 from bench.report import replace_section
+from bench.vhosts import drop_vhost
 from bus import topology
 from corral import Client
 from corral.errors import ApiFailure, CorralError
@@ -141,7 +142,7 @@ def main() -> None:
     finally:
         print(cluster.logs()[-3000:] if not accept else "")
         cluster.close()
-        broker.delete_vhost(vhost)
+        drop_vhost(broker, vhost)
         broker.close()  # the role users it made
 
     def row(what: str, base: list[float], failed: list[float]) -> str:

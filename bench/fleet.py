@@ -8,6 +8,7 @@ heartbeat interval settled. Used as a context manager; it stops what it started.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import tempfile
@@ -16,12 +17,21 @@ import uuid
 from pathlib import Path
 from types import TracebackType
 
-from bench.placement import fleet_report
+from bench.vhosts import drop_vhost
 from tests.cluster import Cluster, wait_until
 from tests.conftest import Broker
 
 # The leader announces the fleet's heartbeat interval every 5 s; the fleet settles on it.
 SETTLE = 12.0
+
+
+def fleet_report(path: Path) -> dict[str, int]:
+    """The simulated fleet's last report (bench/sim.py's --report), or zeros if none yet."""
+    try:
+        report: dict[str, int] = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {"running": 0, "distinct": 0, "twice": 0, "beats": 0}
+    return report
 
 
 class BenchCluster:
@@ -101,4 +111,4 @@ class BenchCluster:
             try:
                 self.cluster.close()
             finally:
-                self.broker.delete_vhost(self.vhost)
+                drop_vhost(self.broker, self.vhost)

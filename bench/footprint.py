@@ -30,7 +30,8 @@ from pathlib import Path
 from urllib.parse import quote
 
 from bench.report import replace_section
-from bench.sim import Fleet, FleetSettings
+from bench.sim import bench_fleet
+from bench.vhosts import drop_vhost
 from tests.cluster import Cluster, wait_until
 from tests.conftest import Broker
 
@@ -103,7 +104,7 @@ def worker_footprint(broker: Broker) -> Objects:
         return objects(broker, vhost).minus(before)
     finally:
         cluster.close()
-        broker.delete_vhost(vhost)
+        drop_vhost(broker, vhost)
 
 
 def memory_per_node(broker: Broker, nodes: int, queue_type: str) -> tuple[float, float]:
@@ -112,15 +113,7 @@ def memory_per_node(broker: Broker, nodes: int, queue_type: str) -> tuple[float,
     counts channels and connections too, but moves with other vhosts' clean-up)."""
     vhost = f"corral-bench-{uuid.uuid4().hex[:8]}"
     cluster = Cluster(broker.create_vhost(vhost), Path(tempfile.mkdtemp(prefix="corral-bench-")))
-    fleet = Fleet(
-        FleetSettings(
-            amqp_url=cluster.amqp_url,
-            nodes=nodes,
-            connections=8,
-            prefix=f"sim{uuid.uuid4().hex[:4]}",
-            queue_type=queue_type,
-        )
-    )
+    fleet = bench_fleet(cluster.amqp_url, nodes, queue_type)
     try:
         cluster.declare_topology()
         cluster.start_master("m1")
@@ -135,7 +128,7 @@ def memory_per_node(broker: Broker, nodes: int, queue_type: str) -> tuple[float,
     finally:
         fleet.close()
         cluster.close()
-        broker.delete_vhost(vhost)
+        drop_vhost(broker, vhost)
 
 
 def mib(value: float) -> str:

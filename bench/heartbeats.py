@@ -32,7 +32,8 @@ from pathlib import Path
 from urllib.parse import quote
 
 from bench.report import replace_section
-from bench.sim import Fleet, FleetSettings
+from bench.sim import Fleet, bench_fleet
+from bench.vhosts import drop_vhost
 from bus import topology
 from corral import Client
 from tests.cluster import Cluster, wait_until
@@ -111,15 +112,7 @@ def measure(broker: Broker, nodes: int, adaptive: bool, seconds: float, queue_ty
     cluster = Cluster(broker.create_vhost(vhost), Path(tempfile.mkdtemp(prefix="corral-bench-")))
     fleet = None
     try:
-        fleet = Fleet(
-            FleetSettings(
-                amqp_url=cluster.amqp_url,
-                nodes=nodes,
-                connections=8,
-                prefix=f"sim{uuid.uuid4().hex[:4]}",
-                queue_type=queue_type,
-            )
-        )
+        fleet = bench_fleet(cluster.amqp_url, nodes, queue_type)
         extra = () if adaptive else ("--max-heartbeats", "0")
         cluster.declare_topology()
         cluster.start_master("m1", extra=extra)
@@ -168,7 +161,7 @@ def measure(broker: Broker, nodes: int, adaptive: bool, seconds: float, queue_ty
         if fleet is not None:
             fleet.close()
         cluster.close()
-        broker.delete_vhost(vhost)
+        drop_vhost(broker, vhost)
 
 
 def table(runs: list[Run]) -> str:

@@ -43,6 +43,7 @@ import docker
 
 from bench.failover import percentile
 from bench.report import replace_section
+from bench.vhosts import drop_vhost
 from tests.audit import ContainerAudit
 from tests.cluster import RUN_LABEL, Cluster, wait_until
 from tests.conftest import TEST_IMAGE, Broker
@@ -379,7 +380,7 @@ def main() -> None:
         ):
             container.remove(force=True)
         cluster.close()
-        broker.delete_vhost(vhost)
+        drop_vhost(broker, vhost)
         broker.close()  # the role users it made
 
     body = table(runs)

@@ -27,20 +27,17 @@ every node is ready at the end. Timing never is.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
-import uuid
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import bench.spy
+from bench.fleet import BenchCluster
 from bench.heartbeats import broker_pid, cpu_seconds, node_changes
 from bench.report import replace_section
 from bus import topology
@@ -117,101 +114,56 @@ def submit_all(cluster: Cluster, shape: str, tasks: int, jobs: int, clients: int
     return waits
 
 
-def fleet_report(path: Path) -> dict[str, int]:
-    try:
-        report: dict[str, int] = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {"running": 0, "distinct": 0, "twice": 0, "beats": 0}
-    return report
-
-
 def measure(broker: Broker, args: argparse.Namespace, shape: str) -> Run:
-    vhost = f"corral-bench-{uuid.uuid4().hex[:8]}"
-    workdir = Path(tempfile.mkdtemp(prefix="corral-bench-"))
-    cluster = Cluster(broker.create_vhost(vhost), workdir)
-    report = workdir / "fleet.json"
-    fleet = spy = None
+    spy = None
     try:
-        cluster.declare_topology()
-        cluster.start_master("m1")
-        cluster.start_master("m2")  # a standby, tailing the journal
-        fleet = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "bench.sim",
-                "--amqp",
-                cluster.amqp_url,
-                "--nodes",
-                str(args.nodes),
-                "--connections",
-                str(args.connections),
-                "--prefix",
-                f"sim{uuid.uuid4().hex[:4]}",
-                "--cpus",
-                "64",
-                "--memory",
-                "512g",
-                "--start-delay",
-                "0",
-                "--report",
-                str(report),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=open(workdir / "fleet.log", "wb"),  # noqa: SIM115 (the process keeps it)
-        )
-        cluster.wait_nodes_ready(args.nodes, timeout=300)
-        active = wait_until(lambda: next(iter(cluster.leaders()), None), what="a leader")
-        standby = "m2" if active == "m1" else "m1"
-        time.sleep(12)  # the leader announces the fleet's interval every 5 s; it settles
-        tap = Tap(cluster.amqp_url, topology.STATUS_EXCHANGE, "node.#")
-        pids = {
-            "active": cluster.processes[active].pid,
-            "standby": cluster.processes[standby].pid,
-            "broker": broker_pid(),
-            "fleet": fleet.pid,
-        }
-        profile = (args.profile or workdir) / f"{shape}-active.txt"
-        if not args.no_profile:  # py-spy, sampling the active master during the run
-            spy = bench.spy.record(pids["active"], profile)
-        before = {name: cpu_seconds(pid) for name, pid in pids.items()}
-        started = time.monotonic()
-        waits = submit_all(cluster, shape, args.tasks, args.jobs, args.clients)
-        submitted = time.monotonic() - started
-        wait_until(
-            lambda: fleet_report(report)["running"] >= args.tasks,
-            timeout=900,
-            interval=0.1,
-            what=f"{args.tasks} tasks running on the fleet",
-        )
-        elapsed = time.monotonic() - started
-        cpu = {name: cpu_seconds(pid) - before[name] for name, pid in pids.items()}
-        bench.spy.stop(spy)
-        spy = None
+        with BenchCluster(broker, nodes=args.nodes, connections=args.connections) as rig:
+            cluster = rig.cluster
+            assert rig.fleet is not None
+            standby = "m2" if rig.active == "m1" else "m1"
+            tap = Tap(cluster.amqp_url, topology.STATUS_EXCHANGE, "node.#")
+            pids = {
+                "active": cluster.processes[rig.active].pid,
+                "standby": cluster.processes[standby].pid,
+                "broker": broker_pid(),
+                "fleet": rig.fleet.pid,
+            }
+            profile = (args.profile or rig.workdir) / f"{shape}-active.txt"
+            if not args.no_profile:  # py-spy, sampling the active master during the run
+                spy = bench.spy.record(pids["active"], profile)
+            before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+            started = time.monotonic()
+            waits = submit_all(cluster, shape, args.tasks, args.jobs, args.clients)
+            submitted = time.monotonic() - started
+            wait_until(
+                lambda: rig.report()["running"] >= args.tasks,
+                timeout=900,
+                interval=0.1,
+                what=f"{args.tasks} tasks running on the fleet",
+            )
+            elapsed = time.monotonic() - started
+            cpu = {name: cpu_seconds(pid) - before[name] for name, pid in pids.items()}
+            bench.spy.stop(spy)
+            spy = None
 
-        held = fleet_report(report)
-        assert held["distinct"] == args.tasks and held["twice"] == 0, f"not once each: {held}"
-        with Client(cluster.client_url, timeout=120, role=cluster.client_role) as client:
+            held = rig.report()
+            assert held["distinct"] == args.tasks and held["twice"] == 0, f"not once: {held}"
+            with Client(cluster.client_url, timeout=120, role=cluster.client_role) as client:
 
-            def master_counts_all() -> bool:
-                running: int = sum(job.task_counts.get("running", 0) for job in client.jobs())
-                return running == int(args.tasks)
+                def master_counts_all() -> bool:
+                    running = sum(job.task_counts.get("running", 0) for job in client.jobs())
+                    return running == int(args.tasks)
 
-            wait_until(master_counts_all, timeout=300, what="the master counting all running")
-            states = Counter(node.state for node in client.nodes())
-        changes = node_changes(tap)
-        tap.close()
-        assert states == {"ready": args.nodes}, f"nodes not all ready: {states}"
-        run = Run(shape, args.nodes, args.tasks, submitted, elapsed, cpu, dict(changes))
-        run.waits, run.profile = waits, None if args.no_profile else profile
-        return run
+                wait_until(master_counts_all, timeout=300, what="the master counting all")
+                states = Counter(node.state for node in client.nodes())
+            changes = node_changes(tap)
+            tap.close()
+            assert states == {"ready": args.nodes}, f"nodes not all ready: {states}"
+            run = Run(shape, args.nodes, args.tasks, submitted, elapsed, cpu, dict(changes))
+            run.waits, run.profile = waits, None if args.no_profile else profile
+            return run
     finally:
         bench.spy.stop(spy)
-        if fleet is not None:
-            fleet.terminate()
-            fleet.wait(timeout=30)
-        cluster.close()
-        broker.delete_vhost(vhost)
 
 
 def table(runs: list[Run], jobs: int) -> str:

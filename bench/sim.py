@@ -333,6 +333,20 @@ class Fleet:
         self.close()
 
 
+def bench_fleet(amqp_url: str, nodes: int, queue_type: str = "quorum") -> Fleet:
+    """A benchmark's in-process fleet: `nodes` idle nodes over 8 connections, with a fresh
+    node id prefix (not started)."""
+    return Fleet(
+        FleetSettings(
+            amqp_url=amqp_url,
+            nodes=nodes,
+            connections=8,
+            prefix=f"sim{uuid.uuid4().hex[:4]}",
+            queue_type=queue_type,
+        )
+    )
+
+
 def _size(text: str) -> int:
     units = {"k": 1024, "m": 1024**2, "g": GiB, "t": 1024**4}
     text = text.strip().lower().rstrip("ib")

@@ -41,6 +41,7 @@ import bench.spy
 from bench.failover import percentile
 from bench.heartbeats import broker_pid, cpu_seconds
 from bench.report import replace_section
+from bench.vhosts import drop_vhost
 from corral import Client
 from tests.cluster import Cluster, wait_until
 from tests.conftest import TEST_IMAGE, Broker
@@ -275,7 +276,7 @@ def main() -> None:
         remove_labelled(docker_client, label)
         for network in docker_client.networks.list(filters={"label": f"corral-bench={label}"}):
             network.remove()
-        broker.delete_vhost(vhost)
+        drop_vhost(broker, vhost)
         broker.close()  # the role users it made
 
     raw_p50, our_p50 = statistics.median(raw), statistics.median(ours)

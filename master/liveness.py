@@ -99,60 +99,56 @@ class Liveness:
     def dead_after(self, node: Node | Unseen) -> float:
         return self.settings.dead_after * self.scale(node)
 
-    def _limits(self, node: Node | Unseen) -> tuple[float, float]:
-        """(suspect_after, dead_after) for `node`."""
-        scale = self.scale(node)
-        return self.settings.suspect_after * scale, self.settings.dead_after * scale
-
-    def _heard(self, node: Node | Unseen) -> float:
-        """When `node` was last heard, as liveness counts it: its last beat, read or only
-        arrived (`heard`), or the end of a grace."""
-        return max(self._last_beat(node), self._grace_until - self.settings.dead_after)
-
     def _last_beat(self, node: Node | Unseen) -> float:
         return max(node.last_seen, self.heard.get(node.node_id, 0.0))
 
-    def _target(self, node: Node | Unseen, now: float) -> NodeState:
-        silent = now - self._heard(node)
-        suspect_after, dead_after = self._limits(node)
-        if silent >= dead_after:
-            return "down"
-        if silent >= suspect_after:
-            return "suspect"
-        return "ready"
-
-    def _due(self, nodes: list[Node | Unseen], now: float) -> float:
-        """The first time after `now` a node crosses a threshold, if none is heard before."""
+    def _judge(
+        self, state: ClusterState, now: float
+    ) -> tuple[int, dict[str, tuple[Node | Unseen, NodeState]], float]:
+        """How many nodes are live; the silent ones by id, each with what it should be now
+        (suspect after `suspect_after` of silence, down after `dead_after`, both scaled
+        by its interval); and the first time after `now` a node crosses a threshold if
+        none is heard before. One pass over the nodes: at 10,000 nodes this is most of
+        what an idle master does, four times a second. Down nodes wait for a heartbeat;
+        disconnected ones are judged by their agent grace (the controller)."""
+        settings = self.settings
+        floor = self._grace_until - settings.dead_after  # the end of a grace counts as heard
+        heard = self.heard
+        live = 0
+        silent: dict[str, tuple[Node | Unseen, NodeState]] = {}
         due = float("inf")
-        for node in nodes:
-            heard = self._heard(node)
-            for after in self._limits(node):
-                if heard + after > now:
-                    due = min(due, heard + after)
-                    break
-        return due
+        for nodes in (state.nodes.values(), state.unseen.values()):
+            for node in nodes:
+                if node.state == "down" or node.state == "disconnected":
+                    continue
+                live += 1
+                scale = self.scale(node)
+                last = max(node.last_seen, heard.get(node.node_id, 0.0), floor)
+                suspect_at = last + settings.suspect_after * scale
+                dead_at = last + settings.dead_after * scale
+                if now >= dead_at:
+                    silent[node.node_id] = (node, "down")
+                elif now >= suspect_at:
+                    silent[node.node_id] = (node, "suspect")
+                    due = min(due, dead_at)
+                else:
+                    silent.pop(node.node_id, None)  # (a node listed twice: the last counts)
+                    due = min(due, suspect_at)
+        return live, silent, due
 
     def check(self, state: ClusterState, now: float) -> list[ev.Event]:
         """State changes for nodes that went quiet. Heartbeats bring nodes back elsewhere.
 
         Nodes the journal names but this master never heard (`state.unseen`) are
         judged too, silent since they were last named (or since the grace)."""
-        nodes: list[Node | Unseen] = [*state.nodes.values(), *state.unseen.values()]
-        # down: until a heartbeat; disconnected: judged by its agent grace (the controller)
-        live = [n for n in nodes if n.state not in ("down", "disconnected")]
-        self.next_due = self._due(live, now)
-        by_id = {node.node_id: node for node in live}
-        targets = {node.node_id: self._target(node, now) for node in live}
+        live, silent, self.next_due = self._judge(state, now)
         changes = {
-            node.node_id: targets[node.node_id]
-            for node in live
-            if targets[node.node_id] not in ("ready", node.state)
+            node_id: target for node_id, (node, target) in silent.items() if target != node.state
         }
         going_down = [n for n, target in changes.items() if target == "down"]
         # Silent nodes cross dead_after one tick apart (their last beats were spread over
         # an interval), so judge the share of all silent nodes, not just this tick's.
-        silent = [n for n, target in targets.items() if target != "ready"]
-        threshold = self.settings.partition_threshold * len(live)
+        threshold = self.settings.partition_threshold * live
         if going_down and len(silent) >= 2 and len(silent) > threshold:
             self._holding_since = self._holding_since or now
             if now - self._holding_since < self.hold_max:
@@ -161,7 +157,7 @@ class Liveness:
                         "%d of %d nodes went silent at once: holding them as suspect "
                         "(partition guard)",
                         len(silent),
-                        len(live),
+                        live,
                     )
                 for node_id in going_down:
                     changes[node_id] = "suspect"
@@ -177,8 +173,8 @@ class Liveness:
                 at=now,
                 node_id=node_id,
                 state=target,
-                reason=f"no heartbeat for {now - self._last_beat(by_id[node_id]):.1f} s",
+                reason=f"no heartbeat for {now - self._last_beat(silent[node_id][0]):.1f} s",
             )
             for node_id, target in changes.items()
-            if target != by_id[node_id].state
+            if target != silent[node_id][0].state
         ]
