@@ -179,10 +179,11 @@ def section(
         "  (benchmark b, heartbeat load).\n\n"
         f"So one broker node holds about {holds:,} workers here, bounded by "
         f"{'the quorum queues' if holds == QUORUM_LIMIT else 'the figures above'}.\n"
-        "A larger fleet needs a broker cluster: each quorum queue's leader lives on one\n"
-        "node, so three nodes spread the assignment queues' leaders (though each keeps a\n"
-        "replica of every queue), and the workers' connections spread over the nodes\n"
-        "given in their `--amqp` lists (docs/operations.md, a broker cluster).\n"
+        "A broker cluster spreads the workers' connections (their `--amqp` lists) and the\n"
+        "quorum queues' leaders, but with 3 replicas every broker node still keeps a\n"
+        "member of every quorum queue: whether three nodes hold more than one is not\n"
+        "measured here. Beyond that size, bigger broker nodes or assignment queues with\n"
+        "fewer replicas (not offered yet) are the options.\n"
     )
 
 
